@@ -1,0 +1,80 @@
+"""The local cache: the index and meta of the snapshot this machine's state descends from.
+
+Written after each push and each in-place restore; read by ocb-plan to decide full vs
+incremental and to detect a diverged lineage. The index is written before the state record
+that names it, so a crash between the two leaves a state that does not match its index,
+which reads as "no cache" (a full backup), never as a wrong incremental base.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+
+from .errors import BadDocument
+from .index import Index
+
+STATE = "state.json"
+INDEX = "index.jsonl"
+META = "meta.json"
+
+
+@dataclass
+class CachedSnapshot:
+    state: dict  # store, snapshot, backup_type, chain, full_created_utc, incrementals
+    index: Index
+    meta: dict
+
+
+def load(cache_dir: str, store: str) -> CachedSnapshot | None:
+    """The cached snapshot for `store`, or None when absent, for another store, or torn."""
+    try:
+        with open(os.path.join(cache_dir, STATE), encoding="utf-8") as handle:
+            state = json.load(handle)
+        with open(os.path.join(cache_dir, META), encoding="utf-8") as handle:
+            meta = json.load(handle)
+        index = Index.load(os.path.join(cache_dir, INDEX))
+    except (OSError, ValueError, BadDocument):
+        # unreadable or malformed reads as "no cache": the next backup is a full one
+        return None
+    if not isinstance(state, dict) or state.get("store") != store:
+        return None
+    if index.snapshot != state.get("snapshot") or meta.get("id") != state.get("snapshot"):
+        return None
+    return CachedSnapshot(state, index, meta)
+
+
+def _write_json(path: str, value: dict) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(value, handle, indent=2)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def save(cache_dir: str, index_file: str, meta: dict, state: dict) -> None:
+    """Record a snapshot as this machine's base: index, then meta, then the state naming both."""
+    os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    tmp = os.path.join(cache_dir, f"{INDEX}.tmp-{os.getpid()}")
+    shutil.copyfile(index_file, tmp)
+    os.replace(tmp, os.path.join(cache_dir, INDEX))
+    _write_json(os.path.join(cache_dir, META), meta)
+    _write_json(os.path.join(cache_dir, STATE), state)
+
+
+def state_for(meta: dict, store: str, origin: str) -> dict:
+    """The lineage record of `meta`'s snapshot (origin: "backup" or "restore")."""
+    chain = meta.get("chain") or []
+    full = chain[0] if chain else {}
+    return {
+        "store": store,
+        "snapshot": meta["id"],
+        "backup_type": meta.get("backup_type"),
+        "chain": [link.get("id") for link in chain],
+        "full_created_utc": full.get("created_at_utc", meta.get("created_at_utc")),
+        "incrementals": max(len(chain) - 1, 0),
+        "origin": origin,
+    }

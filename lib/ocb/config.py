@@ -1,0 +1,293 @@
+"""Settings: the one module that reads the environment.
+
+Resolves flags-then-`OCB_*`-then-legacy `OPENCLAW_*` names (and the legacy env files, read as
+data, never executed) into plain values that ocb-plan and ocb-chain write into the document.
+Later stages act on the document, not on the environment. Secrets (HF token, password) are
+returned to the caller that needs them and never written into a settings dict.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from .errors import UsageError
+
+# Legacy env files: read as KEY=VALUE data when a variable is not in the process environment
+# (a Space variable wins over a file, as in the legacy script).
+LEGACY_ENV_FILES = ("/etc/profile.d/openclaw-env.sh", "~/.env.d/openclaw-backup.env")
+
+# The home-dir folders the agent's tools write, by archive root name (legacy names kept, so a
+# snapshot's layout reads the same as the legacy script's archives).
+HOME_ROOTS = (
+    ("root-config", "OPENCLAW_BACKUP_ROOT_CONFIG_DIR", ".config"),
+    ("root-codex", "OPENCLAW_BACKUP_ROOT_CODEX_DIR", ".codex"),
+    ("root-claude", "OPENCLAW_BACKUP_ROOT_CLAUDE_DIR", ".claude"),
+    ("root-agents", "OPENCLAW_BACKUP_ROOT_AGENTS_DIR", ".agents"),
+    ("root-ssh", "OPENCLAW_BACKUP_ROOT_SSH_DIR", ".ssh"),
+    ("root-env", "OPENCLAW_BACKUP_ROOT_ENV_DIR", ".env.d"),
+    ("root-lark-cli", "OPENCLAW_BACKUP_ROOT_LARK_CLI_DIR", ".lark-cli"),
+)
+NPM_ROOT = ("root-npm", "OPENCLAW_BACKUP_ROOT_NPM_DIR", ".npm")
+STATE_ROOT = "openclaw-state"
+
+# Regenerable bulk that dominates real installs. A pattern without "/" matches any path
+# component; one with "/" matches the path relative to its root. SQLite -wal/-shm companions
+# are NOT here: until databases are copied through SQLite's backup API, the WAL holds
+# committed rows that exist nowhere else.
+DEFAULT_EXCLUDES = (
+    "node_modules",
+    "__pycache__",
+    ".cache",
+    "Cache",
+    "Code Cache",
+    "GPUCache",
+    "logs",
+    "*.log",
+    "browser/*/user-data",
+)
+
+ROOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+
+@dataclass(frozen=True)
+class Root:
+    """One backed-up place: a directory, or a single file (legacy extra files)."""
+
+    name: str
+    path: str
+    kind: str  # "dir" | "file"
+    required: bool = False
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "path": self.path, "kind": self.kind, "required": self.required}
+
+
+@dataclass
+class Environment:
+    """The process environment overlaid on the legacy env files (process wins)."""
+
+    values: Mapping[str, str]
+    home: str
+    files_read: list[str] = field(default_factory=list)
+
+    def get(self, *names: str, default: str | None = None) -> tuple[str | None, str | None]:
+        """First non-empty value among names, with the name it came from."""
+        for name in names:
+            value = self.values.get(name)
+            if value is not None and value.strip() != "":
+                return value.strip(), name
+        return default, None
+
+
+def parse_env_file(text: str) -> dict[str, str]:
+    """KEY=VALUE lines (optionally `export KEY=...`, optionally quoted); never evaluated."""
+    values: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export "):].strip()
+        key, sep, value = line.partition("=")
+        key = key.strip()
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            continue
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key] = value
+    return values
+
+
+def load_environment(environ: Mapping[str, str] | None = None) -> Environment:
+    environ = dict(os.environ if environ is None else environ)
+    home = environ.get("HOME") or os.path.expanduser("~")
+    merged: dict[str, str] = {}
+    files_read = []
+    for name in LEGACY_ENV_FILES:
+        path = name.replace("~", home, 1) if name.startswith("~") else name
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                merged.update(parse_env_file(handle.read()))
+            files_read.append(path)
+        except OSError:
+            continue
+    merged.update({k: v for k, v in environ.items() if v != ""})
+    return Environment(values=merged, home=home, files_read=files_read)
+
+
+def parse_bool(env: Environment, names: tuple[str, ...], default: bool) -> bool:
+    value, name = env.get(*names)
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in TRUE_WORDS:
+        return True
+    if lowered in FALSE_WORDS:
+        return False
+    raise UsageError(f"{name}={value!r}: expected one of true/false, yes/no, on/off, 1/0")
+
+
+def parse_int(env: Environment, names: tuple[str, ...], default: int, minimum: int = 0) -> int:
+    value, name = env.get(*names)
+    if value is None:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise UsageError(f"{name}={value!r}: expected a whole number") from None
+    if number < minimum:
+        raise UsageError(f"{name}={value!r}: must be at least {minimum}")
+    return number
+
+
+SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "mb": 1024**2,
+              "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
+
+
+def parse_size(text: str, name: str) -> int:
+    """'1G', '500M', '1048576' -> bytes (binary units, as split(1) reads them)."""
+    match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if not match or unit not in SIZE_UNITS:
+        raise UsageError(f"{name}={text!r}: expected a size such as 1048576, 500M or 1G")
+    size = int(match.group(1)) * SIZE_UNITS[unit]
+    if size < 1024:
+        raise UsageError(f"{name}={text!r}: a volume must be at least 1 KiB")
+    return size
+
+
+def parse_named_paths(env: Environment, var: str) -> list[tuple[str, str]]:
+    """Legacy "name:/path,name2:/path2" lists (OPENCLAW_BACKUP_EXTRA_DIRS / _FILES)."""
+    raw, _ = env.get(var)
+    if raw is None:
+        return []
+    pairs = []
+    for item in raw.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, path = item.partition(":")
+        name, path = name.strip(), path.strip()
+        if not sep or not name or not path:
+            raise UsageError(f"{var}: entry {item!r} is not NAME:/absolute/path")
+        if not ROOT_NAME.match(name) or name.startswith(".ocb"):
+            raise UsageError(f"{var}: name {name!r} must be letters, digits, '.', '_' or '-'")
+        pairs.append((name, os.path.abspath(os.path.expanduser(path))))
+    return pairs
+
+
+def parse_patterns(env: Environment, var: str) -> list[str]:
+    raw, _ = env.get(var)
+    if raw is None:
+        return []
+    return [p.strip() for p in re.split(r"[,\n]", raw) if p.strip()]
+
+
+def resolve_roots(env: Environment, for_restore: bool = False) -> list[Root]:
+    """The legacy source set: state dir, the home-dir roots, npm when enabled, extras."""
+    home = env.home
+    state, _ = env.get("OCB_STATE_DIR", "OPENCLAW_BACKUP_SOURCE_DIR", "OPENCLAW_STATE_DIR")
+    roots = [Root(STATE_ROOT, os.path.abspath(state or os.path.join(home, ".openclaw")), "dir", True)]
+    for name, var, default in HOME_ROOTS:
+        path, _ = env.get(var)
+        roots.append(Root(name, os.path.abspath(path or os.path.join(home, default)), "dir"))
+    npm_var = "OPENCLAW_RESTORE_NPM_ENABLED" if for_restore else "OPENCLAW_BACKUP_NPM_ENABLED"
+    if parse_bool(env, (npm_var,), True):
+        path, _ = env.get(NPM_ROOT[1])
+        roots.append(Root(NPM_ROOT[0], os.path.abspath(path or os.path.join(home, NPM_ROOT[2])), "dir"))
+    for name, path in parse_named_paths(env, "OPENCLAW_BACKUP_EXTRA_DIRS"):
+        roots.append(Root(name, path, "dir"))
+    for name, path in parse_named_paths(env, "OPENCLAW_BACKUP_EXTRA_FILES"):
+        roots.append(Root(name, path, "file"))
+    seen: dict[str, Root] = {}
+    for root in roots:
+        if root.name in seen:
+            raise UsageError(f"root name {root.name!r} is used twice ({seen[root.name].path} and {root.path})")
+        seen[root.name] = root
+    return roots
+
+
+def normalise_store(raw: str, var: str) -> str:
+    """Store URL in canonical form: file:///abs/path or hf://datasets/OWNER/NAME."""
+    if raw.startswith("file://"):
+        path = raw[len("file://"):]
+        if not path.startswith("/"):
+            raise UsageError(f"{var}={raw!r}: a file store URL needs an absolute path (file:///path)")
+        return "file://" + os.path.normpath(path)
+    if raw.startswith("hf://"):
+        rest = raw[len("hf://"):].strip("/")
+        if rest.startswith("datasets/"):
+            rest = rest[len("datasets/"):]
+        return "hf://datasets/" + rest
+    if raw.startswith(("/", "./", "../", "~")) or raw in (".", ".."):
+        return "file://" + os.path.abspath(os.path.expanduser(raw))
+    if re.fullmatch(r"[^/\s]+/[^/\s]+", raw):
+        # a bare OWNER/NAME is the legacy OPENCLAW_BACKUP_DATASET_REPO form
+        return "hf://datasets/" + raw
+    raise UsageError(f"{var}={raw!r}: expected file:///path, a path, hf://datasets/OWNER/NAME or OWNER/NAME")
+
+
+def resolve_store(env: Environment, flag_value: str | None, for_restore: bool = False) -> str:
+    if flag_value:
+        return normalise_store(flag_value, "--store")
+    names = ("OCB_STORE", "OPENCLAW_BACKUP_DATASET_REPO")
+    if for_restore:
+        names = ("OCB_RESTORE_STORE", "OPENCLAW_RESTORE_DATASET_REPO") + names
+    raw, name = env.get(*names)
+    if raw is None:
+        raise UsageError("no store configured: set OCB_STORE (file:///path or hf://datasets/OWNER/NAME)")
+    return normalise_store(raw, name or "OCB_STORE")
+
+
+def resolve_common(env: Environment) -> dict:
+    """Settings shared by backup and restore documents (all non-secret)."""
+    home = env.home
+    cache, _ = env.get("OCB_CACHE_DIR", "OPENCLAW_BACKUP_METADATA_DIR")
+    work, _ = env.get("OCB_WORK_DIR", "OPENCLAW_BACKUP_WORK_DIR")
+    prefix, _ = env.get("OCB_PATH_PREFIX", "OPENCLAW_BACKUP_PATH_PREFIX", default="backups")
+    prefix = prefix.strip("/")
+    if not prefix or ".." in prefix.split("/"):
+        raise UsageError(f"OPENCLAW_BACKUP_PATH_PREFIX={prefix!r}: expected a relative folder such as backups")
+    return {
+        "cache_dir": os.path.abspath(cache or os.path.join(home, ".cache", "ocb")),
+        "work_dir": os.path.abspath(work or os.path.join(home, ".cache", "ocb", "work")),
+        "path_prefix": prefix,
+        "home": home,
+    }
+
+
+def resolve_backup_settings(env: Environment) -> dict:
+    settings = resolve_common(env)
+    compression, name = env.get("OCB_COMPRESSION", default="zstd")
+    if compression not in ("zstd", "gzip"):
+        raise UsageError(f"{name}={compression!r}: expected zstd or gzip")
+    level_default = 3 if compression == "zstd" else 6
+    level = parse_int(env, ("OCB_COMPRESSION_LEVEL", "OPENCLAW_BACKUP_COMPRESSION_LEVEL"), level_default, 1)
+    top = 19 if compression == "zstd" else 9
+    if level > top:
+        raise UsageError(f"compression level {level} is out of range for {compression} (1..{top})")
+    size_raw, size_name = env.get("OCB_VOLUME_SIZE", "OPENCLAW_BACKUP_SPLIT_SIZE", default="1G")
+    default_excludes = parse_bool(env, ("OCB_DEFAULT_EXCLUDES",), True)
+    settings.update({
+        "compression": compression,
+        "compression_level": level,
+        "volume_size": parse_size(size_raw, size_name or "OCB_VOLUME_SIZE"),
+        "full_every": parse_int(env, ("OCB_FULL_EVERY", "OPENCLAW_MAX_INCREMENTAL_BACKUPS"), 10, 0),
+        "full_hours": parse_int(env, ("OCB_FULL_HOURS", "OPENCLAW_FULL_BACKUP_INTERVAL_HOURS"), 24, 0),
+        "incremental": parse_bool(env, ("OCB_INCREMENTAL", "OPENCLAW_INCREMENTAL_BACKUP"), True),
+        "excludes": (list(DEFAULT_EXCLUDES) if default_excludes else []) + parse_patterns(env, "OCB_EXCLUDE"),
+        "includes": parse_patterns(env, "OCB_INCLUDE"),
+    })
+    return settings
+
+
+def resolve_restore_settings(env: Environment) -> dict:
+    return resolve_common(env)

@@ -1,0 +1,256 @@
+"""Safe extraction of archives into staging trees, and making a staging tree equal an index.
+
+Safe by construction: member names are relative and stay inside their root; every directory
+on the way to a member is opened with O_NOFOLLOW relative to its parent, so nothing is ever
+written through a symlink, whatever an earlier member or an earlier snapshot left there;
+hardlinks, devices, fifos and other member types are refused. Symlinks themselves are state
+and are created exactly as recorded. This module writes only under the staging paths it is
+handed; swapping staging into place is restore.py's job.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import tarfile
+from dataclasses import dataclass, field
+from typing import BinaryIO, Callable
+
+from .archive import COPY_CHUNK, INDEX_MEMBER
+from .config import ROOT_NAME
+from .errors import ChainBroken, ChecksumMismatch, HostileArchive
+from .index import DIR, FILE, SYMLINK, Entry, Index, sha256_file
+
+# Modes while building staging: private until the index's modes are applied at the end.
+STAGING_DIR_MODE = 0o700
+STAGING_FILE_MODE = 0o600
+MAX_INDEX_BYTES = 2 * 1024**3
+
+
+@dataclass
+class ExtractStats:
+    members: int = 0
+    bytes: int = 0
+    skipped_roots: set[str] = field(default_factory=set)
+
+
+def split_member(name: str) -> tuple[str, list[str]]:
+    """'root/a/b' -> ('root', ['a', 'b']); refuses anything that could leave the root."""
+    if "\0" in name:
+        raise HostileArchive(f"member name contains NUL: {name!r}")
+    if name.startswith("/"):
+        raise HostileArchive(f"member has an absolute path: {name!r}")
+    parts = name.rstrip("/").split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise HostileArchive(f"member path has an empty, '.' or '..' component: {name!r}")
+    if not ROOT_NAME.match(parts[0]):
+        raise HostileArchive(f"member is outside every root: {name!r}")
+    return parts[0], parts[1:]
+
+
+def _open_dir_nofollow(parent_fd: int, name: str, create: bool, replace: bool) -> int:
+    """Open child directory `name` of parent_fd without following links.
+
+    `replace`: a non-directory found there (left by an earlier snapshot of the chain) is
+    removed and a directory made in its place. Without it, finding one is hostile.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
+    try:
+        return os.open(name, flags, dir_fd=parent_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
+            raise
+        if not replace:
+            raise HostileArchive(f"a member would be written through {name!r}, which is not a directory") from None
+        os.unlink(name, dir_fd=parent_fd)
+    os.mkdir(name, STAGING_DIR_MODE, dir_fd=parent_fd)
+    return os.open(name, flags, dir_fd=parent_fd)
+
+
+def _remove_at(parent_fd: int, name: str) -> None:
+    try:
+        st = os.lstat(name, dir_fd=parent_fd)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=parent_fd)
+    else:
+        os.unlink(name, dir_fd=parent_fd)
+
+
+class StagingWriter:
+    """Applies the members of one archive after another onto per-root staging paths."""
+
+    def __init__(self, staging: dict[str, str], index_spool: str) -> None:
+        self.staging = staging  # root name -> staging path (beside its target)
+        self.index_spool = index_spool
+        self.stats = ExtractStats()
+
+    def extract(self, stream: BinaryIO, progress: Callable[[int], None] | None = None) -> bool:
+        """Extract one archive; True when it carried the index member (it must)."""
+        seen: set[str] = set()  # member names within this archive
+        got_index = False
+        try:
+            tar = tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape")
+        except tarfile.ReadError as exc:
+            raise HostileArchive(f"not a tar archive: {exc}") from None
+        with tar:
+            for member in tar:
+                if member.name == INDEX_MEMBER:
+                    self._save_index(tar, member)
+                    got_index = True
+                    continue
+                root, parts = split_member(member.name)
+                clean = "/".join([root, *parts])
+                if clean in seen:
+                    raise HostileArchive(f"two members named {clean!r} in one archive")
+                seen.add(clean)
+                if root not in self.staging:
+                    self.stats.skipped_roots.add(root)
+                    continue
+                self._apply(tar, member, root, parts)
+                self.stats.members += 1
+                if progress and member.isfile():
+                    progress(member.size)
+        return got_index
+
+    def _save_index(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        if not member.isfile() or member.size > MAX_INDEX_BYTES:
+            raise HostileArchive("the index member is not a regular file of sane size")
+        source = tar.extractfile(member)
+        assert source is not None
+        with open(self.index_spool, "wb") as out:
+            shutil.copyfileobj(source, out, COPY_CHUNK)
+
+    def _apply(self, tar: tarfile.TarFile, member: tarfile.TarInfo, root: str, parts: list[str]) -> None:
+        if not (member.isfile() or member.isdir() or member.issym()):
+            kind = "hardlink" if member.islnk() else "device, fifo or other special file"
+            raise HostileArchive(f"member {member.name!r} is a {kind}: refused")
+        top = self.staging[root]
+        if not parts:
+            self._apply_root(tar, member, top)
+            return
+        parent_fd = self._open_parent(top, parts)
+        try:
+            name = parts[-1]
+            if member.isdir():
+                os.close(_open_dir_nofollow(parent_fd, name, create=True, replace=True))
+                return
+            _remove_at(parent_fd, name)
+            if member.issym():
+                os.symlink(member.linkname, name, dir_fd=parent_fd)
+                return
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, STAGING_FILE_MODE, dir_fd=parent_fd)
+            self._copy_member(tar, member, fd)
+        finally:
+            os.close(parent_fd)
+
+    def _apply_root(self, tar: tarfile.TarFile, member: tarfile.TarInfo, top: str) -> None:
+        """The root entry itself: a directory root, or a single-file root."""
+        if member.isdir():
+            if os.path.lexists(top) and not os.path.isdir(top) or os.path.islink(top):
+                os.unlink(top)
+            os.makedirs(top, STAGING_DIR_MODE, exist_ok=True)
+            return
+        if not member.isfile():
+            raise HostileArchive(f"root member {member.name!r} is neither a directory nor a file")
+        if os.path.isdir(top) and not os.path.islink(top):
+            shutil.rmtree(top)
+        elif os.path.lexists(top):
+            os.unlink(top)
+        fd = os.open(top, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, STAGING_FILE_MODE)
+        self._copy_member(tar, member, fd)
+
+    def _open_parent(self, top: str, parts: list[str]) -> int:
+        if not os.path.isdir(top) or os.path.islink(top):
+            # children before their root's own entry: only an incremental on top of a
+            # staging root that exists already may do that
+            raise ChainBroken(f"member {'/'.join(parts)!r} arrived before its root directory")
+        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        for part in parts[:-1]:
+            try:
+                # an honest archive carries a directory's own member before its children,
+                # so a link or file still in the way means a write through it: refuse
+                child = _open_dir_nofollow(fd, part, create=True, replace=False)
+            finally:
+                os.close(fd)
+            fd = child
+        return fd
+
+    def _copy_member(self, tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int) -> None:
+        source = tar.extractfile(member)
+        assert source is not None
+        with os.fdopen(fd, "wb") as out:
+            while chunk := source.read(COPY_CHUNK):
+                out.write(chunk)
+                self.stats.bytes += len(chunk)
+
+
+def read_spooled_index(path: str, origin: str) -> Index:
+    try:
+        return Index.load(path)
+    except FileNotFoundError:
+        raise ChainBroken(f"{origin} carries no index member") from None
+
+
+def make_equal(staging: str, root: str, index: Index) -> None:
+    """Make one root's staging tree hold exactly the index's entries, verified, with their metadata.
+
+    Removes what the index lacks, checks type, size and sha256 of every file and the target of
+    every link, then applies modes and mtimes (directories deepest first, after their contents).
+    """
+    wanted = {e.path: e for e in index.entries.values() if e.root == root}
+    if "" not in wanted:
+        raise ChainBroken(f"the index has no entry for root {root}")
+    top_entry = wanted[""]
+    if top_entry.type == DIR:
+        _prune(staging, "", wanted)
+    dirs: list[tuple[str, Entry]] = []
+    for rel, entry in wanted.items():
+        path = staging if rel == "" else os.path.join(staging, rel)
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            raise ChainBroken(f"{root}/{rel} is in the index but no snapshot of the chain carried it") from None
+        actual = FILE if stat.S_ISREG(st.st_mode) else DIR if stat.S_ISDIR(st.st_mode) else SYMLINK if stat.S_ISLNK(st.st_mode) else "other"
+        if actual != entry.type:
+            raise ChainBroken(f"{root}/{rel} is a {actual} after extraction, the index says {entry.type}")
+        if entry.type == FILE:
+            if st.st_size != entry.size:
+                raise ChecksumMismatch(f"{root}/{rel}: size {st.st_size} after extraction, the index says {entry.size}")
+            if sha256_file(path) != entry.sha256:
+                raise ChecksumMismatch(f"{root}/{rel}: sha256 differs from the index")
+            os.chmod(path, entry.mode, follow_symlinks=False)
+            os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+        elif entry.type == SYMLINK:
+            if os.readlink(path) != entry.target:
+                raise ChecksumMismatch(f"{root}/{rel}: symlink target differs from the index")
+            os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+        else:
+            dirs.append((rel, entry))
+    for rel, entry in sorted(dirs, key=lambda item: item[0].count("/") + (item[0] != ""), reverse=True):
+        path = staging if rel == "" else os.path.join(staging, rel)
+        os.chmod(path, entry.mode, follow_symlinks=False)
+        os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+
+
+def _prune(staging: str, rel_dir: str, wanted: dict[str, Entry]) -> None:
+    path = staging if rel_dir == "" else os.path.join(staging, rel_dir)
+    with os.scandir(path) as listing:
+        children = list(listing)
+    for child in children:
+        rel = child.name if rel_dir == "" else f"{rel_dir}/{child.name}"
+        entry = wanted.get(rel)
+        is_dir = child.is_dir(follow_symlinks=False)
+        if entry is None:
+            if is_dir:
+                shutil.rmtree(child.path)
+            else:
+                os.unlink(child.path)
+        elif is_dir and entry.type == DIR:
+            _prune(staging, rel, wanted)

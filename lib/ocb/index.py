@@ -1,0 +1,260 @@
+"""The snapshot index: what exists in the state at one moment, and how two moments differ.
+
+Owns scanning the roots (lstat only, never following a symlink), the exclude rules, the
+on-disk form of an index (JSON lines in the work dir and the cache), and change detection
+against the previous index. It never reads file contents except to hash them on request, and
+never writes outside the path it is given.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import json
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import IO, Iterable, Iterator
+
+from .config import Root
+from .errors import BadDocument, RuntimeFailure
+
+INDEX_VERSION = 1
+HASH_CHUNK = 1024 * 1024
+
+FILE, DIR, SYMLINK = "file", "dir", "symlink"
+
+# What decides "changed" (DESIGN.md): not inode or ctime, which every restore changes.
+COMPARED_FIELDS = ("type", "size", "mtime_ns", "mode", "target")
+
+
+@dataclass
+class Entry:
+    """One path of one root. `path` is relative to the root; "" is the root itself."""
+
+    root: str
+    path: str
+    type: str
+    mode: int
+    size: int
+    mtime_ns: int
+    sha256: str | None = None
+    target: str | None = None
+    # set by ocb-plan on entries the next archive must carry (new or changed); not persisted
+    # in the final index
+    pack: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.root, self.path)
+
+    @property
+    def member_name(self) -> str:
+        return self.root if self.path == "" else f"{self.root}/{self.path}"
+
+    def same_as(self, other: "Entry") -> bool:
+        return all(getattr(self, f) == getattr(other, f) for f in COMPARED_FIELDS)
+
+    def to_json(self, with_pack: bool = False) -> dict:
+        record = {"root": self.root, "path": self.path, "type": self.type, "mode": self.mode,
+                  "size": self.size, "mtime_ns": self.mtime_ns}
+        if self.type == FILE:
+            record["sha256"] = self.sha256
+        if self.type == SYMLINK:
+            record["target"] = self.target
+        if with_pack and self.pack:
+            record["pack"] = True
+        return record
+
+    @classmethod
+    def from_json(cls, record: dict) -> "Entry":
+        try:
+            entry = cls(root=record["root"], path=record["path"], type=record["type"],
+                        mode=int(record["mode"]), size=int(record["size"]),
+                        mtime_ns=int(record["mtime_ns"]), sha256=record.get("sha256"),
+                        target=record.get("target"), pack=bool(record.get("pack", False)))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BadDocument(f"index entry is malformed ({exc!r}): {str(record)[:200]}") from None
+        if entry.type not in (FILE, DIR, SYMLINK) or not isinstance(entry.root, str) or not isinstance(entry.path, str):
+            raise BadDocument(f"index entry has an unknown type or bad path: {str(record)[:200]}")
+        return entry
+
+
+@dataclass
+class Index:
+    """All entries of a snapshot plus which roots existed when it was taken."""
+
+    roots: dict[str, dict] = field(default_factory=dict)  # name -> {"kind", "present"}
+    entries: dict[tuple[str, str], Entry] = field(default_factory=dict)
+    snapshot: str | None = None
+
+    def add(self, entry: Entry) -> None:
+        self.entries[entry.key] = entry
+
+    def files(self) -> Iterator[Entry]:
+        return (e for e in self.entries.values() if e.type == FILE)
+
+    def write(self, handle: IO[str], with_pack: bool = False) -> None:
+        header = {"ocb_index": INDEX_VERSION, "snapshot": self.snapshot, "roots": self.roots}
+        handle.write(json.dumps(header) + "\n")
+        for entry in sorted(self.entries.values(), key=lambda e: (e.root, e.path)):
+            handle.write(json.dumps(entry.to_json(with_pack)) + "\n")
+
+    def save(self, path: str, with_pack: bool = False) -> None:
+        """Write atomically: a crash leaves the old file or the new one, never half of one."""
+        tmp = f"{path}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            self.write(handle, with_pack)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+
+    @classmethod
+    def read(cls, lines: Iterable[str], origin: str) -> "Index":
+        iterator = iter(lines)
+        try:
+            header = json.loads(next(iterator))
+        except (StopIteration, json.JSONDecodeError):
+            raise BadDocument(f"index {origin} is empty or not JSON lines") from None
+        if not isinstance(header, dict) or header.get("ocb_index") != INDEX_VERSION:
+            raise BadDocument(f"index {origin} has an unknown header: {str(header)[:200]}")
+        index = cls(roots=dict(header.get("roots") or {}), snapshot=header.get("snapshot"))
+        for number, line in enumerate(iterator, start=2):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise BadDocument(f"index {origin} line {number} is not JSON") from None
+            index.add(Entry.from_json(record))
+        return index
+
+    @classmethod
+    def load(cls, path: str) -> "Index":
+        with open(path, encoding="utf-8") as handle:
+            return cls.read(handle, path)
+
+
+def _matches(patterns: list[str], rel: str, name: str) -> bool:
+    for pattern in patterns:
+        if "/" in pattern:
+            if fnmatch.fnmatchcase(rel, pattern) or fnmatch.fnmatchcase(rel, "*/" + pattern):
+                return True
+        elif fnmatch.fnmatchcase(name, pattern):
+            return True
+    return False
+
+
+@dataclass
+class ScanReport:
+    missing_roots: list[str] = field(default_factory=list)
+    skipped_special: list[str] = field(default_factory=list)
+    excluded: int = 0
+
+
+def _entry_from_stat(root: str, rel: str, st: os.stat_result, full_path: str) -> Entry | None:
+    mode = stat.S_IMODE(st.st_mode)
+    if stat.S_ISREG(st.st_mode):
+        return Entry(root, rel, FILE, mode, st.st_size, st.st_mtime_ns)
+    if stat.S_ISDIR(st.st_mode):
+        return Entry(root, rel, DIR, mode, 0, st.st_mtime_ns)
+    if stat.S_ISLNK(st.st_mode):
+        return Entry(root, rel, SYMLINK, mode, 0, st.st_mtime_ns, target=os.readlink(full_path))
+    return None
+
+
+def scan(roots: list[Root], excludes: list[str], includes: list[str]) -> tuple[Index, ScanReport]:
+    """lstat every entry under every root; sockets, fifos and devices are reported, not kept."""
+    index = Index()
+    report = ScanReport()
+    for root in roots:
+        try:
+            st = os.lstat(root.path)
+        except FileNotFoundError:
+            index.roots[root.name] = {"kind": root.kind, "present": False}
+            report.missing_roots.append(root.name)
+            continue
+        expected_dir = root.kind == "dir"
+        if expected_dir and not stat.S_ISDIR(st.st_mode) or not expected_dir and not stat.S_ISREG(st.st_mode):
+            raise RuntimeFailure(f"root {root.name} ({root.path}) is not a {'directory' if expected_dir else 'regular file'}")
+        index.roots[root.name] = {"kind": root.kind, "present": True}
+        index.add(_entry_from_stat(root.name, "", st, root.path))
+        if expected_dir:
+            _walk(root, root.path, "", index, report, excludes, includes)
+    return index, report
+
+
+def _walk(root: Root, dir_path: str, rel_dir: str, index: Index, report: ScanReport,
+          excludes: list[str], includes: list[str]) -> None:
+    try:
+        with os.scandir(dir_path) as listing:
+            children = sorted(listing, key=lambda d: d.name)
+    except FileNotFoundError:
+        return  # removed while we scanned: it is simply not in this snapshot
+    except PermissionError as exc:
+        raise RuntimeFailure(f"cannot read directory {dir_path}: {exc.strerror}") from None
+    for child in children:
+        rel = child.name if not rel_dir else f"{rel_dir}/{child.name}"
+        if excludes and _matches(excludes, rel, child.name) and not _matches(includes, rel, child.name):
+            report.excluded += 1
+            continue
+        try:
+            st = child.stat(follow_symlinks=False)
+            entry = _entry_from_stat(root.name, rel, st, child.path)
+        except FileNotFoundError:
+            continue
+        if entry is None:
+            report.skipped_special.append(f"{root.name}/{rel}")
+            continue
+        index.add(entry)
+        if entry.type == DIR:
+            _walk(root, child.path, rel, index, report, excludes, includes)
+
+
+@dataclass
+class Changes:
+    new: int = 0
+    changed: int = 0
+    deleted: int = 0
+    unchanged: int = 0
+    bytes_to_pack: int = 0
+
+    @property
+    def any(self) -> bool:
+        return bool(self.new or self.changed or self.deleted)
+
+    def as_dict(self) -> dict:
+        return {"new": self.new, "changed": self.changed, "deleted": self.deleted,
+                "unchanged": self.unchanged, "bytes_to_pack": self.bytes_to_pack}
+
+
+def mark_changes(current: Index, previous: Index | None) -> Changes:
+    """Flag what the next archive must carry; copy hashes of unchanged files from `previous`.
+
+    With no previous index (a full snapshot) every entry is carried.
+    """
+    changes = Changes()
+    for key, entry in current.entries.items():
+        old = previous.entries.get(key) if previous else None
+        if old is not None and entry.same_as(old) and (entry.type != FILE or old.sha256):
+            entry.sha256 = old.sha256
+            entry.pack = False
+            changes.unchanged += 1
+            continue
+        entry.pack = True
+        if old is None:
+            changes.new += 1
+        else:
+            changes.changed += 1
+        if entry.type == FILE:
+            changes.bytes_to_pack += entry.size
+    if previous is not None:
+        changes.deleted = sum(1 for key in previous.entries if key not in current.entries)
+    return changes
+
+
+def sha256_file(path: str) -> str:
+    digest = hashlib.sha256()
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
+        while chunk := handle.read(HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -1,0 +1,85 @@
+"""Summary: stream the planned entries into one compressed tar archive, the index inside.
+
+Usage: ocb-plan | ocb-pack > packed.json
+
+Reads:   a backup document with `plan` (its plan index in the work dir).
+Writes:  `archive`: {path, size, sha256, compression, level, index, stats} in the work dir.
+         One pass over the sources: tar (PAX) -> zstd (or gzip), each file hashed as it
+         streams; the final index is the archive's last member.
+Environment: none (settings travel in the document).
+Exit status: 0 ok or skip; 1 run-time failure (I/O, disk full); 3 bad input document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+
+from .. import document
+from ..archive import EXTENSIONS, write_archive
+from ..errors import BadDocument, RuntimeFailure
+from ..index import Index
+from ..log import log
+
+STARTS_DOCUMENT = False
+KIND = "backup"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    del parser  # no flags: everything comes from the document
+
+
+def run(doc: dict, args: argparse.Namespace) -> dict:
+    document.require_kind(doc, KIND, "pack")
+    settings = document.settings(doc, "pack")
+    plan = document.section(doc, "plan", "pack")
+    work_dir = settings["work_dir"]
+    snapshot_id = document.field(doc, "id", str, "document")
+    snapshot_dir = document.work_path(plan, "dir", "plan", work_dir)
+    plan_index_path = document.work_path(plan, "index", "plan", work_dir)
+    roots = document.field(plan, "roots", list, "plan")
+    try:
+        plan_index = Index.load(plan_index_path)
+    except FileNotFoundError:
+        raise BadDocument(f"the plan index {plan_index_path} is gone: run ocb-plan again") from None
+    root_paths = {r["name"]: r["path"] for r in roots if isinstance(r, dict)}
+    compression = settings.get("compression", "zstd")
+    level = settings.get("compression_level", 3)
+    archive_path = os.path.join(snapshot_dir, f"{snapshot_id}.{EXTENSIONS[compression]}")
+    index_path = os.path.join(snapshot_dir, "index.jsonl")
+    total = plan.get("changes", {}).get("bytes_to_pack", 0)
+    advance, close = log.progress(total, "pack")
+    try:
+        if os.path.lexists(archive_path):
+            os.unlink(archive_path)  # a dead run's partial archive
+        with open(archive_path, "xb") as out:
+            final, stats, sha256, size = write_archive(plan_index, root_paths, out, compression, level,
+                                                       index_path, advance)
+            out.flush()
+            os.fsync(out.fileno())
+    except OSError as exc:
+        _remove(archive_path)
+        reason = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EFBIG) else (exc.strerror or str(exc))
+        raise RuntimeFailure(f"cannot write the archive {archive_path}: {reason}") from None
+    finally:
+        close()
+    if stats.vanished:
+        log.info(f"{stats.vanished} entries vanished between plan and pack: not in this snapshot")
+    if stats.changed_while_read:
+        log.warning(f"{stats.changed_while_read} files shrank while read: archived as read, carried again next time")
+    log.info(f"packed {stats.files} files, {stats.bytes_in} bytes into {size} bytes")
+    doc["archive"] = {
+        "path": archive_path, "size": size, "sha256": sha256, "compression": compression,
+        "level": level, "index": index_path, "entries": len(final.entries),
+        "files": sum(1 for _ in final.files()), "bytes": sum(e.size for e in final.files()),
+        "stats": stats.as_dict(),
+    }
+    return doc
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass

@@ -1,0 +1,50 @@
+"""Summary: cut the (sealed) archive into volumes of OCB_VOLUME_SIZE, each with its sha256.
+
+Usage: ocb-seal | ocb-split > volumes.json
+
+Reads:   a backup document with `seal` (or `archive` when no seal section exists).
+Writes:  `volumes`: {files: [{name, path, size, sha256}], volume_size}. An archive that fits
+         in one volume becomes that volume without a copy; a larger one is cut into
+         `<name>.part-0001`, `.part-0002`, ... in the work dir.
+Environment: none (OCB_VOLUME_SIZE is resolved by ocb-plan into settings.volume_size).
+Exit status: 0 ok or skip; 1 run-time failure (disk full); 3 bad input document.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import os
+
+from .. import document
+from ..errors import BadDocument, ChecksumMismatch, RuntimeFailure
+from ..volumes import split_file
+
+STARTS_DOCUMENT = False
+KIND = "backup"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    del parser
+
+
+def run(doc: dict, args: argparse.Namespace) -> dict:
+    document.require_kind(doc, KIND, "split")
+    settings = document.settings(doc, "split")
+    source = doc.get("seal") if isinstance(doc.get("seal"), dict) else document.section(doc, "archive", "split")
+    where = "seal" if source is doc.get("seal") else "archive"
+    path = document.work_path(source, "path", where, settings["work_dir"])
+    size = document.field(source, "size", int, where)
+    sha256 = document.field(source, "sha256", str, where)
+    volume_size = document.field(settings, "volume_size", int, "settings")
+    if not os.path.isfile(path):
+        raise BadDocument(f"the {where} file {path} is gone: run the backup pipe again")
+    if os.path.getsize(path) != size:
+        raise ChecksumMismatch(f"the {where} file {path} is {os.path.getsize(path)} bytes, the document says {size}")
+    try:
+        volumes = split_file(path, size, sha256, volume_size)
+    except OSError as exc:
+        reason = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EFBIG) else (exc.strerror or str(exc))
+        raise RuntimeFailure(f"cannot write volumes of {path}: {reason}") from None
+    doc["volumes"] = {"volume_size": volume_size, "files": volumes}
+    return doc
