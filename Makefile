@@ -1,0 +1,47 @@
+# ocb: make install | make test | make demo | make hub PORT=... DATA=...
+# Every target installs what it needs by itself, on a clean clone.
+SHELL := /bin/sh
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.ocb-installed
+TEST_INSTALLED := $(VENV)/.ocb-test-installed
+PORT ?= 8808
+DATA ?= .hub-data
+
+.PHONY: install test test-unit test-e2e demo hub lint clean
+
+install: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	touch $@
+
+$(TEST_INSTALLED): $(INSTALLED)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	command -v jq >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq jq; }
+	command -v dash >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq dash; }
+	touch $@
+
+test: $(TEST_INSTALLED)
+	sh tests/run-all.sh
+
+test-unit: $(TEST_INSTALLED)
+	$(PY) -m pytest -q tests/unit
+
+test-e2e: $(TEST_INSTALLED)
+	$(VENV)/bin/bats tests/e2e
+
+lint: $(TEST_INSTALLED)
+	$(VENV)/bin/shellcheck entrypoint.sh bin/ocb-backup bin/ocb-restore tests/run-all.sh examples/demo.sh
+	for f in entrypoint.sh bin/ocb-backup bin/ocb-restore examples/demo.sh; do dash -n "$$f" || exit 1; done
+
+demo: $(INSTALLED)
+	sh examples/demo.sh
+
+hub: $(TEST_INSTALLED)
+	$(PY) tests/hub/testhub.py --port $(PORT) --data $(DATA)
+
+clean:
+	rm -rf $(VENV) .demo .hub-data

@@ -1,0 +1,102 @@
+#!/usr/bin/env bats
+# The whole pipe on a generated state of >= 5,000 files: a full snapshot and three
+# incrementals, each restored by id into an empty root and compared file by file.
+
+load test_helper
+
+setup() {
+    ocb_setup
+}
+
+@test "full plus three incrementals restore each snapshot exactly, and a flipped byte is caught" {
+    state="$HOME/.openclaw"
+    "$PYTHON" "$TREE" generate "$state" 5000 7
+    mkdir -p "$HOME/.ssh" && printf 'ssh-key\n' >"$HOME/.ssh/id_ed25519" && chmod 600 "$HOME/.ssh/id_ed25519"
+    chmod 700 "$HOME/.ssh"
+    ln -s ../.openclaw/workspace/AGENTS.md "$HOME/.ssh/agents-link"
+
+    backup_ok
+    ids=("$(last_id)")
+    [ "$(jq -r .plan.type "$BATS_TEST_TMPDIR/last.json")" = full ]
+    manifest "$state" >"$BATS_TEST_TMPDIR/m0-state"
+    manifest "$HOME/.ssh" >"$BATS_TEST_TMPDIR/m0-ssh"
+
+    # 1: edits, additions, deletions, a rename, a mode change 0600 -> 0644
+    nth_file() { find "$state/$1" -maxdepth 1 -type f | sort | sed -n "$2p"; }
+    printf 'edited\n' >>"$(nth_file dir01 1)"
+    printf 'new file\n' >"$state/dir02/added.txt"
+    mkdir -p "$state/new dir/deeper" && printf 'x' >"$state/new dir/deeper/x"
+    rm "$(nth_file dir03 1)" "$(nth_file dir04 2)"
+    mv "$(nth_file dir05 1)" "$state/dir05/renamed.bin"
+    f0600=$(find "$state" -type f -perm 0600 | head -n1)
+    chmod 0644 "$f0600"
+    backup_ok
+    ids+=("$(last_id)")
+    [ "$(jq -r .plan.type "$BATS_TEST_TMPDIR/last.json")" = incremental ]
+    manifest "$state" >"$BATS_TEST_TMPDIR/m1-state"
+    manifest "$HOME/.ssh" >"$BATS_TEST_TMPDIR/m1-ssh"
+
+    # 2: the mode goes back, a file is replaced by a symlink, a dir by a file
+    chmod 0600 "$f0600"
+    swapped=$(nth_file dir06 1)
+    rm "$swapped" && ln -s ../dir07 "$swapped"
+    rm -r "$state/dir08" && printf 'now a file\n' >"$state/dir08"
+    backup_ok
+    ids+=("$(last_id)")
+    [ "$(jq -r .plan.type "$BATS_TEST_TMPDIR/last.json")" = incremental ]
+    manifest "$state" >"$BATS_TEST_TMPDIR/m2-state"
+    manifest "$HOME/.ssh" >"$BATS_TEST_TMPDIR/m2-ssh"
+
+    # 3: a symlink back to a file, a file back to a dir, and an ssh change
+    rm "$swapped" && printf 'a file again\n' >"$swapped"
+    rm "$state/dir08" && mkdir "$state/dir08" && printf 'inside\n' >"$state/dir08/inner.txt"
+    printf 'second key\n' >"$HOME/.ssh/id_rsa" && chmod 600 "$HOME/.ssh/id_rsa"
+    backup_ok
+    ids+=("$(last_id)")
+    [ "$(jq -r '.plan.chain | length' "$BATS_TEST_TMPDIR/last.json")" -eq 4 ]
+    manifest "$state" >"$BATS_TEST_TMPDIR/m3-state"
+    manifest "$HOME/.ssh" >"$BATS_TEST_TMPDIR/m3-ssh"
+
+    for n in 0 1 2 3; do
+        target="$BATS_TEST_TMPDIR/restore-$n"
+        run -0 --separate-stderr ocb-restore --id "${ids[$n]}" --to "$target"
+        manifest "$target/.openclaw" >"$BATS_TEST_TMPDIR/r$n-state"
+        manifest "$target/.ssh" >"$BATS_TEST_TMPDIR/r$n-ssh"
+        diff "$BATS_TEST_TMPDIR/m$n-state" "$BATS_TEST_TMPDIR/r$n-state"
+        diff "$BATS_TEST_TMPDIR/m$n-ssh" "$BATS_TEST_TMPDIR/r$n-ssh"
+    done
+    [ "$(wc -l <"$BATS_TEST_TMPDIR/r0-state")" -ge 5000 ]
+
+    # one flipped byte in a volume of the chain: exit 4 naming it, the target untouched
+    volume=$(find "$STORE_DIR/backups" -name "${ids[1]}.tar.zst*" | head -n1)
+    printf '\xff' | dd of="$volume" bs=1 seek=100 count=1 conv=notrunc status=none
+    target="$BATS_TEST_TMPDIR/restore-3"
+    run -4 --separate-stderr ocb-restore --to "$target"
+    [[ "$stderr" == *"$(basename "$volume")"* ]]
+    manifest "$target/.openclaw" | diff "$BATS_TEST_TMPDIR/m3-state" -
+}
+
+@test "an in-place restore makes the state equal the snapshot, and the next backup is incremental" {
+    state="$HOME/.openclaw"
+    "$PYTHON" "$TREE" generate "$state" 300 3
+    backup_ok
+    manifest "$state" >"$BATS_TEST_TMPDIR/before"
+    rm -r "$state/dir01" && printf 'stray\n' >"$state/stray.txt" && chmod 700 "$state/dir02"
+    run -0 --separate-stderr ocb-restore
+    manifest "$state" | diff "$BATS_TEST_TMPDIR/before" -
+    [ ! -e "$(dirname "$state")/.openclaw.ocb-staging" ]
+    run -0 --separate-stderr ocb-backup
+    jq -e '.skip.stage == "plan"' <<<"$output"
+    printf 'changed\n' >>"$state/with space.txt"
+    backup_ok
+    [ "$(jq -r .plan.type "$BATS_TEST_TMPDIR/last.json")" = incremental ]
+}
+
+@test "an unchanged state gives skip, writes nothing to the store and exits 0" {
+    "$PYTHON" "$TREE" generate "$HOME/.openclaw" 50 1
+    backup_ok
+    before=$(store_listing)
+    run -0 --separate-stderr ocb-backup
+    jq -e '.skip.stage == "plan" and .skip.reason != null and .push == null' <<<"$output"
+    [ "$(store_listing)" = "$before" ]
+}
