@@ -110,7 +110,10 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         log.info(doc["skip"]["reason"])
         return doc
 
-    taken = {i for i in (head.snapshot_id, cached.state["snapshot"] if cached else None) if i}
+    # ids of this second already used: the store's latest chain and ours (a snapshot outside
+    # both is caught by push, which never overwrites a meta)
+    taken = {head.snapshot_id, *((head.pointer or {}).get("chain") or []),
+             *(cached.state.get("chain", []) if cached else [])}
     new_id = snapshot_id(now, taken)
     current.snapshot = new_id
     if full:

@@ -1,0 +1,64 @@
+#!/usr/bin/env bats
+# ocb-chain: which snapshot, which chain, and the listing.
+
+load test_helper
+
+setup() {
+    ocb_setup
+    printf 'state\n' >"$HOME/.openclaw/a.txt"
+}
+
+@test "chain on an empty store says there is nothing to restore and exits 0" {
+    run -0 --separate-stderr ocb-chain
+    jq -e '.skip.no_snapshot == true' <<<"$output"
+    run -0 --separate-stderr ocb-restore
+    jq -e '.skip.no_snapshot == true' <<<"$output"
+    [ "$(cat "$HOME/.openclaw/a.txt")" = state ]
+}
+
+@test "chain resolves the latest snapshot's whole chain, full first" {
+    backup_ok
+    first=$(last_id)
+    printf 'more\n' >>"$HOME/.openclaw/a.txt"
+    backup_ok
+    second=$(last_id)
+    run -0 --separate-stderr ocb-chain
+    jq -e --arg a "$first" --arg b "$second" \
+        '.chain.target == $b and ([.chain.snapshots[].id] == [$a, $b]) and .chain.snapshots[0].backup_type == "full"' <<<"$output"
+}
+
+@test "chain --list lists every snapshot and marks the latest" {
+    backup_ok
+    printf 'more\n' >>"$HOME/.openclaw/a.txt"
+    backup_ok
+    run -0 --separate-stderr ocb-chain --list
+    jq -e '(.list.snapshots | length) == 2 and .list.snapshots[1].latest == true and .skip != null' <<<"$output"
+}
+
+@test "chain --at picks the newest snapshot taken at or before the time" {
+    backup_ok
+    first=$(last_id)
+    run -0 --separate-stderr ocb-chain --at 2999-01-01T00:00:00Z
+    jq -e --arg a "$first" '.chain.target == $a' <<<"$output"
+    run -4 --separate-stderr ocb-chain --at 2000-01-01T00:00:00Z
+    [[ "$stderr" == *"no snapshot"* ]]
+    run -2 --separate-stderr ocb-chain --at yesterday
+    [[ "$stderr" == *"--at"* ]]
+}
+
+@test "chain refuses an unknown or malformed id" {
+    backup_ok
+    run -4 --separate-stderr ocb-chain --id openclaw-backup-20000101-000000
+    [[ "$stderr" == *"no meta"* ]]
+    run -2 --separate-stderr ocb-chain --id ../../etc/passwd
+    [[ "$stderr" == *"not a snapshot id"* ]]
+}
+
+@test "chain refuses a meta whose chain does not start with a full snapshot" {
+    backup_ok
+    id=$(last_id)
+    meta="$STORE_DIR/backups/$id.meta.json"
+    jq '.chain[0].backup_type = "incremental"' "$meta" >"$meta.new" && mv "$meta.new" "$meta"
+    run -4 --separate-stderr ocb-chain
+    [[ "$stderr" == *"full snapshot"* ]]
+}
