@@ -9,7 +9,7 @@ TEST_INSTALLED := $(VENV)/.ocb-test-installed
 PORT ?= 8808
 DATA ?= .hub-data
 
-.PHONY: install test test-unit test-e2e demo hub lint clean
+.PHONY: install test test-unit test-e2e demo hub lint clean jq
 
 install: $(INSTALLED)
 
@@ -18,13 +18,16 @@ $(INSTALLED): pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check -e .
 	touch $@
 
-$(TEST_INSTALLED): $(INSTALLED)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+# jq: the demo and the bats suite read documents with it
+jq:
 	command -v jq >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq jq; }
+
+$(TEST_INSTALLED): $(INSTALLED) | jq
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	command -v dash >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq dash; }
 	touch $@
 
-test: $(TEST_INSTALLED)
+test: $(TEST_INSTALLED) | jq
 	sh tests/run-all.sh
 
 test-unit: $(TEST_INSTALLED)
@@ -37,7 +40,7 @@ lint: $(TEST_INSTALLED)
 	$(VENV)/bin/shellcheck entrypoint.sh bin/ocb-backup bin/ocb-restore tests/run-all.sh examples/demo.sh
 	for f in entrypoint.sh bin/ocb-backup bin/ocb-restore examples/demo.sh; do dash -n "$$f" || exit 1; done
 
-demo: $(INSTALLED)
+demo: $(INSTALLED) | jq
 	sh examples/demo.sh
 
 hub: $(TEST_INSTALLED)

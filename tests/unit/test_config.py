@@ -1,0 +1,105 @@
+"""config: env names, legacy aliases, value parsing, and the messages for bad values."""
+
+import pytest
+
+from ocb import config
+from ocb.errors import UsageError
+
+
+def env(**values):
+    return config.Environment(values=values, home="/home/agent")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("1048576", 1048576), ("1K", 1024), ("500M", 500 * 1024**2), ("1G", 1024**3), ("2gib", 2 * 1024**3),
+])
+def test_parse_size_reads_binary_units(text, expected):
+    assert config.parse_size(text, "OCB_VOLUME_SIZE") == expected
+
+
+@pytest.mark.parametrize("text", ["", "lots", "1.5G", "-1", "12", "5T"])
+def test_parse_size_names_the_variable_on_bad_values(text):
+    with pytest.raises(UsageError, match="OCB_VOLUME_SIZE"):
+        config.parse_size(text, "OCB_VOLUME_SIZE")
+
+
+@pytest.mark.parametrize("raw, url", [
+    ("file:///srv/backups", "file:///srv/backups"),
+    ("/srv/backups/", "file:///srv/backups"),
+    ("hf://datasets/me/state", "hf://datasets/me/state"),
+    ("hf://me/state", "hf://datasets/me/state"),
+    ("me/state", "hf://datasets/me/state"),
+])
+def test_normalise_store_accepts_every_documented_form(raw, url):
+    assert config.normalise_store(raw, "OCB_STORE") == url
+
+
+@pytest.mark.parametrize("raw", ["file://relative/path", "just-a-name", "a/b/c d"])
+def test_normalise_store_refuses_what_it_cannot_place(raw):
+    with pytest.raises(UsageError, match="OCB_STORE"):
+        config.normalise_store(raw, "OCB_STORE")
+
+
+def test_env_file_is_read_as_data_never_run():
+    parsed = config.parse_env_file('export A="x y"\nB=\'$(rm -rf /)\'\n# c=1\nnot a line\nC=plain\n')
+    assert parsed == {"A": "x y", "B": "$(rm -rf /)", "C": "plain"}
+
+
+def test_process_env_wins_over_legacy_env_file(tmp_path):
+    (tmp_path / ".env.d").mkdir()
+    (tmp_path / ".env.d" / "openclaw-backup.env").write_text("OCB_STORE=/from/file\nOCB_FULL_EVERY=4\n")
+    loaded = config.load_environment({"HOME": str(tmp_path), "OCB_STORE": "/from/env"})
+    assert loaded.get("OCB_STORE") == ("/from/env", "OCB_STORE")
+    assert loaded.get("OCB_FULL_EVERY") == ("4", "OCB_FULL_EVERY")
+
+
+def test_roots_follow_home_and_legacy_overrides():
+    roots = config.resolve_roots(env(OPENCLAW_BACKUP_ROOT_SSH_DIR="/keys", OPENCLAW_BACKUP_NPM_ENABLED="false",
+                                     OPENCLAW_BACKUP_EXTRA_DIRS="notes:/data/notes",
+                                     OPENCLAW_BACKUP_EXTRA_FILES="gitconfig:/home/agent/.gitconfig"))
+    by_name = {r.name: r for r in roots}
+    assert by_name["openclaw-state"].path == "/home/agent/.openclaw" and by_name["openclaw-state"].required
+    assert by_name["root-ssh"].path == "/keys"
+    assert "root-npm" not in by_name
+    assert by_name["notes"].kind == "dir" and by_name["gitconfig"].kind == "file"
+
+
+def test_restore_side_follows_the_restore_npm_switch():
+    names = [r.name for r in config.resolve_roots(env(OPENCLAW_RESTORE_NPM_ENABLED="no"), for_restore=True)]
+    assert "root-npm" not in names
+
+
+def test_a_root_name_used_twice_is_a_usage_error():
+    with pytest.raises(UsageError, match="twice"):
+        config.resolve_roots(env(OPENCLAW_BACKUP_EXTRA_DIRS="root-ssh:/x"))
+
+
+@pytest.mark.parametrize("values, variable", [
+    ({"OCB_INCREMENTAL": "maybe"}, "OCB_INCREMENTAL"),
+    ({"OPENCLAW_MAX_INCREMENTAL_BACKUPS": "ten"}, "OPENCLAW_MAX_INCREMENTAL_BACKUPS"),
+    ({"OCB_COMPRESSION": "lz4"}, "OCB_COMPRESSION"),
+    ({"OPENCLAW_BACKUP_SPLIT_SIZE": "big"}, "OPENCLAW_BACKUP_SPLIT_SIZE"),
+])
+def test_bad_values_name_their_variable(values, variable):
+    with pytest.raises(UsageError, match=variable):
+        config.resolve_backup_settings(env(**values))
+
+
+def test_legacy_names_are_aliases():
+    settings = config.resolve_backup_settings(env(OPENCLAW_MAX_INCREMENTAL_BACKUPS="3",
+                                                  OPENCLAW_FULL_BACKUP_INTERVAL_HOURS="2",
+                                                  OPENCLAW_BACKUP_SPLIT_SIZE="100M",
+                                                  OPENCLAW_BACKUP_WORK_DIR="/scratch"))
+    assert (settings["full_every"], settings["full_hours"]) == (3, 2)
+    assert settings["volume_size"] == 100 * 1024**2 and settings["work_dir"] == "/scratch"
+
+
+def test_store_for_restore_prefers_the_restore_repo():
+    values = env(OPENCLAW_BACKUP_DATASET_REPO="me/backup", OPENCLAW_RESTORE_DATASET_REPO="me/other")
+    assert config.resolve_store(values, None, for_restore=True) == "hf://datasets/me/other"
+    assert config.resolve_store(values, None) == "hf://datasets/me/backup"
+
+
+def test_no_store_is_a_usage_error():
+    with pytest.raises(UsageError, match="OCB_STORE"):
+        config.resolve_store(env(), None)

@@ -1,0 +1,104 @@
+"""extract: hostile archives write nothing outside staging; honest chains apply exactly."""
+
+import hashlib
+import io
+import os
+import tarfile
+
+import pytest
+
+from ocb.errors import ChainBroken, ChecksumMismatch, HostileArchive
+from ocb.extract import StagingWriter, make_equal, split_member
+from ocb.index import DIR, FILE, Entry, Index
+
+
+def tar_of(*members):
+    """members: (name, type, data_or_linkname)"""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, kind, payload in members:
+            info = tarfile.TarInfo(name)
+            info.type = kind
+            if kind == tarfile.REGTYPE:
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+            else:
+                if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE):
+                    info.linkname = payload
+                tar.addfile(info)
+    buffer.seek(0)
+    return buffer
+
+
+@pytest.fixture
+def staging(tmp_path):
+    return {"r": str(tmp_path / "stage" / "r")}, tmp_path
+
+
+@pytest.mark.parametrize("name", ["/etc/passwd", "r/../../x", "r/./x", "r//x", "../r/x", "bad root/x", "r/a\0b", ""])
+def test_split_member_refuses_escaping_names(name):
+    with pytest.raises(HostileArchive):
+        split_member(name)
+
+
+@pytest.mark.parametrize("members, message", [
+    ([("r", tarfile.DIRTYPE, None), ("r/h", tarfile.LNKTYPE, "/etc/passwd")], "hardlink"),
+    ([("r", tarfile.DIRTYPE, None), ("r/dev", tarfile.CHRTYPE, None)], "device"),
+    ([("r", tarfile.DIRTYPE, None), ("r/fifo", tarfile.FIFOTYPE, None)], "fifo"),
+    ([("r", tarfile.DIRTYPE, None), ("r/../../escape", tarfile.REGTYPE, b"x")], "'..'"),
+    ([("r", tarfile.DIRTYPE, None), ("/abs", tarfile.REGTYPE, b"x")], "absolute"),
+    ([("r", tarfile.DIRTYPE, None), ("r/l", tarfile.SYMTYPE, "/tmp"), ("r/l/evil", tarfile.REGTYPE, b"x")], "not a directory"),
+    ([("r", tarfile.DIRTYPE, None), ("r/a", tarfile.REGTYPE, b"1"), ("r/a", tarfile.DIRTYPE, None)], "two members"),
+])
+def test_hostile_members_are_refused_and_nothing_escapes(staging, members, message):
+    roots, tmp_path = staging
+    writer = StagingWriter(roots, str(tmp_path / "index.jsonl"))
+    with pytest.raises(HostileArchive, match=message):
+        writer.extract(tar_of(*members))
+    escaped = [p for p in tmp_path.rglob("*") if "stage" not in p.parts and p.name != "index.jsonl"]
+    assert escaped == []
+    assert not os.path.exists("/tmp/evil") and not os.path.exists("/escape")
+
+
+def test_a_link_left_by_an_earlier_snapshot_is_never_written_through(staging):
+    roots, tmp_path = staging
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    writer = StagingWriter(roots, str(tmp_path / "index.jsonl"))
+    writer.extract(tar_of(("r", tarfile.DIRTYPE, None), ("r/l", tarfile.SYMTYPE, str(outside))))
+    with pytest.raises(HostileArchive):
+        writer.extract(tar_of(("r/l/evil", tarfile.REGTYPE, b"x")))
+    assert list(outside.iterdir()) == []
+
+
+def test_later_snapshots_replace_types(staging):
+    roots, tmp_path = staging
+    writer = StagingWriter(roots, str(tmp_path / "index.jsonl"))
+    writer.extract(tar_of(("r", tarfile.DIRTYPE, None), ("r/d", tarfile.DIRTYPE, None),
+                          ("r/d/x", tarfile.REGTYPE, b"x"), ("r/f", tarfile.REGTYPE, b"f")))
+    writer.extract(tar_of(("r/d", tarfile.REGTYPE, b"now a file"), ("r/f", tarfile.SYMTYPE, "d")))
+    top = roots["r"]
+    assert open(os.path.join(top, "d"), "rb").read() == b"now a file"
+    assert os.readlink(os.path.join(top, "f")) == "d"
+
+
+def test_make_equal_removes_extras_and_checks_hashes(staging):
+    roots, tmp_path = staging
+    writer = StagingWriter(roots, str(tmp_path / "index.jsonl"))
+    writer.extract(tar_of(("r", tarfile.DIRTYPE, None), ("r/keep", tarfile.REGTYPE, b"k"),
+                          ("r/gone", tarfile.REGTYPE, b"g")))
+    index = Index(roots={"r": {"kind": "dir", "present": True}})
+    index.add(Entry("r", "", DIR, 0o700, 0, 10**18))
+    good = Entry("r", "keep", FILE, 0o640, 1, 2 * 10**18, sha256=hashlib.sha256(b"k").hexdigest())
+    index.add(good)
+    make_equal(roots["r"], "r", index)
+    assert os.listdir(roots["r"]) == ["keep"]
+    st = os.stat(os.path.join(roots["r"], "keep"))
+    assert (st.st_mode & 0o777, st.st_mtime_ns) == (0o640, 2 * 10**18)
+    index.add(Entry("r", "keep", FILE, 0o640, 1, 1, sha256="0" * 64))
+    with pytest.raises(ChecksumMismatch):
+        make_equal(roots["r"], "r", index)
+    index.add(good)
+    index.add(Entry("r", "missing", FILE, 0o640, 1, 1, sha256="0" * 64))
+    with pytest.raises(ChainBroken):
+        make_equal(roots["r"], "r", index)

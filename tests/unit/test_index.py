@@ -1,0 +1,87 @@
+"""index: scanning without following links, excludes, and change detection (table-driven)."""
+
+import os
+
+import pytest
+
+from ocb.config import Root
+from ocb.index import DIR, FILE, SYMLINK, Entry, Index, mark_changes, scan
+
+
+def idx(*entries):
+    index = Index(roots={"r": {"kind": "dir", "present": True}})
+    for entry in entries:
+        index.add(entry)
+    return index
+
+
+def f(path, size=1, mtime=1, mode=0o644, sha="a" * 64):
+    return Entry("r", path, FILE, mode, size, mtime, sha256=sha)
+
+
+BASE = [Entry("r", "", DIR, 0o755, 0, 1), f("a"), f("b"), Entry("r", "l", SYMLINK, 0o777, 0, 1, target="a")]
+
+
+@pytest.mark.parametrize("change, expected", [
+    (lambda e: e, (0, 0, 0)),
+    (lambda e: e + [f("c")], (1, 0, 0)),
+    (lambda e: [x for x in e if x.path != "b"], (0, 0, 1)),
+    (lambda e: [x for x in e if x.path != "b"] + [f("b2")], (1, 0, 1)),  # a rename
+    (lambda e: [f("a", size=2) if x.path == "a" else x for x in e], (0, 1, 0)),
+    (lambda e: [f("a", mtime=2) if x.path == "a" else x for x in e], (0, 1, 0)),
+    (lambda e: [f("a", mode=0o600) if x.path == "a" else x for x in e], (0, 1, 0)),
+    (lambda e: [Entry("r", "a", SYMLINK, 0o777, 0, 1, target="b") if x.path == "a" else x for x in e], (0, 1, 0)),
+    (lambda e: [Entry("r", "l", SYMLINK, 0o777, 0, 1, target="b") if x.path == "l" else x for x in e], (0, 1, 0)),
+])
+def test_mark_changes(change, expected):
+    previous = idx(*BASE)
+    current = idx(*[Entry(e.root, e.path, e.type, e.mode, e.size, e.mtime_ns, None, e.target) for e in change(list(BASE))])
+    changes = mark_changes(current, previous)
+    assert (changes.new, changes.changed, changes.deleted) == expected
+    assert changes.any == (expected != (0, 0, 0))
+    for entry in current.entries.values():
+        if not entry.pack and entry.type == FILE:
+            assert entry.sha256 == "a" * 64  # unchanged files keep the hash of the last snapshot
+
+
+def test_without_a_previous_index_everything_is_packed():
+    current = idx(*BASE)
+    changes = mark_changes(current, None)
+    assert changes.new == len(BASE) and all(e.pack for e in current.entries.values())
+
+
+def test_scan_never_follows_links_and_skips_fifos(tmp_path):
+    (tmp_path / "s").mkdir()
+    (tmp_path / "s" / "f").write_text("x")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret").write_text("no")
+    os.symlink(outside, tmp_path / "s" / "link")
+    os.mkfifo(tmp_path / "s" / "pipe")
+    index, report = scan([Root("r", str(tmp_path / "s"), "dir", True)], [], [])
+    assert set(p for _, p in index.entries) == {"", "f", "link"}
+    assert index.entries[("r", "link")].type == SYMLINK
+    assert report.skipped_special == ["r/pipe"]
+
+
+@pytest.mark.parametrize("patterns, includes, kept", [
+    ([], [], {"", "a.log", "logs", "logs/x", "k", "k/node_modules", "k/node_modules/m", "k/keep.txt"}),
+    (["*.log"], [], {"", "logs", "logs/x", "k", "k/node_modules", "k/node_modules/m", "k/keep.txt"}),
+    (["logs", "node_modules"], [], {"", "a.log", "k", "k/keep.txt"}),
+    (["k/node_modules"], [], {"", "a.log", "logs", "logs/x", "k", "k/keep.txt"}),
+    (["*.log", "logs"], ["a.log"], {"", "a.log", "k", "k/node_modules", "k/node_modules/m", "k/keep.txt"}),
+])
+def test_excludes_and_includes(tmp_path, patterns, includes, kept):
+    for rel in ["a.log", "logs/x", "k/node_modules/m", "k/keep.txt"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("x")
+    index, _ = scan([Root("r", str(tmp_path), "dir", True)], patterns, includes)
+    assert {p for _, p in index.entries} == kept
+
+
+def test_index_round_trips_odd_names(tmp_path):
+    index = idx(f("new\nline ü"), Entry("r", "bad\udcffbyte", FILE, 0o600, 3, 5, sha256="b" * 64))
+    index.snapshot = "openclaw-backup-20260101-000000"
+    index.save(str(tmp_path / "i.jsonl"))
+    again = Index.load(str(tmp_path / "i.jsonl"))
+    assert again.entries == index.entries and again.snapshot == index.snapshot
