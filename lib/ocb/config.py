@@ -235,16 +235,31 @@ def normalise_store(raw: str, var: str) -> str:
     raise UsageError(f"{var}={raw!r}: expected file:///path, a path, hf://datasets/OWNER/NAME or OWNER/NAME")
 
 
-def resolve_store(env: Environment, flag_value: str | None, for_restore: bool = False) -> str:
+def resolve_store(env: Environment, flag_value: str | None) -> str:
+    """The backup store: --store, else OCB_STORE, else the legacy OPENCLAW_BACKUP_DATASET_REPO."""
     if flag_value:
         return normalise_store(flag_value, "--store")
-    names = ("OCB_STORE", "OPENCLAW_BACKUP_DATASET_REPO")
-    if for_restore:
-        names = ("OCB_RESTORE_STORE", "OPENCLAW_RESTORE_DATASET_REPO") + names
-    raw, name = env.get(*names)
+    raw, name = env.get("OCB_STORE", "OPENCLAW_BACKUP_DATASET_REPO")
     if raw is None:
         raise UsageError("no store configured: set OCB_STORE (file:///path or hf://datasets/OWNER/NAME)")
     return normalise_store(raw, name or "OCB_STORE")
+
+
+def resolve_restore_stores(env: Environment, flag_value: str | None) -> tuple[str, str | None]:
+    """(store to restore from, fallback when it does not exist).
+
+    OCB_RESTORE_STORE / OPENCLAW_RESTORE_DATASET_REPO name another source; as in the legacy
+    script, a source that does not exist falls back to the backup store.
+    """
+    if flag_value:
+        return normalise_store(flag_value, "--store"), None
+    raw, name = env.get("OCB_RESTORE_STORE", "OPENCLAW_RESTORE_DATASET_REPO")
+    if raw is None:
+        return resolve_store(env, None), None
+    restore = normalise_store(raw, name or "OCB_RESTORE_STORE")
+    backup_raw, _ = env.get("OCB_STORE", "OPENCLAW_BACKUP_DATASET_REPO")
+    fallback = resolve_store(env, None) if backup_raw is not None else None
+    return restore, (fallback if fallback != restore else None)
 
 
 def resolve_common(env: Environment) -> dict:
@@ -256,12 +271,28 @@ def resolve_common(env: Environment) -> dict:
     prefix = prefix.strip("/")
     if not prefix or ".." in prefix.split("/"):
         raise UsageError(f"OPENCLAW_BACKUP_PATH_PREFIX={prefix!r}: expected a relative folder such as backups")
+    retry_raw, retry_name = env.get("OCB_RETRY_SECONDS", default="300")
+    try:
+        retry_seconds = float(retry_raw)
+        if retry_seconds < 0:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"{retry_name}={retry_raw!r}: expected a number of seconds (0 or more)") from None
     return {
+        "retry_seconds": retry_seconds,
+        "private": parse_bool(env, ("OCB_PRIVATE", "OPENCLAW_BACKUP_PRIVATE"), True),
         "cache_dir": os.path.abspath(cache or os.path.join(home, ".cache", "ocb")),
         "work_dir": os.path.abspath(work or os.path.join(home, ".cache", "ocb", "work")),
         "path_prefix": prefix,
         "home": home,
     }
+
+
+def hf_token(env: Environment | None = None) -> str | None:
+    """The Hub token (a secret: handed to the store, never written into a document or log)."""
+    env = env or load_environment()
+    token, _ = env.get("HF_TOKEN", "HUGGINGFACE_HUB_TOKEN")
+    return token
 
 
 def resolve_backup_settings(env: Environment) -> dict:

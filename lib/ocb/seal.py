@@ -6,8 +6,8 @@ password apart from damaged data. Segments follow the STREAM construction used b
 AES-256-GCM under a nonce made of a random prefix, the segment counter and a last-segment flag,
 so altered, truncated, reordered or extended data fails authentication.
 
-Must not: read the environment or a password file, print, parse flags, or buffer more than
-about two segments of a stream. Callers hand in the password bytes and the archive identity
+Must not: read the environment or a password file, print, parse flags, or buffer more than a
+few segments of a stream. Callers hand in the password bytes and the archive identity
 (`associated`), and add the volume name to the messages of the errors raised here.
 """
 
@@ -20,7 +20,7 @@ import os
 import struct
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -67,6 +67,18 @@ _HEADER_BODY = struct.Struct(">8sBBBBHHI16s32s7s")
 HEADER_SIZE = _HEADER_BODY.size + KEY_CHECK_SIZE
 # nonce prefix, segment counter, last-segment flag (a bool packs as 0 or 1)
 _NONCE = struct.Struct(">7sI?")
+
+
+class ByteSource(Protocol):
+    """What is read from: any binary file object (open file, pipe, BytesIO) qualifies."""
+
+    def readinto(self, buffer: memoryview, /) -> int | None: ...
+
+
+class ByteSink(Protocol):
+    """What is written to: any binary file object qualifies."""
+
+    def write(self, data: memoryview, /) -> int | None: ...
 
 
 @dataclass(frozen=True)
@@ -256,7 +268,7 @@ def _key_check(check_key: bytes, body: bytes) -> bytes:
     return hmac.digest(check_key, body, hashlib.sha256)
 
 
-def _fill(src: BinaryIO, view: memoryview) -> int:
+def _fill(src: ByteSource, view: memoryview) -> int:
     """Read into `view` until it is full or src ends (pipes return short reads)."""
     filled = 0
     while filled < len(view):
@@ -267,7 +279,7 @@ def _fill(src: BinaryIO, view: memoryview) -> int:
     return filled
 
 
-def _write_all(dst: BinaryIO, data: memoryview) -> None:
+def _write_all(dst: ByteSink, data: memoryview) -> None:
     # Raw streams may write less than asked. Buffered ones write all; a sink that returns None
     # (as many hand-written ones do) is taken to have written all too.
     while data:
@@ -293,7 +305,7 @@ class SealedWriter:
 
     def __init__(
         self,
-        dst: BinaryIO,
+        dst: ByteSink,
         key: PasswordKey,
         associated: bytes,
         *,
@@ -399,7 +411,7 @@ class SealedReader(io.BufferedIOBase):
     after the final segment verified and nothing followed it. Does not close `src`.
     """
 
-    def __init__(self, src: BinaryIO, keyring: KeyRing, associated: bytes) -> None:
+    def __init__(self, src: ByteSource, keyring: KeyRing, associated: bytes) -> None:
         super().__init__()
         self._src = src
         self._associated = associated
@@ -533,8 +545,8 @@ class SealedReader(io.BufferedIOBase):
 
 
 def seal_stream(
-    src: BinaryIO,
-    dst: BinaryIO,
+    src: ByteSource,
+    dst: ByteSink,
     key: PasswordKey,
     *,
     associated: bytes,
@@ -566,7 +578,7 @@ def seal_stream(
     return writer.close()
 
 
-def open_stream(src: BinaryIO, dst: BinaryIO, keyring: KeyRing, *, associated: bytes) -> OpenInfo:
+def open_stream(src: ByteSource, dst: ByteSink, keyring: KeyRing, *, associated: bytes) -> OpenInfo:
     """Write the plaintext of `src` to `dst`, each segment only after it verified.
 
     On an error `dst` holds a verified prefix of the plaintext that the caller must discard.

@@ -59,6 +59,11 @@ setup() {
     id=$(last_id)
     meta="$STORE_DIR/backups/$id.meta.json"
     jq '.chain[0].backup_type = "incremental"' "$meta" >"$meta.new" && mv "$meta.new" "$meta"
+    run -4 --separate-stderr ocb-chain --id "$id"
+    [[ "$stderr" == *"full snapshot"* ]]
+    # the pointer carries the latest meta: it is checked the same way
+    pointer="$STORE_DIR/latest-backup.json"
+    jq '.meta.chain[0].backup_type = "incremental"' "$pointer" >"$pointer.new" && mv "$pointer.new" "$pointer"
     run -4 --separate-stderr ocb-chain
     [[ "$stderr" == *"full snapshot"* ]]
 }

@@ -96,8 +96,9 @@ def test_legacy_names_are_aliases():
 
 def test_store_for_restore_prefers_the_restore_repo():
     values = env(OPENCLAW_BACKUP_DATASET_REPO="me/backup", OPENCLAW_RESTORE_DATASET_REPO="me/other")
-    assert config.resolve_store(values, None, for_restore=True) == "hf://datasets/me/other"
+    assert config.resolve_restore_stores(values, None) == ("hf://datasets/me/other", "hf://datasets/me/backup")
     assert config.resolve_store(values, None) == "hf://datasets/me/backup"
+    assert config.resolve_restore_stores(env(OPENCLAW_BACKUP_DATASET_REPO="me/b"), None) == ("hf://datasets/me/b", None)
 
 
 def test_no_store_is_a_usage_error():

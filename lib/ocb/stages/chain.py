@@ -45,12 +45,15 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     env = config.load_environment()
     settings = config.resolve_restore_settings(env)
     settings["roots"] = [r.as_dict() for r in config.resolve_roots(env, for_restore=True)]
-    store_url = config.resolve_store(env, args.store, for_restore=True)
+    store_url, fallback_url = config.resolve_restore_stores(env, args.store)
     if args.id is not None and not SNAPSHOT_ID.match(args.id):
         raise UsageError(f"--id {args.id!r} is not a snapshot id (openclaw-backup-YYYYMMDD-HHMMSS)")
     moment = parse_moment(args.at) if args.at is not None else None
+    store = open_store(store_url, settings)
+    if fallback_url is not None and not store.exists():
+        log.warning(f"the restore source {store_url} does not exist: restoring from the backup store {fallback_url}")
+        store_url, store = fallback_url, open_store(fallback_url, settings)
     doc.update({"ocb": DOC_VERSION, "store": store_url, "settings": settings})
-    store = open_store(store_url, settings["work_dir"], for_restore=True)
     prefix = settings["path_prefix"]
     head = store.head()
 
@@ -77,7 +80,11 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         doc["skip"] = {"stage": "chain", "reason": f"no snapshot in {store_url} yet", "no_snapshot": True}
         log.info(doc["skip"]["reason"])
         return doc
-    meta = store.read_meta(prefix, target)
+    latest_meta = (head.pointer or {}).get("meta")
+    if target == head.snapshot_id and isinstance(latest_meta, dict) and latest_meta.get("id") == target:
+        meta = latest_meta  # the pointer carries the latest meta: no second read
+    else:
+        meta = store.read_meta(prefix, target)
     snapshots = resolve(meta, target)
     log.info(f"snapshot {target}: a chain of {len(snapshots)} ({snapshots[0]['id']} full)")
     doc["id"] = target

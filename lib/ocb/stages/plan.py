@@ -89,7 +89,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     doc.update({"store": store_url, "settings": settings})
 
     now = dt.datetime.now(dt.timezone.utc)
-    store = open_store(store_url, settings["work_dir"])
+    store = open_store(store_url, settings)
     head = store.head()
     cached = cache.load(settings["cache_dir"], store_url)
     reasons = full_reasons(settings, cached, head.snapshot_id, args.full, now)

@@ -71,7 +71,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     restore_dir = os.path.join(work_dir, f"restore-{target_id}")
     remove_path(restore_dir)
     os.makedirs(restore_dir, mode=0o700)
-    store = open_store(doc["store"], work_dir, for_restore=True)
+    store = open_store(doc["store"], settings)
     prefix = settings.get("path_prefix", "backups")
     started = time.monotonic()
     try:

@@ -90,6 +90,8 @@ def build_pointer(doc: dict, meta: dict, prefix: str) -> dict:
         "id": doc["id"],
         "backup_type": meta["backup_type"],
         "chain": [link["id"] for link in meta["chain"]],
+        # the latest meta rides along, so restoring the latest snapshot reads one file
+        "meta": meta,
     }
 
 
@@ -123,7 +125,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     prefix = settings.get("path_prefix", "backups")
     meta = build_meta(doc, prefix)
     pointer = build_pointer(doc, meta, prefix)
-    store = open_store(doc["store"], work_dir)
+    store = open_store(doc["store"], settings)
     started = time.monotonic()
     stats = store.publish(prefix, doc["id"], uploads, meta, pointer, plan.get("base"))
     stats["seconds"] = round(time.monotonic() - started, 3)

@@ -6,16 +6,20 @@ Every backend implements the small interface in base.py and passes the same cont
 
 from __future__ import annotations
 
+from ..errors import BadDocument
 from .base import Store
 
 
-def open_store(url: str, work_dir: str, for_restore: bool = False) -> Store:
+def open_store(url: str, settings: dict) -> Store:
+    """The backend for `url`, configured from a document's settings (and the secret token)."""
     if url.startswith("file://"):
         from .local import LocalStore
 
         return LocalStore(url)
     if url.startswith("hf://"):
+        from .. import config
         from .hf import HfStore  # imported lazily: huggingface_hub is slow to import
 
-        return HfStore(url, work_dir=work_dir, for_restore=for_restore)
-    raise ValueError(f"unknown store URL {url!r}")
+        return HfStore(url, work_dir=settings["work_dir"], token=config.hf_token(),
+                       private=settings.get("private", True), retry_seconds=settings.get("retry_seconds", 300))
+    raise BadDocument(f"unknown store URL {url!r}: expected file:///path or hf://datasets/OWNER/NAME")

@@ -64,6 +64,10 @@ class Store(ABC):
     url: str
 
     @abstractmethod
+    def exists(self) -> bool:
+        """Whether the store is there at all (a missing restore source falls back)."""
+
+    @abstractmethod
     def head(self) -> Head:
         """The pointer (or None for an empty store) and the token a push must match."""
 

@@ -55,6 +55,9 @@ class LocalStore(Store):
     def _path(self, relative: str) -> str:
         return os.path.join(self.root, relative)
 
+    def exists(self) -> bool:
+        return os.path.isdir(self.root)
+
     def head(self) -> Head:
         try:
             with open(self._path(POINTER), "rb") as handle:

@@ -1,0 +1,640 @@
+"""Tests for ocb.seal: round trips, known answers, and detection of every kind of damage.
+
+A cheap KDF (scrypt log_n=10) and tiny segments keep the suite fast while still covering
+streams of many segments.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import tarfile
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ocb import seal
+from ocb.errors import IntegrityError, SealBroken, UsageError, WrongPassword
+
+PASSWORD = b"test password \xe2\x9c\x93"
+CHEAP_KDF = seal.KdfParams(log_n=10, r=8, p=1)
+ASSOCIATED = b"openclaw-backup-20260101-000000/archive"
+SEGMENT = 64
+KEY = seal.derive_password_key(PASSWORD, CHEAP_KDF)
+VECTORS = json.loads((Path(__file__).parent / "vectors" / "seal-v1.json").read_text())
+
+# Header offsets, as documented in docs/format.md.
+OFFSET_LOG_N = 11
+OFFSET_SEGMENT_SIZE = 16
+OFFSET_KDF_SALT = 20
+OFFSET_ARCHIVE_SALT = 36
+OFFSET_NONCE_PREFIX = 68
+OFFSET_KEY_CHECK = 75
+
+
+def sealed(
+    plaintext: bytes,
+    *,
+    associated: bytes = ASSOCIATED,
+    segment_size: int = SEGMENT,
+    key: seal.PasswordKey = KEY,
+) -> bytes:
+    sink = io.BytesIO()
+    seal.seal_stream(
+        io.BytesIO(plaintext), sink, key, associated=associated, segment_size=segment_size
+    )
+    return sink.getvalue()
+
+
+def opened(data: bytes, *, password: bytes = PASSWORD, associated: bytes = ASSOCIATED) -> bytes:
+    sink = io.BytesIO()
+    seal.open_stream(io.BytesIO(data), sink, seal.KeyRing(password), associated=associated)
+    return sink.getvalue()
+
+
+def flip_bit(data: bytes, bit: int) -> bytes:
+    damaged = bytearray(data)
+    damaged[bit // 8] ^= 1 << (bit % 8)
+    return bytes(damaged)
+
+
+def segment_start(index: int, segment_size: int = SEGMENT) -> int:
+    return seal.HEADER_SIZE + index * (segment_size + seal.TAG_SIZE)
+
+
+class Trickle:
+    """A source that returns at most `step` bytes per read, like a pipe."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self._data = io.BytesIO(data)
+        self._step = step
+
+    def readinto(self, buffer: memoryview) -> int:
+        return self._data.readinto(memoryview(buffer)[: self._step])
+
+
+class ShortWriter:
+    """A sink that takes at most `step` bytes per write, like a raw non-blocking stream."""
+
+    def __init__(self, step: int) -> None:
+        self.data = bytearray()
+        self._step = step
+
+    def write(self, data: memoryview) -> int:
+        taken = bytes(data[: self._step])
+        self.data += taken
+        return len(taken)
+
+
+# Round trips
+
+
+@pytest.mark.parametrize(
+    "size",
+    [0, 1, SEGMENT - 1, SEGMENT, SEGMENT + 1, 2 * SEGMENT, 5 * SEGMENT + 7, 1000, 4099],
+)
+def test_round_trip_sizes(size: int) -> None:
+    plaintext = bytes(i * 7 % 251 for i in range(size))
+    sink = io.BytesIO()
+    info = seal.seal_stream(
+        io.BytesIO(plaintext), sink, KEY, associated=ASSOCIATED, segment_size=SEGMENT
+    )
+    segments = max(1, -(-size // SEGMENT))
+    assert info.segments == segments
+    assert info.plaintext_bytes == size
+    assert info.sealed_bytes == len(sink.getvalue())
+    assert info.sealed_bytes == seal.HEADER_SIZE + size + segments * seal.TAG_SIZE
+    back = io.BytesIO()
+    opened_info = seal.open_stream(
+        io.BytesIO(sink.getvalue()), back, seal.KeyRing(PASSWORD), associated=ASSOCIATED
+    )
+    assert back.getvalue() == plaintext
+    assert (opened_info.plaintext_bytes, opened_info.sealed_bytes, opened_info.segments) == (
+        size,
+        info.sealed_bytes,
+        segments,
+    )
+
+
+def test_round_trip_default_segment_size() -> None:
+    plaintext = bytes(range(256)) * (seal.DEFAULT_SEGMENT_SIZE // 256) + b"tail"
+    sink = io.BytesIO()
+    info = seal.seal_stream(io.BytesIO(plaintext), sink, KEY, associated=ASSOCIATED)
+    assert info.segments == 2
+    assert info.header["segment_size"] == seal.DEFAULT_SEGMENT_SIZE
+    assert opened(sink.getvalue()) == plaintext
+
+
+def test_round_trip_through_short_reads_and_short_writes() -> None:
+    plaintext = bytes(range(256)) * 3
+    sink = ShortWriter(step=5)
+    seal.seal_stream(
+        Trickle(plaintext, step=3), sink, KEY, associated=ASSOCIATED, segment_size=SEGMENT
+    )
+    back = ShortWriter(step=7)
+    seal.open_stream(
+        Trickle(bytes(sink.data), step=11), back, seal.KeyRing(PASSWORD), associated=ASSOCIATED
+    )
+    assert bytes(back.data) == plaintext
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    plaintext=st.binary(max_size=1500),
+    segment_size=st.integers(min_value=1, max_value=200),
+    write_sizes=st.lists(st.integers(min_value=0, max_value=300), min_size=1, max_size=8),
+    read_size=st.integers(min_value=1, max_value=300),
+)
+def test_writer_and_reader_match_streams_for_any_chunking(
+    plaintext: bytes, segment_size: int, write_sizes: list[int], read_size: int
+) -> None:
+    salt, prefix = b"s" * seal.ARCHIVE_SALT_SIZE, b"p" * seal.NONCE_PREFIX_SIZE
+    expected = io.BytesIO()
+    seal.seal_stream(
+        io.BytesIO(plaintext),
+        expected,
+        KEY,
+        associated=ASSOCIATED,
+        segment_size=segment_size,
+        archive_salt=salt,
+        nonce_prefix=prefix,
+    )
+    sink = io.BytesIO()
+    writer = seal.SealedWriter(
+        sink, KEY, ASSOCIATED, segment_size=segment_size, archive_salt=salt, nonce_prefix=prefix
+    )
+    position, turn = 0, 0
+    while position < len(plaintext):
+        step = write_sizes[turn % len(write_sizes)] or 1
+        writer.write(plaintext[position : position + step])
+        position, turn = position + step, turn + 1
+    info = writer.close()
+    assert sink.getvalue() == expected.getvalue()
+    assert info.sealed_bytes == len(expected.getvalue())
+
+    reader = seal.SealedReader(io.BytesIO(sink.getvalue()), seal.KeyRing(PASSWORD), ASSOCIATED)
+    parts = []
+    while chunk := reader.read(read_size):
+        assert len(chunk) == read_size or not reader.read(1)
+        parts.append(chunk)
+    assert b"".join(parts) == plaintext
+
+
+def test_reader_small_reads_readinto_read1_and_read_all() -> None:
+    plaintext = bytes(range(200))
+    data = sealed(plaintext, segment_size=16)
+    keyring = seal.KeyRing(PASSWORD)
+
+    reader = seal.SealedReader(io.BytesIO(data), keyring, ASSOCIATED)
+    assert b"".join(iter(lambda: reader.read(1), b"")) == plaintext
+    assert reader.read(1) == b""
+    assert reader.info().plaintext_bytes == len(plaintext)
+
+    reader = seal.SealedReader(io.BytesIO(data), keyring, ASSOCIATED)
+    buffer = bytearray(7)
+    collected = bytearray()
+    while count := reader.readinto(buffer):
+        collected += buffer[:count]
+    assert bytes(collected) == plaintext
+
+    reader = seal.SealedReader(io.BytesIO(data), keyring, ASSOCIATED)
+    first = reader.read1(100)
+    assert 0 < len(first) <= 16
+    assert first + reader.read() == plaintext
+
+
+def test_writer_abandoned_by_an_exception_leaves_a_stream_that_does_not_open() -> None:
+    sink = io.BytesIO()
+    with pytest.raises(RuntimeError):
+        with seal.SealedWriter(sink, KEY, ASSOCIATED, segment_size=SEGMENT) as writer:
+            writer.write(b"x" * (3 * SEGMENT))
+            raise RuntimeError("source failed")
+    assert not writer.closed
+    with pytest.raises(SealBroken, match="truncated"):
+        opened(sink.getvalue())
+
+
+def test_seal_info_header_is_json_and_holds_no_secret() -> None:
+    sink = io.BytesIO()
+    info = seal.seal_stream(io.BytesIO(b"data"), sink, KEY, associated=ASSOCIATED)
+    assert info.header == {
+        "format": "ocb-seal",
+        "version": 1,
+        "aead": "AES-256-GCM",
+        "kdf": {"name": "scrypt", "log_n": 10, "r": 8, "p": 1},
+        "segment_size": seal.DEFAULT_SEGMENT_SIZE,
+    }
+    assert json.loads(json.dumps(info.header)) == info.header
+
+
+# Known answers
+
+
+@pytest.mark.parametrize("vector", VECTORS["vectors"], ids=lambda vector: vector["name"])
+def test_known_answer_sealing_is_byte_exact(vector: dict) -> None:
+    kdf = seal.KdfParams(VECTORS["kdf"]["log_n"], VECTORS["kdf"]["r"], VECTORS["kdf"]["p"])
+    key = seal.derive_password_key(
+        bytes.fromhex(VECTORS["password"]), kdf, bytes.fromhex(VECTORS["kdf_salt"])
+    )
+    assert key._key.hex() == VECTORS["password_key"]
+    sink = io.BytesIO()
+    info = seal.seal_stream(
+        io.BytesIO(bytes.fromhex(vector["plaintext"])),
+        sink,
+        key,
+        associated=bytes.fromhex(VECTORS["associated"]),
+        segment_size=VECTORS["segment_size"],
+        archive_salt=bytes.fromhex(VECTORS["archive_salt"]),
+        nonce_prefix=bytes.fromhex(VECTORS["nonce_prefix"]),
+    )
+    assert sink.getvalue().hex() == vector["sealed"]
+    assert info.segments == vector["segments"]
+
+
+@pytest.mark.parametrize("vector", VECTORS["vectors"], ids=lambda vector: vector["name"])
+def test_known_answer_opens_with_the_module_and_an_independent_reading_of_the_spec(
+    vector: dict,
+) -> None:
+    password = bytes.fromhex(VECTORS["password"])
+    associated = bytes.fromhex(VECTORS["associated"])
+    data = bytes.fromhex(vector["sealed"])
+    plaintext = bytes.fromhex(vector["plaintext"])
+    assert opened(data, password=password, associated=associated) == plaintext
+    assert reference_open(data, password, associated) == plaintext
+
+
+def reference_open(data: bytes, password: bytes, associated: bytes) -> bytes:
+    """docs/format.md implemented from scratch: stdlib scrypt and HKDF, AES-GCM per segment."""
+    header, body = data[:107], data[107:]
+    assert header[:11] == b"OCBSEAL\x00\x01\x01\x01"
+    log_n, r, p = header[11], int.from_bytes(header[12:14]), int.from_bytes(header[14:16])
+    segment_size = int.from_bytes(header[16:20])
+    kdf_salt, archive_salt = header[20:36], header[36:68]
+    nonce_prefix, key_check = header[68:75], header[75:107]
+    password_key = hashlib.scrypt(password, salt=kdf_salt, n=2**log_n, r=r, p=p, dklen=32)
+    prk = hmac.digest(archive_salt, password_key, "sha256")
+    info = b"ocb seal v1\x00" + header[:75]
+    first = hmac.digest(prk, info + b"\x01", "sha256")
+    second = hmac.digest(prk, first + info + b"\x02", "sha256")
+    assert hmac.digest(second, header[:75], "sha256") == key_check
+    aead = AESGCM(first)
+    stride = segment_size + 16
+    plaintext = b""
+    for counter, start in enumerate(range(0, max(len(body), 1), stride)):
+        final = start + stride >= len(body)
+        nonce = nonce_prefix + counter.to_bytes(4, "big") + bytes([final])
+        plaintext += aead.decrypt(nonce, body[start : start + stride], associated)
+    return plaintext
+
+
+# Detection
+
+
+def test_wrong_password() -> None:
+    with pytest.raises(WrongPassword) as raised:
+        opened(sealed(b"secret"), password=b"not the password")
+    message = str(raised.value)
+    assert "wrong password" in message
+    assert "not the password" not in message and PASSWORD.decode() not in message
+
+
+@pytest.mark.parametrize(
+    ("offset", "expected"),
+    [
+        (0, SealBroken),  # magic
+        (8, SealBroken),  # version
+        (9, SealBroken),  # aead id
+        (OFFSET_LOG_N, WrongPassword),  # log_n 10 -> 11: valid, so a different key
+        (OFFSET_SEGMENT_SIZE + 3, WrongPassword),  # segment size 64 -> 65
+        (OFFSET_KDF_SALT, WrongPassword),
+        (OFFSET_ARCHIVE_SALT + 5, WrongPassword),
+        (OFFSET_NONCE_PREFIX, WrongPassword),
+        (OFFSET_KEY_CHECK, WrongPassword),
+        (seal.HEADER_SIZE - 1, WrongPassword),
+    ],
+)
+def test_one_flipped_header_bit(offset: int, expected: type[IntegrityError]) -> None:
+    with pytest.raises(expected):
+        opened(flip_bit(sealed(b"x" * 200), offset * 8))
+
+
+def test_one_flipped_bit_in_a_segment_body() -> None:
+    data = sealed(b"x" * 200)
+    with pytest.raises(SealBroken, match="segment 1 .*failed authentication"):
+        opened(flip_bit(data, (segment_start(1) + 3) * 8))
+
+
+def test_one_flipped_bit_in_a_tag() -> None:
+    data = sealed(b"x" * 200)
+    tag_of_segment_0 = segment_start(1) - 1
+    with pytest.raises(SealBroken, match="segment 0"):
+        opened(flip_bit(data, tag_of_segment_0 * 8 + 7))
+
+
+def test_flipped_bit_in_the_final_tag() -> None:
+    data = sealed(b"x" * 200)
+    with pytest.raises(SealBroken):
+        opened(flip_bit(data, len(data) * 8 - 1))
+
+
+def test_truncation_at_a_segment_boundary() -> None:
+    data = sealed(b"x" * 200)
+    with pytest.raises(SealBroken, match="truncated: it ends after segment 1"):
+        opened(data[: segment_start(2)])
+
+
+def test_truncation_mid_segment() -> None:
+    data = sealed(b"x" * 200)
+    with pytest.raises(SealBroken):
+        opened(data[: segment_start(2) + 20])
+
+
+@pytest.mark.parametrize(
+    ("length", "message"),
+    [
+        (0, "empty"),
+        (5, "truncated inside its header"),
+        (seal.HEADER_SIZE, "nothing follows the header"),
+        (seal.HEADER_SIZE + 10, "truncated inside segment 0"),
+    ],
+)
+def test_truncation_in_or_right_after_the_header(length: int, message: str) -> None:
+    with pytest.raises(SealBroken, match=message):
+        opened(sealed(b"x" * 200)[:length])
+
+
+@pytest.mark.parametrize("size", [0, 100, 2 * SEGMENT])
+def test_appended_bytes(size: int) -> None:
+    data = sealed(b"y" * size)
+    for extra in (b"\x00", b"more data" * 20):
+        with pytest.raises(SealBroken):
+            opened(data + extra)
+
+
+def test_appended_bytes_after_a_full_final_segment_are_named() -> None:
+    with pytest.raises(SealBroken, match="bytes after its final segment"):
+        opened(sealed(b"y" * (2 * SEGMENT)) + b"!")
+
+
+def test_two_segments_swapped() -> None:
+    data = sealed(b"a" * SEGMENT + b"b" * SEGMENT + b"c" * 10)
+    first = data[segment_start(0) : segment_start(1)]
+    second = data[segment_start(1) : segment_start(2)]
+    swapped = data[: segment_start(0)] + second + first + data[segment_start(2) :]
+    with pytest.raises(SealBroken, match="segment 0"):
+        opened(swapped)
+
+
+def test_a_segment_dropped_from_the_middle() -> None:
+    data = sealed(b"z" * (3 * SEGMENT + 1))
+    with pytest.raises(SealBroken, match="segment 1"):
+        opened(data[: segment_start(1)] + data[segment_start(2) :])
+
+
+def test_another_archives_sealed_bytes_substituted() -> None:
+    other = sealed(b"other archive", associated=b"openclaw-backup-20260102-000000/archive")
+    with pytest.raises(SealBroken, match="another archive"):
+        opened(other)
+
+
+def test_a_segment_spliced_in_from_another_archive_with_the_same_key() -> None:
+    mine = sealed(b"m" * (2 * SEGMENT + 5))
+    theirs = sealed(b"t" * (2 * SEGMENT + 5))
+    spliced = mine[: segment_start(1)] + theirs[segment_start(1) : segment_start(2)]
+    with pytest.raises(SealBroken, match="segment 1"):
+        opened(spliced + mine[segment_start(2) :])
+
+
+def test_errors_are_sticky_and_only_verified_plaintext_is_returned() -> None:
+    plaintext = bytes(range(3 * SEGMENT))
+    damaged = flip_bit(sealed(plaintext), (segment_start(1) + 1) * 8)
+    reader = seal.SealedReader(io.BytesIO(damaged), seal.KeyRing(PASSWORD), ASSOCIATED)
+    assert reader.read(SEGMENT) == plaintext[:SEGMENT]
+    for _ in range(2):
+        with pytest.raises(SealBroken, match="segment 1"):
+            reader.read(1)
+
+
+def header_with(**fields: int) -> bytes:
+    """A sealed stream whose header carries other field values (for bound checks)."""
+    data = bytearray(sealed(b"x"))
+    layout = {"log_n": (11, 1), "r": (12, 2), "p": (14, 2), "segment_size": (16, 4)}
+    for name, value in fields.items():
+        offset, size = layout[name]
+        data[offset : offset + size] = value.to_bytes(size, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"log_n": 23},
+        {"log_n": 0},
+        {"log_n": 21},  # 2 GiB with r=8
+        {"r": 0},
+        {"r": 1000},
+        {"p": 0},
+        {"p": 1000},
+        {"segment_size": 0},
+        {"segment_size": seal.MAX_SEGMENT_SIZE + 1},
+    ],
+)
+def test_hostile_parameters_are_refused_before_any_derivation(fields: dict[str, int]) -> None:
+    keyring = seal.KeyRing(PASSWORD)
+    with pytest.raises(SealBroken, match="unsupported parameters"):
+        seal.open_stream(io.BytesIO(header_with(**fields)), io.BytesIO(), keyring, associated=b"")
+    assert keyring.derivations == 0
+
+
+def test_not_sealed_data() -> None:
+    with pytest.raises(SealBroken, match="not an ocb sealed stream"):
+        opened(b"\x28\xb5\x2f\xfd" + bytes(300))
+
+
+def test_is_sealed() -> None:
+    assert seal.is_sealed(sealed(b""))
+    assert seal.is_sealed(seal.MAGIC)
+    assert not seal.is_sealed(b"\x28\xb5\x2f\xfd zstd frame")
+    assert not seal.is_sealed(seal.MAGIC[:4])
+
+
+SAMPLE_PLAINTEXT = bytes(range(256)) * 2
+SAMPLE = sealed(SAMPLE_PLAINTEXT, segment_size=100)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bit=st.integers(min_value=0, max_value=len(SAMPLE) * 8 - 1))
+def test_any_flipped_bit_raises_and_never_yields_wrong_plaintext(bit: int) -> None:
+    returned = b""
+    with pytest.raises(IntegrityError):
+        damaged = io.BytesIO(flip_bit(SAMPLE, bit))
+        reader = seal.SealedReader(damaged, seal.KeyRing(PASSWORD), ASSOCIATED)
+        while chunk := reader.read(37):
+            returned += chunk
+    assert SAMPLE_PLAINTEXT.startswith(returned)
+
+
+@settings(max_examples=300, deadline=None)
+@given(length=st.integers(min_value=0, max_value=len(SAMPLE) - 1))
+def test_any_truncation_raises_and_never_yields_wrong_plaintext(length: int) -> None:
+    returned = b""
+    with pytest.raises(SealBroken):
+        truncated = io.BytesIO(SAMPLE[:length])
+        reader = seal.SealedReader(truncated, seal.KeyRing(PASSWORD), ASSOCIATED)
+        while chunk := reader.read(37):
+            returned += chunk
+    assert SAMPLE_PLAINTEXT.startswith(returned)
+
+
+# Keys
+
+
+def test_keyring_derives_scrypt_once_for_many_archives(monkeypatch: pytest.MonkeyPatch) -> None:
+    scrypt_runs = []
+    real_derive = seal.derive_password_key
+
+    def counting_derive(*args: object, **kwargs: object) -> seal.PasswordKey:
+        scrypt_runs.append(args[1:])
+        return real_derive(*args, **kwargs)  # type: ignore[arg-type]
+
+    key = seal.derive_password_key(PASSWORD, CHEAP_KDF)
+    archives = {f"snapshot-{n}/volume-{n}".encode(): bytes([n]) * (n * 37) for n in range(12)}
+    sealed_archives = {
+        associated: sealed(plaintext, associated=associated, key=key)
+        for associated, plaintext in archives.items()
+    }
+    monkeypatch.setattr(seal, "derive_password_key", counting_derive)
+    keyring = seal.KeyRing(PASSWORD)
+    for associated, data in sealed_archives.items():
+        assert opened_with(keyring, data, associated) == archives[associated]
+    assert len(scrypt_runs) == 1
+    assert keyring.derivations == 1
+
+
+def opened_with(keyring: seal.KeyRing, data: bytes, associated: bytes) -> bytes:
+    sink = io.BytesIO()
+    seal.open_stream(io.BytesIO(data), sink, keyring, associated=associated)
+    return sink.getvalue()
+
+
+def test_keyring_reuses_a_sealing_key_without_deriving() -> None:
+    keyring = seal.KeyRing(PASSWORD)
+    keyring.add(KEY)
+    assert opened_with(keyring, sealed(b"abc"), ASSOCIATED) == b"abc"
+    assert keyring.derivations == 0
+
+
+def test_keyring_derives_again_for_another_salt() -> None:
+    other_key = seal.derive_password_key(PASSWORD, CHEAP_KDF)
+    keyring = seal.KeyRing(PASSWORD)
+    opened_with(keyring, sealed(b"1"), ASSOCIATED)
+    opened_with(keyring, sealed(b"2", key=other_key), ASSOCIATED)
+    assert keyring.derivations == 2
+
+
+def test_reprs_show_no_key_or_password() -> None:
+    key = seal.derive_password_key(PASSWORD, CHEAP_KDF)
+    text = repr(key)
+    assert key._key.hex() not in text and repr(key._key) not in text
+    assert "log_n=10" in text
+    keyring = seal.KeyRing(PASSWORD)
+    keyring.add(key)
+    assert repr(PASSWORD) not in repr(keyring) and key._key.hex() not in repr(keyring)
+
+
+def test_random_kdf_salt_gives_different_keys() -> None:
+    first = seal.derive_password_key(PASSWORD, CHEAP_KDF)
+    second = seal.derive_password_key(PASSWORD, CHEAP_KDF)
+    assert first.kdf_salt != second.kdf_salt and first._key != second._key
+
+
+def test_fixed_kdf_salt_gives_the_same_key() -> None:
+    salt = bytes(16)
+    first = seal.derive_password_key(PASSWORD, CHEAP_KDF, salt)
+    assert first._key == seal.derive_password_key(PASSWORD, CHEAP_KDF, salt)._key
+
+
+@pytest.mark.parametrize(
+    ("password", "kdf"),
+    [
+        (b"", CHEAP_KDF),
+        (PASSWORD, seal.KdfParams(log_n=23)),
+        (PASSWORD, seal.KdfParams(log_n=20, r=16)),
+        (PASSWORD, seal.KdfParams(p=0)),
+    ],
+)
+def test_derive_refuses_an_empty_password_or_absurd_parameters(
+    password: bytes, kdf: seal.KdfParams
+) -> None:
+    with pytest.raises(UsageError):
+        seal.derive_password_key(password, kdf)
+
+
+@pytest.mark.parametrize("segment_size", [0, seal.MAX_SEGMENT_SIZE + 1])
+def test_sealing_refuses_unsupported_segment_sizes(segment_size: int) -> None:
+    with pytest.raises(UsageError):
+        seal.seal_stream(
+            io.BytesIO(b""), io.BytesIO(), KEY, associated=b"", segment_size=segment_size
+        )
+
+
+# Memory
+
+
+class Generated:
+    """`total` bytes of whatever the reader's buffer already holds: content does not matter
+    here, and generating none keeps the test's own allocations out of the measurement."""
+
+    def __init__(self, total: int) -> None:
+        self._left = total
+
+    def readinto(self, buffer: memoryview) -> int:
+        size = min(len(buffer), self._left)
+        self._left -= size
+        return size
+
+
+class Discard:
+    def write(self, data: memoryview) -> int:
+        return len(data)
+
+
+def test_sealing_and_opening_keep_memory_flat() -> None:
+    total = 32 * 1024 * 1024
+    segment_size = 64 * 1024
+    sink = io.BytesIO()
+    seal.seal_stream(Generated(total), sink, KEY, associated=b"m", segment_size=segment_size)
+    sealed_stream = io.BytesIO(sink.getvalue())
+    keyring = seal.KeyRing(PASSWORD)
+    keyring.add(KEY)
+    tracemalloc.start()
+    try:
+        sealing = seal.seal_stream(
+            Generated(total), Discard(), KEY, associated=b"m", segment_size=segment_size
+        )
+        opening = seal.open_stream(sealed_stream, Discard(), keyring, associated=b"m")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert sealing.plaintext_bytes == opening.plaintext_bytes == total
+    assert peak < 4 * segment_size
+
+
+def test_reader_feeds_a_streaming_tar_reader() -> None:
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w|") as tar:
+        for name, content in [("a.txt", b"alpha" * 100), ("b/c.bin", bytes(range(256)) * 9)]:
+            member = tarfile.TarInfo(name)
+            member.size = len(content)
+            tar.addfile(member, io.BytesIO(content))
+    data = sealed(archive.getvalue(), segment_size=100)
+    reader = seal.SealedReader(io.BytesIO(data), seal.KeyRing(PASSWORD), ASSOCIATED)
+    with tarfile.open(fileobj=reader, mode="r|") as tar:
+        contents = {member.name: tar.extractfile(member).read() for member in tar}  # type: ignore[union-attr]
+    assert contents == {"a.txt": b"alpha" * 100, "b/c.bin": bytes(range(256)) * 9}
