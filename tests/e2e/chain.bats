@@ -56,10 +56,12 @@ setup() {
 
 @test "chain refuses a meta whose chain does not start with a full snapshot" {
     backup_ok
-    id=$(last_id)
-    meta="$STORE_DIR/backups/$id.meta.json"
+    first=$(last_id)
+    printf 'more\n' >>"$HOME/.openclaw/a.txt"
+    backup_ok
+    meta="$STORE_DIR/backups/$first.meta.json"
     jq '.chain[0].backup_type = "incremental"' "$meta" >"$meta.new" && mv "$meta.new" "$meta"
-    run -4 --separate-stderr ocb-chain --id "$id"
+    run -4 --separate-stderr ocb-chain --id "$first"
     [[ "$stderr" == *"full snapshot"* ]]
     # the pointer carries the latest meta: it is checked the same way
     pointer="$STORE_DIR/latest-backup.json"
