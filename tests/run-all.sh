@@ -2,23 +2,26 @@
 # Runs every suite (bats, then pytest) and ends with one line counting all tests, so CI,
 # which reads the closing line, sees the failures of both.
 set -u
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 2
 venv=.venv/bin
-tap=$(mktemp)
-log=$(mktemp)
-trap 'rm -f "$tap" "$log"' EXIT
-"$venv/bats" --formatter tap tests/e2e | tee "$tap"
-bats_status=$?
-"$venv/python" -m pytest -q tests/unit | tee "$log"
-pytest_status=$?
-count() { grep -Eo "[0-9]+ $1" "$2" | tail -n1 | cut -d' ' -f1; }
-bats_passed=$(grep -c '^ok ' "$tap")
-bats_failed=$(grep -c '^not ok ' "$tap")
-py_passed=$(count passed "$log"); py_failed=$(count failed "$log"); py_errors=$(count error "$log")
-passed=$((bats_passed + ${py_passed:-0}))
-failed=$((bats_failed + ${py_failed:-0} + ${py_errors:-0}))
-if [ "$bats_status" -ne 0 ] || [ "$pytest_status" -ne 0 ] || [ "$passed" -eq 0 ]; then
-    [ "$failed" -gt 0 ] || failed=1
-fi
-echo "== $passed passed, $failed failed (bats: $bats_passed passed, $bats_failed failed; pytest: ${py_passed:-0} passed, $((${py_failed:-0} + ${py_errors:-0})) failed) =="
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+status=0
+"$venv/bats" --formatter tap tests/e2e >"$out/local.tap" || status=1
+cat "$out/local.tap"
+# the round trip again against the test Hub: the same file, parameterised by store
+OCB_TEST_STORE=hf BATS_TEST_NAME_PREFIX="[hf] " "$venv/bats" --formatter tap tests/e2e/roundtrip.bats >"$out/hf.tap" || status=1
+cat "$out/hf.tap"
+"$venv/python" -m pytest -q tests/unit >"$out/pytest.log" 2>&1 || status=1
+cat "$out/pytest.log"
+count() { n=$(grep -Eo "[0-9]+ $1" "$out/pytest.log" | tail -n1 | cut -d' ' -f1); echo "${n:-0}"; }
+bats_passed=$(cat "$out"/*.tap | grep -c '^ok ')
+bats_failed=$(cat "$out"/*.tap | grep -c '^not ok ')
+py_passed=$(count passed)
+py_failed=$(( $(count failed) + $(count error) ))
+passed=$((bats_passed + py_passed))
+failed=$((bats_failed + py_failed))
+if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi  # a suite crashed before counting
+if [ "$passed" -eq 0 ]; then failed=$((failed + 1)); fi            # a run with no test is a failure
+echo "== $passed passed, $failed failed (bats: $bats_passed passed, $bats_failed failed; pytest: $py_passed passed, $py_failed failed) =="
 [ "$failed" -eq 0 ]

@@ -4,6 +4,14 @@
 
 load test_helper
 
+setup_file() {
+    store_setup_file
+}
+
+teardown_file() {
+    store_teardown_file
+}
+
 setup() {
     ocb_setup
 }
@@ -68,11 +76,13 @@ setup() {
     [ "$(wc -l <"$BATS_TEST_TMPDIR/r0-state")" -ge 5000 ]
 
     # one flipped byte in a volume of the chain: exit 4 naming it, the target untouched
-    volume=$(find "$STORE_DIR/backups" -name "${ids[1]}.tar.zst*" | head -n1)
+    name=$(store_volume_names | grep "^${ids[1]}\.tar\.zst" | head -n1)
+    volume=$(store_file "backups/$name")
+    [ -f "$volume" ]
     printf '\xff' | dd of="$volume" bs=1 seek=100 count=1 conv=notrunc status=none
     target="$BATS_TEST_TMPDIR/restore-3"
     run -4 --separate-stderr ocb-restore --to "$target"
-    [[ "$stderr" == *"$(basename "$volume")"* ]]
+    [[ "$stderr" == *"$name"* ]]
     manifest "$target/.openclaw" | diff "$BATS_TEST_TMPDIR/m3-state" -
 }
 
@@ -99,4 +109,36 @@ setup() {
     run -0 --separate-stderr ocb-backup
     jq -e '.skip.stage == "plan" and .skip.reason != null and .push == null' <<<"$output"
     [ "$(store_listing)" = "$before" ]
+}
+
+@test "two containers on one store: the second lineage is a full snapshot recording diverged_from" {
+    "$PYTHON" "$TREE" generate "$HOME/.openclaw" 40 2
+    backup_ok
+    base=$(last_id)
+    home_a=$HOME cache_a=$OCB_CACHE_DIR
+    # container B restores the same snapshot, then A's last backup lands after that
+    export HOME="$BATS_TEST_TMPDIR/home-b" OCB_CACHE_DIR="$BATS_TEST_TMPDIR/cache-b" OCB_WORK_DIR="$BATS_TEST_TMPDIR/work-b"
+    run -0 --separate-stderr ocb-restore
+    export HOME=$home_a OCB_CACHE_DIR=$cache_a OCB_WORK_DIR="$BATS_TEST_TMPDIR/work"
+    printf 'old container last words\n' >"$HOME/.openclaw/a-final.txt"
+    sleep 1
+    backup_ok
+    from_a=$(last_id)
+    [ "$(jq -r .plan.type "$BATS_TEST_TMPDIR/last.json")" = incremental ]
+    manifest "$HOME/.openclaw" >"$BATS_TEST_TMPDIR/state-a"
+    # B backs up: the store's latest is not what B descends from
+    export HOME="$BATS_TEST_TMPDIR/home-b" OCB_CACHE_DIR="$BATS_TEST_TMPDIR/cache-b" OCB_WORK_DIR="$BATS_TEST_TMPDIR/work-b"
+    printf 'new container work\n' >"$HOME/.openclaw/b-work.txt"
+    sleep 1
+    backup_ok
+    jq -e --arg a "$from_a" '.plan.type == "full" and .plan.diverged_from == $a' "$BATS_TEST_TMPDIR/last.json"
+    grep -q "not the one this machine descends from" "$BATS_TEST_TMPDIR/last.err"
+    from_b=$(last_id)
+    manifest "$HOME/.openclaw" >"$BATS_TEST_TMPDIR/state-b"
+    # both lineages stay restorable by id
+    run -0 --separate-stderr ocb-restore --id "$from_a" --to "$BATS_TEST_TMPDIR/ra"
+    manifest "$BATS_TEST_TMPDIR/ra/.openclaw" | diff "$BATS_TEST_TMPDIR/state-a" -
+    run -0 --separate-stderr ocb-restore --id "$from_b" --to "$BATS_TEST_TMPDIR/rb"
+    manifest "$BATS_TEST_TMPDIR/rb/.openclaw" | diff "$BATS_TEST_TMPDIR/state-b" -
+    [ "$base" != "$from_a" ]
 }

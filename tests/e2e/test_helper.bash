@@ -17,6 +17,7 @@ ocb_setup() {
         OPENCLAW_STATE_DIR OCB_PASSWORD OCB_PASSWORD_FILE OCB_SEAL OCB_VOLUME_SIZE OCB_EXCLUDE
     mkdir -p "$HOME/.openclaw"
     STORE_DIR="$BATS_TEST_TMPDIR/store"
+    use_test_store
 }
 
 # assert_doc_ok FILE: a document without error
@@ -34,7 +35,9 @@ assert_doc_error() {
 
 # store_listing: every file of the local store with its hash, to prove a command left it alone
 store_listing() {
-    if [ -d "$STORE_DIR" ]; then
+    if [ "${OCB_TEST_STORE:-local}" = hf ]; then
+        hub_get "/__hub/repo/dataset/$HUB_REPO" 2>/dev/null | jq -S '{head, files}' || echo "no repo"
+    elif [ -d "$STORE_DIR" ]; then
         (cd "$STORE_DIR" && find . -type f ! -name .ocb-store.lock -exec sha256sum {} + | sort)
     fi
 }
@@ -49,3 +52,59 @@ backup_ok() {
 }
 
 last_id() { jq -r .id "$BATS_TEST_TMPDIR/last.json"; }
+
+# --- the store under test: local folder (default) or the test Hub (OCB_TEST_STORE=hf) ------
+# A .bats file that runs against both calls store_setup_file in setup_file and
+# store_teardown_file in teardown_file; ocb_setup then points OCB_STORE at a fresh store.
+
+store_setup_file() {
+    if [ "${OCB_TEST_STORE:-local}" = hf ]; then
+        export HUB_DATA="$BATS_FILE_TMPDIR/hub"
+        read -r HUB_URL HUB_PID < <("$OCB_ROOT/tests/hub/start-hub.sh" "$HUB_DATA" ${HUB_ARGS:-})
+        export HUB_URL HUB_PID
+    fi
+}
+
+store_teardown_file() {
+    if [ -n "${HUB_PID:-}" ]; then kill "$HUB_PID" 2>/dev/null || true; fi
+}
+
+use_test_store() {
+    if [ "${OCB_TEST_STORE:-local}" = hf ]; then
+        HUB_REPO="ocb-test/state-$BATS_TEST_NUMBER-$RANDOM"
+        export OCB_STORE="hf://datasets/$HUB_REPO" HF_ENDPOINT="$HUB_URL" HF_HUB_DISABLE_XET=1 \
+            HF_HUB_DISABLE_TELEMETRY=1 HF_HOME="$BATS_TEST_TMPDIR/hf-home" HF_TOKEN=ocb-test-token \
+            OCB_RETRY_SECONDS=5
+    fi
+}
+
+# hub_get PATH: GET a test Hub control path, print the JSON answer
+hub_get() {
+    "$PYTHON" -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' "$HUB_URL$1"
+}
+
+# hub_post PATH JSON: POST JSON to a test Hub control path
+hub_post() {
+    "$PYTHON" -c 'import sys, urllib.request
+req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST", headers={"Content-Type": "application/json"})
+print(urllib.request.urlopen(req).read().decode())' "$HUB_URL$1" "$2"
+}
+
+# store_file PATH: where the bytes of a store file (e.g. backups/ID.tar.zst) lie on disk
+store_file() {
+    if [ "${OCB_TEST_STORE:-local}" = hf ]; then
+        sha=$(hub_get "/__hub/repo/dataset/$HUB_REPO" | jq -r --arg p "$1" '.files[$p].sha256')
+        find "$HUB_DATA" -type f ! -name '*.json' -exec sha256sum {} + | awk -v s="$sha" '$1 == s {print $2; exit}'
+    else
+        echo "$STORE_DIR/$1"
+    fi
+}
+
+# store_volume_names: the names of the store's files under backups/
+store_volume_names() {
+    if [ "${OCB_TEST_STORE:-local}" = hf ]; then
+        hub_get "/__hub/repo/dataset/$HUB_REPO" | jq -r '.files | keys[] | select(startswith("backups/")) | ltrimstr("backups/")'
+    else
+        (cd "$STORE_DIR/backups" && ls)
+    fi
+}

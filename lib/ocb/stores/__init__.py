@@ -18,8 +18,10 @@ def open_store(url: str, settings: dict) -> Store:
         return LocalStore(url)
     if url.startswith("hf://"):
         from .. import config
+        from ..log import log
         from .hf import HfStore  # imported lazily: huggingface_hub is slow to import
 
         return HfStore(url, work_dir=settings["work_dir"], token=config.hf_token(),
-                       private=settings.get("private", True), retry_seconds=settings.get("retry_seconds", 300))
+                       private=settings.get("private", True), retry_seconds=settings.get("retry_seconds", 300),
+                       progress=log.progress_enabled)
     raise BadDocument(f"unknown store URL {url!r}: expected file:///path or hf://datasets/OWNER/NAME")

@@ -32,7 +32,13 @@ from huggingface_hub.errors import (  # noqa: E402
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.utils import build_hf_headers, get_session, hf_raise_for_status  # noqa: E402
+from huggingface_hub.utils import (  # noqa: E402
+    build_hf_headers,
+    disable_progress_bars,
+    get_session,
+    hf_raise_for_status,
+    validate_repo_id,
+)
 
 from ..errors import (  # noqa: E402
     ChainBroken,
@@ -43,7 +49,17 @@ from ..errors import (  # noqa: E402
     TemporarilyUnavailable,
     UsageError,
 )
-from .base import POINTER, Head, Store, Upload, encode_json, meta_path, parse_json  # noqa: E402
+from .base import (  # noqa: E402
+    META_SUFFIX,
+    POINTER,
+    SNAPSHOT_ID,
+    Head,
+    Store,
+    Upload,
+    encode_json,
+    meta_path,
+    parse_json,
+)
 
 REPO_TYPE = "dataset"
 RETRIED_STATUSES = (408, 429, 500, 502, 503, 504)
@@ -82,14 +98,13 @@ def _sha256(path: str) -> str:
 
 class HfStore(Store):
     def __init__(self, url: str, work_dir: str, token: str | None, private: bool = True,
-                 retry_seconds: float = 300.0, sleep: Callable[[float], None] = time.sleep) -> None:
+                 retry_seconds: float = 300.0, progress: bool = False,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self.url = url
         self.repo_id = url[len("hf://datasets/"):]
         if not re.fullmatch(r"[^/]+/[^/]+", self.repo_id):
             raise UsageError(f"store {url!r}: expected hf://datasets/OWNER/NAME")
         try:
-            from huggingface_hub.utils import validate_repo_id
-
             validate_repo_id(self.repo_id)
         except HFValidationError as exc:
             raise UsageError(f"store {url!r}: {exc}") from None
@@ -99,6 +114,9 @@ class HfStore(Store):
         self.retry_seconds = retry_seconds
         self.sleep = sleep
         self.api = HfApi(token=token)
+        if not progress:
+            # the library draws its own bars on stderr; ours follow OCB_PROGRESS / a terminal
+            disable_progress_bars()
 
     # -- error mapping and retries ---------------------------------------------------------
 
@@ -182,8 +200,6 @@ class HfStore(Store):
         return meta
 
     def list_snapshot_ids(self, prefix: str) -> list[str]:
-        from .base import META_SUFFIX, SNAPSHOT_ID
-
         def listing() -> list[str]:
             try:
                 items = self.api.list_repo_tree(self.repo_id, path_in_repo=prefix, repo_type=REPO_TYPE)
