@@ -9,7 +9,7 @@ TEST_INSTALLED := $(VENV)/.ocb-test-installed
 PORT ?= 8808
 DATA ?= .hub-data
 
-.PHONY: install test test-unit test-e2e demo hub lint clean jq
+.PHONY: install test test-live test-unit test-e2e demo hub lint clean jq
 
 install: $(INSTALLED)
 
@@ -29,6 +29,14 @@ $(TEST_INSTALLED): $(INSTALLED) | jq
 
 test: $(TEST_INSTALLED) | jq
 	sh tests/run-all.sh
+
+# the round trip against the real Hub: needs HF_TOKEN and OCB_LIVE_REPO=OWNER/NAME
+test-live: $(TEST_INSTALLED) | jq
+	@if [ -z "$${HF_TOKEN:-}" ] || [ -z "$${OCB_LIVE_REPO:-}" ]; then \
+		echo "test-live: skipped: set HF_TOKEN (with write access) and OCB_LIVE_REPO=OWNER/NAME (a dataset repo of yours) to run it"; \
+	else \
+		OCB_TEST_STORE=live OCB_LIVE_RUN=$$(date -u +%Y%m%d%H%M%S) BATS_TEST_NAME_PREFIX="[live] " $(VENV)/bin/bats tests/e2e/roundtrip.bats; \
+	fi
 
 test-unit: $(TEST_INSTALLED)
 	$(PY) -m pytest -q tests/unit

@@ -76,6 +76,7 @@ setup() {
     [ "$(wc -l <"$BATS_TEST_TMPDIR/r0-state")" -ge 5000 ]
 
     # one flipped byte in a volume of the chain: exit 4 naming it, the target untouched
+    store_is_inspectable || return 0
     name=$(store_volume_names | grep "^${ids[1]}\.tar\.zst" | head -n1)
     volume=$(store_file "backups/$name")
     [ -f "$volume" ]
@@ -108,6 +109,7 @@ setup() {
     before=$(store_listing)
     run -0 --separate-stderr ocb-backup
     jq -e '.skip.stage == "plan" and .skip.reason != null and .push == null' <<<"$output"
+    store_is_inspectable || return 0
     [ "$(store_listing)" = "$before" ]
 }
 

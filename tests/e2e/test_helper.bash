@@ -75,8 +75,14 @@ use_test_store() {
         export OCB_STORE="hf://datasets/$HUB_REPO" HF_ENDPOINT="$HUB_URL" HF_HUB_DISABLE_XET=1 \
             HF_HUB_DISABLE_TELEMETRY=1 HF_HOME="$BATS_TEST_TMPDIR/hf-home" HF_TOKEN=ocb-test-token \
             OCB_RETRY_SECONDS=5
+    elif [ "${OCB_TEST_STORE:-local}" = live ]; then
+        # make test-live: the real Hub, one repo the tester owns, a fresh prefix per run
+        export OCB_STORE="hf://datasets/$OCB_LIVE_REPO" OCB_PATH_PREFIX="ocb-live-${OCB_LIVE_RUN:?}"
     fi
 }
+
+# store_is_inspectable: whether tests can reach the store's bytes (not on the real Hub)
+store_is_inspectable() { [ "${OCB_TEST_STORE:-local}" != live ]; }
 
 # hub_get PATH: GET a test Hub control path, print the JSON answer
 hub_get() {

@@ -13,9 +13,13 @@ SNAP = "openclaw-backup-20261101-120000"
 NEXT = "openclaw-backup-20261101-130000"
 
 
-@pytest.fixture(params=["local"])
+@pytest.fixture(params=["local", "hf"])
 def store(request, tmp_path):
-    return open_store(f"file://{tmp_path}/store", str(tmp_path / "work"))
+    settings = {"work_dir": str(tmp_path / "work"), "retry_seconds": 2}
+    if request.param == "hf":
+        request.getfixturevalue("test_hub")
+        return open_store(f"hf://datasets/contract/{tmp_path.name}", settings)
+    return open_store(f"file://{tmp_path}/store", settings)
 
 
 def upload(tmp_path, snapshot_id, data=b"volume bytes"):
@@ -71,7 +75,20 @@ def test_fetch_detects_damage_and_absence(store, tmp_path):
 
 def test_a_damaged_pointer_is_an_integrity_error(store, tmp_path):
     publish(store, tmp_path, SNAP, None)
-    with open(os.path.join(store.root, "latest-backup.json"), "r+b") as handle:
-        handle.write(b"\xff{")
+    damaged = Upload("x", str(tmp_path / "bad"), 2, "")
+    (tmp_path / "bad").write_bytes(b"\xff{")
+    if hasattr(store, "root"):
+        os.replace(damaged.path, os.path.join(store.root, "latest-backup.json"))
+    else:  # write the damaged pointer as another writer would, with a plain commit
+        from huggingface_hub import CommitOperationAdd
+
+        store.api.create_commit(store.repo_id, [CommitOperationAdd("latest-backup.json", damaged.path)],
+                                repo_type="dataset", commit_message="damage")
     with pytest.raises(ChecksumMismatch):
         store.head()
+
+
+def test_exists_tells_a_missing_store(store, tmp_path):
+    assert not store.exists()
+    publish(store, tmp_path, SNAP, None)
+    assert store.exists()

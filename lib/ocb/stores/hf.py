@@ -241,10 +241,21 @@ class HfStore(Store):
     def publish(self, prefix: str, snapshot_id: str, uploads: list[Upload], meta: dict,
                 pointer: dict, expect_token: str | None) -> dict:
         if expect_token is None:
+            # planned against an empty store: it must still be empty (a fresh repo's own first
+            # commit is the parent then)
             self._ensure_repo()
-            expect_token = self.head().token
+            current = self.head()
+            if current.pointer is not None:
+                raise StoreConflict(f"{self.url}: another writer published {current.snapshot_id} since this "
+                                    "document was planned: re-plan")
+            expect_token = current.token
+        meta_file = meta_path(prefix, snapshot_id)
+        existing = self._retrying("look for the meta", lambda: self.api.get_paths_info(
+            self.repo_id, [meta_file], repo_type=REPO_TYPE, revision=expect_token))
+        if existing:
+            raise StoreConflict(f"snapshot {snapshot_id} already exists in {self.url}: re-plan")
         operations = [CommitOperationAdd(f"{prefix}/{u.name}", u.path) for u in uploads]
-        operations.append(CommitOperationAdd(meta_path(prefix, snapshot_id), encode_json(meta)))
+        operations.append(CommitOperationAdd(meta_file, encode_json(meta)))
         operations.append(CommitOperationAdd(POINTER, encode_json(pointer)))
         deadline = time.monotonic() + self.retry_seconds
         backoff = FIRST_BACKOFF_SECONDS
