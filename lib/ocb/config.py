@@ -295,6 +295,46 @@ def hf_token(env: Environment | None = None) -> str | None:
     return token
 
 
+def seal_password(env: Environment | None = None) -> bytes | None:
+    """The sealing password (a secret): OCB_PASSWORD, else the file OCB_PASSWORD_FILE names,
+    else the legacy OPENCLAW_BACKUP_ENCRYPTION_PASSWORD when OPENCLAW_BACKUP_ENCRYPTION_ENABLED.
+
+    Never returned into a settings dict, never part of a message.
+    """
+    env = env or load_environment()
+    password = env.values.get("OCB_PASSWORD") or None
+    if password is None:
+        path, _ = env.get("OCB_PASSWORD_FILE")
+        if path is not None:
+            try:
+                with open(path, "rb") as handle:
+                    secret = handle.read().rstrip(b"\r\n")
+            except OSError as exc:
+                raise UsageError(f"OCB_PASSWORD_FILE={path!r}: cannot read it ({exc.strerror})") from None
+            if not secret:
+                raise UsageError(f"OCB_PASSWORD_FILE={path!r}: the file is empty")
+            return secret
+    if password is None and parse_bool(env, ("OPENCLAW_BACKUP_ENCRYPTION_ENABLED",), False):
+        password = env.values.get("OPENCLAW_BACKUP_ENCRYPTION_PASSWORD") or None
+        if password is None:
+            raise UsageError("OPENCLAW_BACKUP_ENCRYPTION_ENABLED=true but OPENCLAW_BACKUP_ENCRYPTION_PASSWORD is not set")
+    return password.encode("utf-8") if password is not None else None
+
+
+def resolve_seal(env: Environment) -> dict:
+    """Whether snapshots are sealed (on when a password is set), and the KDF cost."""
+    mode, name = env.get("OCB_SEAL", default="auto")
+    if mode not in ("auto", "on", "off"):
+        raise UsageError(f"{name}={mode!r}: expected on, off or auto")
+    has_password = seal_password(env) is not None
+    if mode == "on" and not has_password:
+        raise UsageError("OCB_SEAL=on but no password: set OCB_PASSWORD or OCB_PASSWORD_FILE")
+    log_n = parse_int(env, ("OCB_SCRYPT_LOG_N",), 17, 10)
+    if log_n > 22:
+        raise UsageError(f"OCB_SCRYPT_LOG_N={log_n}: at most 22 (scrypt memory doubles with each step)")
+    return {"seal": has_password and mode != "off", "scrypt_log_n": log_n}
+
+
 def resolve_backup_settings(env: Environment) -> dict:
     settings = resolve_common(env)
     compression, name = env.get("OCB_COMPRESSION", default="zstd")
@@ -317,6 +357,7 @@ def resolve_backup_settings(env: Environment) -> dict:
         "excludes": (list(DEFAULT_EXCLUDES) if default_excludes else []) + parse_patterns(env, "OCB_EXCLUDE"),
         "includes": parse_patterns(env, "OCB_INCLUDE"),
     })
+    settings.update(resolve_seal(env))
     return settings
 
 

@@ -587,3 +587,9 @@ def open_stream(src: ByteSource, dst: ByteSink, keyring: KeyRing, *, associated:
     while segment := reader._next_segment():
         _write_all(dst, segment)
     return reader.info()
+
+
+def snapshot_associated_data(snapshot_id: str) -> bytes:
+    """What binds a sealed archive to its snapshot: another snapshot's archive (or a volume of
+    it) put in its place fails authentication. Sealing and opening must build the same bytes."""
+    return f"ocb archive {snapshot_id}".encode("utf-8")

@@ -41,9 +41,11 @@ wait_for() {
 }
 
 # start_entrypoint SHELL: run SHELL entrypoint.sh APP in the background, marked so that every
-# process it starts can be found again (leftovers)
+# process it starts can be found again (leftovers). A background job starts with SIGINT
+# ignored, which a shell cannot undo; env gives it the default back, as a container's PID 1 has.
 start_entrypoint() {
-    OCB_TEST_MARK="$BATS_TEST_TMPDIR" "$1" "$EP" "$APP" >"$BATS_TEST_TMPDIR/ep.out" 2>"$BATS_TEST_TMPDIR/ep.err" &
+    OCB_TEST_MARK="$BATS_TEST_TMPDIR" env --default-signal=INT "$1" "$EP" "$APP" \
+        >"$BATS_TEST_TMPDIR/ep.out" 2>"$BATS_TEST_TMPDIR/ep.err" &
     EP_PID=$!
 }
 
@@ -312,7 +314,8 @@ EOF
     # a PATH with what ocb-backup and the stages need, but no flock
     nofl="$BATS_TEST_TMPDIR/no-flock-bin"
     mkdir -p "$nofl"
-    for tool in python3 env dirname readlink mkdir cat rm sed sleep date uname; do
+    ln -s "$PYTHON" "$nofl/python3"
+    for tool in env dirname readlink mkdir cat rm sed sleep date uname; do
         ln -s "$(command -v "$tool")" "$nofl/$tool"
     done
     lockdir="$OCB_WORK_DIR/.lock.d"

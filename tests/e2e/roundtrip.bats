@@ -144,3 +144,23 @@ setup() {
     manifest "$BATS_TEST_TMPDIR/rb/.openclaw" | diff "$BATS_TEST_TMPDIR/state-b" -
     [ "$base" != "$from_a" ]
 }
+
+@test "a sealed full plus incremental chain round-trips, and a wrong password changes nothing" {
+    export OCB_PASSWORD='s3cret pass' OCB_SCRYPT_LOG_N=10
+    "$PYTHON" "$TREE" generate "$HOME/.openclaw" 200 9
+    backup_ok
+    jq -e '.seal.sealed == true' "$BATS_TEST_TMPDIR/last.json"
+    first=$(last_id)
+    manifest "$HOME/.openclaw" >"$BATS_TEST_TMPDIR/m0"
+    rm -r "$HOME/.openclaw/dir02" && printf 'added\n' >"$HOME/.openclaw/new.txt"
+    backup_ok
+    [ "$(jq -r .plan.type "$BATS_TEST_TMPDIR/last.json")" = incremental ]
+    manifest "$HOME/.openclaw" >"$BATS_TEST_TMPDIR/m1"
+    run -0 --separate-stderr ocb-restore --id "$first" --to "$BATS_TEST_TMPDIR/r0"
+    manifest "$BATS_TEST_TMPDIR/r0/.openclaw" | diff "$BATS_TEST_TMPDIR/m0" -
+    run -0 --separate-stderr ocb-restore --to "$BATS_TEST_TMPDIR/r1"
+    manifest "$BATS_TEST_TMPDIR/r1/.openclaw" | diff "$BATS_TEST_TMPDIR/m1" -
+    OCB_PASSWORD=wrong run -4 --separate-stderr ocb-restore
+    [[ "$stderr" == *"wrong password"* ]]
+    manifest "$HOME/.openclaw" | diff "$BATS_TEST_TMPDIR/m1" -
+}

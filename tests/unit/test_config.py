@@ -104,3 +104,36 @@ def test_store_for_restore_prefers_the_restore_repo():
 def test_no_store_is_a_usage_error():
     with pytest.raises(UsageError, match="OCB_STORE"):
         config.resolve_store(env(), None)
+
+
+@pytest.mark.parametrize("values, sealed", [
+    ({}, False),
+    ({"OCB_PASSWORD": "pw"}, True),
+    ({"OCB_PASSWORD": "pw", "OCB_SEAL": "off"}, False),
+    ({"OPENCLAW_BACKUP_ENCRYPTION_ENABLED": "true", "OPENCLAW_BACKUP_ENCRYPTION_PASSWORD": "pw"}, True),
+    ({"OPENCLAW_BACKUP_ENCRYPTION_PASSWORD": "pw"}, False),  # legacy: only when enabled
+])
+def test_sealing_is_on_when_a_password_is_set(values, sealed):
+    assert config.resolve_seal(env(**values))["seal"] is sealed
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"OCB_SEAL": "on"}, "OCB_SEAL=on"),
+    ({"OCB_SEAL": "maybe"}, "OCB_SEAL"),
+    ({"OPENCLAW_BACKUP_ENCRYPTION_ENABLED": "true"}, "OPENCLAW_BACKUP_ENCRYPTION_PASSWORD"),
+    ({"OCB_PASSWORD_FILE": "/nonexistent/pw"}, "OCB_PASSWORD_FILE"),
+    ({"OCB_SCRYPT_LOG_N": "30", "OCB_PASSWORD": "pw"}, "OCB_SCRYPT_LOG_N"),
+])
+def test_sealing_misconfiguration_is_a_usage_error(values, message):
+    with pytest.raises(UsageError, match=message):
+        config.resolve_seal(env(**values))
+
+
+def test_the_password_never_enters_settings():
+    settings = config.resolve_backup_settings(env(OCB_PASSWORD="hunter2-secret"))
+    assert "hunter2-secret" not in repr(settings) and settings["seal"] is True
+
+
+def test_password_file_is_read_without_its_newline(tmp_path):
+    (tmp_path / "pw").write_bytes(b"from file\n")
+    assert config.seal_password(env(OCB_PASSWORD_FILE=str(tmp_path / "pw"))) == b"from file"

@@ -13,9 +13,12 @@ Writes:  `pull`: {roots, dry_run, changes, stats}. Every volume of the chain is 
   --to DIR   restore under DIR instead of in place (roots under $HOME keep their path relative
              to it, others go to DIR/<root name>); the cache is not touched.
   --dry-run  verify the chain and say what would change; write nothing.
-Environment: HF_TOKEN for Hub stores.
+Environment: HF_TOKEN for Hub stores; OCB_PASSWORD or OCB_PASSWORD_FILE (legacy
+  OPENCLAW_BACKUP_ENCRYPTION_PASSWORD) for sealed snapshots: the meta says which are sealed
+  and with what, so the password is all a restore needs.
 Exit status: 0 restored or nothing to restore; 1 run-time failure (I/O, disk full);
-             3 bad input document; 4 integrity (checksum, broken chain, hostile archive);
+             2 sealed snapshot but no password; 3 bad input document; 4 integrity
+             (checksum, wrong password, tampered seal, broken chain, hostile archive);
              13 credentials refused; 14 store unavailable.
 """
 
@@ -27,20 +30,20 @@ import shutil
 import tarfile
 import time
 import zlib
+from typing import BinaryIO
 
 import zstandard
 
-from .. import cache, document
-from ..archive import INDEX_MEMBER, decompressor
+from .. import cache, config, document, seal
+from ..archive import COPY_CHUNK, decompressor
 from ..chain import resolve
-from ..config import ROOT_NAME
-from ..errors import BadDocument, ChainBroken, HostileArchive, IntegrityError
+from ..config import ROOT_NAME, Root
+from ..errors import ChainBroken, HostileArchive, IntegrityError, SealBroken, UsageError, WrongPassword
 from ..extract import StagingWriter, make_equal, read_spooled_index, split_member
 from ..index import Index, scan
 from ..log import log
 from ..restore import Placement, VolumeStream, placements, remove_path, swap_into_place
 from ..stores import open_store
-from ..config import Root
 
 STARTS_DOCUMENT = False
 KIND = "restore"
@@ -63,8 +66,12 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     meta = document.section(doc, "meta", "pull")
     roots = document.field(settings, "roots", list, "settings")
     snapshots = resolve(meta, target_id)
+    keyring = None
     if any(link.get("sealed") for link in snapshots):
-        raise BadDocument(f"snapshot {target_id} is sealed; this ocb cannot open sealed snapshots yet")
+        password = config.seal_password()
+        if password is None:
+            raise UsageError(f"snapshot {target_id} is sealed: set OCB_PASSWORD or OCB_PASSWORD_FILE to restore it")
+        keyring = seal.KeyRing(password)
     to_dir = os.path.abspath(args.to) if args.to else None
     places = placements(roots, settings.get("home") or os.path.expanduser("~"), to_dir)
     work_dir = settings["work_dir"]
@@ -78,9 +85,9 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         fetched = _fetch_all(store, prefix, snapshots, restore_dir)
         spool = os.path.join(restore_dir, "index.jsonl")
         if args.dry_run:
-            doc["pull"] = _dry_run(snapshots[-1], fetched, spool, target_id, places)
+            doc["pull"] = _dry_run(snapshots[-1], fetched, spool, target_id, places, keyring)
         else:
-            doc["pull"] = _apply(snapshots, fetched, spool, target_id, places)
+            doc["pull"] = _apply(snapshots, fetched, spool, target_id, places, keyring)
             if to_dir is None:
                 cache.save(settings["cache_dir"], spool, meta, cache.state_for(meta, doc["store"], "restore"))
         doc["pull"]["stats"] = {"seconds": round(time.monotonic() - started, 3),
@@ -102,17 +109,36 @@ def _fetch_all(store, prefix: str, snapshots: list[dict], restore_dir: str) -> d
     return fetched
 
 
-def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: StagingWriter) -> None:
+def _drain(stream: BinaryIO) -> None:
+    """Read a layer to its end: the last volume's hash, the final seal segment and anything
+    appended after the archive are only checked there."""
+    while stream.read(COPY_CHUNK):
+        pass
+
+
+def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: StagingWriter,
+                    keyring: seal.KeyRing | None) -> None:
     names = ", ".join(name for name, _, _ in volumes)
+    where = f"snapshot {link['id']} (volumes {names})"
     try:
         with VolumeStream(volumes) as raw:
-            got_index = writer.extract(decompressor(raw))  # type: ignore[arg-type]
+            opened: BinaryIO = raw  # type: ignore[assignment]
+            if link.get("sealed"):
+                assert keyring is not None
+                opened = seal.SealedReader(raw, keyring, seal.snapshot_associated_data(link["id"]))  # type: ignore[assignment]
+            decoded = decompressor(opened)
+            got_index = writer.extract(decoded)
+            _drain(decoded)
+            _drain(opened)
+            _drain(raw)  # type: ignore[arg-type]
+    except (WrongPassword, SealBroken) as exc:
+        raise type(exc)(f"{where}: {exc}") from None
     except IntegrityError:
         raise
     except DECODE_ERRORS as exc:
-        raise HostileArchive(f"snapshot {link['id']} (volumes {names}) cannot be read as an archive: {exc}") from None
+        raise HostileArchive(f"{where} cannot be read as an archive: {exc}") from None
     if not got_index:
-        raise ChainBroken(f"snapshot {link['id']} (volumes {names}) carries no index")
+        raise ChainBroken(f"{where} carries no index")
 
 
 def _check_index(index: Index, target_id: str) -> None:
@@ -126,13 +152,13 @@ def _check_index(index: Index, target_id: str) -> None:
 
 
 def _apply(snapshots: list[dict], fetched: dict, spool: str, target_id: str,
-           places: dict[str, Placement]) -> dict:
+           places: dict[str, Placement], keyring: seal.KeyRing | None) -> dict:
     for place in places.values():
         remove_path(place.staging)  # a dead restore's leftover
     writer = StagingWriter({name: place.staging for name, place in places.items()}, spool)
     try:
         for link in snapshots:
-            _stream_archive(link, fetched[link["id"]], writer)
+            _stream_archive(link, fetched[link["id"]], writer, keyring)
         final = read_spooled_index(spool, f"snapshot {target_id}")
         _check_index(final, target_id)
         restored = []
@@ -157,10 +183,11 @@ def _apply(snapshots: list[dict], fetched: dict, spool: str, target_id: str,
             "files": sum(1 for _ in final.files()), "bytes_extracted": writer.stats.bytes}
 
 
-def _dry_run(last: dict, fetched: dict, spool: str, target_id: str, places: dict[str, Placement]) -> dict:
+def _dry_run(last: dict, fetched: dict, spool: str, target_id: str, places: dict[str, Placement],
+             keyring: seal.KeyRing | None) -> dict:
     """Read only the final index (the last archive's last member) and compare with the targets."""
     writer = StagingWriter({}, spool)  # no staging roots: members are read past, not written
-    _stream_archive(last, fetched[last["id"]], writer)
+    _stream_archive(last, fetched[last["id"]], writer, keyring)
     final = read_spooled_index(spool, f"snapshot {target_id}")
     _check_index(final, target_id)
     live_roots = [Root(name, place.target, place.kind) for name, place in places.items()

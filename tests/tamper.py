@@ -1,0 +1,86 @@
+"""Test tool: tamper with a sealed volume in a local store the way an attacker who can write
+the store would, fixing the recorded size and sha256 so that only the seal can notice.
+
+  python tests/tamper.py STORE_DIR VOLUME_NAME MODE [OTHER_VOLUME_NAME]
+
+MODE: header-bit | segment-bit | tag-bit | truncate-boundary | truncate-mid | append |
+      swap-segments | substitute (puts OTHER_VOLUME_NAME's bytes in its place)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+
+HEADER = 107
+TAG = 16
+
+
+def segment_size(data: bytes) -> int:
+    return int.from_bytes(data[16:20], "big")
+
+
+def tamper(data: bytes, mode: str, other: bytes | None) -> bytes:
+    size = segment_size(data)
+    sealed_segment = size + TAG
+    if mode == "header-bit":
+        return data[:40] + bytes([data[40] ^ 0x01]) + data[41:]
+    if mode == "segment-bit":
+        return data[:HEADER + 10] + bytes([data[HEADER + 10] ^ 0x80]) + data[HEADER + 11:]
+    if mode == "tag-bit":
+        at = HEADER + sealed_segment - 1  # the first segment's last tag byte
+        return data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1:]
+    if mode == "truncate-boundary":
+        return data[:HEADER + sealed_segment]
+    if mode == "truncate-mid":
+        return data[:HEADER + sealed_segment + size // 2]
+    if mode == "append":
+        return data + b"appended"
+    if mode == "swap-segments":
+        first = data[HEADER:HEADER + sealed_segment]
+        second = data[HEADER + sealed_segment:HEADER + 2 * sealed_segment]
+        assert len(second) == sealed_segment, "needs two full segments"
+        return data[:HEADER] + second + first + data[HEADER + 2 * sealed_segment:]
+    if mode == "substitute":
+        assert other is not None
+        return other
+    raise SystemExit(f"unknown mode {mode}")
+
+
+def fix_records(store: str, name: str, data: bytes) -> None:
+    """Rewrite every meta (and the pointer's copy) that records `name` to the new size and hash."""
+    new = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    paths = [os.path.join(store, "backups", n) for n in os.listdir(os.path.join(store, "backups")) if n.endswith(".meta.json")]
+    paths.append(os.path.join(store, "latest-backup.json"))
+    for path in paths:
+        with open(path, encoding="utf-8") as handle:
+            record = json.load(handle)
+        meta = record.get("meta", record)
+        for link in meta.get("chain", []):
+            for volume in link.get("volumes", []):
+                if volume["name"] == name:
+                    volume.update(new)
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(record, handle)
+
+
+def main(argv: list[str]) -> int:
+    store, name, mode = argv[1], argv[2], argv[3]
+    path = os.path.join(store, "backups", name)
+    with open(path, "rb") as handle:
+        data = handle.read()
+    other = None
+    if len(argv) > 4:
+        with open(os.path.join(store, "backups", argv[4]), "rb") as handle:
+            other = handle.read()
+    changed = tamper(data, mode, other)
+    with open(path, "wb") as handle:
+        handle.write(changed)
+    fix_records(store, name, changed)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
