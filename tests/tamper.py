@@ -5,14 +5,21 @@ the store would, fixing the recorded size and sha256 so that only the seal can n
 
 MODE: header-bit | segment-bit | tag-bit | truncate-boundary | truncate-mid | append |
       swap-segments | substitute (puts OTHER_VOLUME_NAME's bytes in its place)
+      (sealed volumes), or delta-block-bit (an unsealed .tar.zst volume: one byte of the first
+      block-delta member's data is flipped and the archive recompressed, so the tar and zstd
+      layers stay valid and only the rebuilt file's sha256 can tell)
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import sys
+import tarfile
+
+import zstandard
 
 HEADER = 107
 TAG = 16
@@ -22,7 +29,17 @@ def segment_size(data: bytes) -> int:
     return int.from_bytes(data[16:20], "big")
 
 
+def flip_delta_block(data: bytes) -> bytes:
+    plain = bytearray(zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True).read())
+    with tarfile.open(fileobj=io.BytesIO(bytes(plain)), mode="r:") as tar:
+        offset = next(m.offset_data for m in tar if "OCB.delta.length" in m.pax_headers and m.size)
+    plain[offset] ^= 0x01
+    return zstandard.ZstdCompressor(level=3, write_checksum=True).compress(bytes(plain))
+
+
 def tamper(data: bytes, mode: str, other: bytes | None) -> bytes:
+    if mode == "delta-block-bit":
+        return flip_delta_block(data)
     size = segment_size(data)
     sealed_segment = size + TAG
     if mode == "header-bit":

@@ -7,22 +7,31 @@ archives back safely is extract.py's job. Nothing here knows about stores or doc
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import io
 import os
+import sqlite3
 import stat
 import tarfile
 import time
+import urllib.parse
+from contextlib import closing
 from dataclasses import dataclass
 from typing import IO, BinaryIO, Callable
 
 import zstandard
 
+from .blocks import BLOCK_SIZE, BlockHashes, Hasher, build_delta, encode_ranges, sidecar_name
 from .errors import RuntimeFailure
-from .index import DIR, FILE, SYMLINK, Entry, Index
+from .index import DIR, FILE, SYMLINK, Entry, Index, wal_signature
 
 INDEX_MEMBER = ".ocb/index.jsonl"
+# PAX keys of a block-delta member: its data is the changed blocks back to back
+DELTA_LENGTH = "OCB.delta.length"
+DELTA_BLOCK_SIZE = "OCB.delta.block_size"
+DELTA_BLOCKS = "OCB.delta.blocks"
 COPY_CHUNK = 1024 * 1024
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -49,17 +58,17 @@ class HashingWriter(io.RawIOBase):
 
 
 class FileContent(io.RawIOBase):
-    """Reads exactly `size` bytes of an open file, hashing them.
+    """Reads exactly `size` bytes of an open file, feeding them to a Hasher.
 
     A file that shrinks while it is read is padded with zeros, so the tar stream stays
     well-formed; `short` tells the caller, who records the hash of what was really archived
     (the index must describe the archive, and the next run sees the file as changed).
     """
 
-    def __init__(self, handle: BinaryIO, size: int) -> None:
+    def __init__(self, handle: BinaryIO, size: int, hasher: Hasher) -> None:
         self.handle = handle
         self.remaining = size
-        self.digest = hashlib.sha256()
+        self.hasher = hasher
         self.short = False
 
     def readable(self) -> bool:
@@ -75,7 +84,7 @@ class FileContent(io.RawIOBase):
             self.short = True
             data += b"\0" * (n - len(data))
         self.remaining -= len(data)
-        self.digest.update(data)
+        self.hasher.update(data)
         return data
 
 
@@ -84,7 +93,11 @@ class PackStats:
     files: int = 0
     dirs: int = 0
     symlinks: int = 0
-    bytes_in: int = 0
+    bytes_in: int = 0            # what the changed files hold
+    bytes_stored: int = 0        # what their members carry (less, for deltas)
+    databases: int = 0
+    delta_files: int = 0
+    blocks_changed: int = 0
     vanished: int = 0
     changed_while_read: int = 0
     seconds: float = 0.0
@@ -125,8 +138,19 @@ def _root_paths(roots: dict[str, str], entry: Entry) -> str:
     return base if entry.path == "" else os.path.join(base, entry.path)
 
 
-def write_archive(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, compression: str,
-                  level: int, index_spool: str, progress: Callable[[int], None] | None = None) -> tuple[Index, PackStats, str, int]:
+@dataclass
+class PackOptions:
+    compression: str
+    level: int
+    scratch_dir: str              # work-dir folder for database copies and delta spools
+    new_blocks_dir: str           # this snapshot's block-hash sidecars go here
+    base_blocks_dir: str | None   # the parent snapshot's sidecars (the cache); None: no deltas
+    delta_min: int = 4 * 1024 * 1024
+    sqlite_timeout: float = 30.0
+
+
+def write_archive(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, options: PackOptions,
+                  index_spool: str, progress: Callable[[int], None] | None = None) -> tuple[Index, PackStats, str, int]:
     """Stream the entries flagged `pack` into `out`; return the final index and archive hash.
 
     Entries are re-read at pack time (lstat/fstat), so what the index records is exactly what
@@ -137,16 +161,17 @@ def write_archive(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, 
     stats = PackStats()
     final = Index(roots=plan_index.roots, snapshot=plan_index.snapshot)
     hashed = HashingWriter(out)
-    packed = compressor(compression, level, hashed)  # type: ignore[arg-type]
+    packed = compressor(options.compression, options.level, hashed)  # type: ignore[arg-type]
     with tarfile.open(fileobj=packed, mode="w|", format=tarfile.PAX_FORMAT,
                       encoding="utf-8", errors="surrogateescape") as tar:
+        writer = _ArchiveWriter(tar, options, stats)
         for entry in sorted(plan_index.entries.values(), key=lambda e: (e.root, e.path)):
             if not entry.pack:
                 final.add(entry)
                 continue
             path = _root_paths(root_paths, entry)
             try:
-                archived = _add_entry(tar, entry, path, stats)
+                archived = writer.add(entry, path)
             except FileNotFoundError:
                 stats.vanished += 1  # deleted since planning: it is not part of this snapshot
                 continue
@@ -166,47 +191,149 @@ def write_archive(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, 
     return final, stats, hashed.digest.hexdigest(), hashed.size
 
 
-def _add_entry(tar: tarfile.TarFile, entry: Entry, path: str, stats: PackStats) -> Entry:
-    if entry.type == FILE:
+class _ArchiveWriter:
+    """Adds one entry at a time: files whole or as block deltas, databases as consistent copies."""
+
+    def __init__(self, tar: tarfile.TarFile, options: PackOptions, stats: PackStats) -> None:
+        self.tar = tar
+        self.options = options
+        self.stats = stats
+        self.scratch_count = 0
+
+    def _scratch(self, suffix: str) -> str:
+        self.scratch_count += 1
+        return os.path.join(self.options.scratch_dir, f"{self.scratch_count}{suffix}")
+
+    def add(self, entry: Entry, path: str) -> Entry:
+        if entry.type == FILE:
+            return self._add_file(entry, path)
+        current = _relstat(entry, path)
+        if current.type == FILE:
+            return self._add_file(current, path)
+        info = _tarinfo(current)
+        if current.type == DIR:
+            info.type = tarfile.DIRTYPE
+            self.stats.dirs += 1
+        else:
+            info.type = tarfile.SYMTYPE
+            info.linkname = current.target or ""
+            self.stats.symlinks += 1
+        self.tar.addfile(info)
+        return current
+
+    def _add_file(self, entry: Entry, path: str) -> Entry:
+        if entry.db:
+            return self._add_database(entry, path)
         try:
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError as exc:
             if isinstance(exc, FileNotFoundError):
                 raise
-            if exc.errno == 40:  # ELOOP: it became a symlink since planning
-                return _add_entry(tar, _relstat(entry, path), path, stats)
+            if exc.errno == errno.ELOOP:  # it became a symlink since planning
+                return self.add(_relstat(entry, path), path)
             raise RuntimeFailure(f"cannot read {path}: {exc.strerror}") from None
         with os.fdopen(fd, "rb") as handle:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
-                return _add_entry(tar, _relstat(entry, path), path, stats)
+                return self.add(_relstat(entry, path), path)
             current = Entry(entry.root, entry.path, FILE, stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns)
-            info = _tarinfo(current)
-            info.type = tarfile.REGTYPE
-            info.size = current.size
-            content = FileContent(handle, current.size)
-            tar.addfile(info, content)
-            current.sha256 = content.digest.hexdigest()
-            if content.short:
-                # it shrank while read: the recorded size differs from the file's, so the
-                # next plan carries it again
-                stats.changed_while_read += 1
-        stats.files += 1
-        stats.bytes_in += current.size
+            self._add_content(current, handle, current.size, entry.base_sha256)
         return current
-    current = _relstat(entry, path)
-    if current.type == FILE:
-        return _add_entry(tar, current, path, stats)
-    info = _tarinfo(current)
-    if current.type == DIR:
-        info.type = tarfile.DIRTYPE
-        stats.dirs += 1
-    else:
-        info.type = tarfile.SYMTYPE
-        info.linkname = current.target or ""
-        stats.symlinks += 1
-    tar.addfile(info)
-    return current
+
+    def _add_database(self, entry: Entry, path: str) -> Entry:
+        """Archive a consistent copy taken through SQLite's online backup API."""
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            return self.add(_relstat(entry, path), path)
+        # the live file's signature is taken before the copy: a write after it shows next time
+        current = Entry(entry.root, entry.path, FILE, stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns,
+                        db=True, wal=wal_signature(path))
+        copy_path = self._scratch(".sqlite")
+        try:
+            copy_database(path, copy_path, self.options.sqlite_timeout)
+            with open(copy_path, "rb") as handle:
+                current.stored_size = os.fstat(handle.fileno()).st_size
+                self._add_content(current, handle, current.stored_size, entry.base_sha256)
+        finally:
+            if os.path.exists(copy_path):
+                os.unlink(copy_path)
+        self.stats.databases += 1
+        return current
+
+    def _add_content(self, current: Entry, handle: BinaryIO, size: int, base_sha256: str | None) -> None:
+        """The member for a regular file's content: whole, or only its changed blocks."""
+        options = self.options
+        info = _tarinfo(current)
+        info.type = tarfile.REGTYPE
+        with_blocks = size >= options.delta_min
+        base = None
+        if with_blocks and base_sha256 and options.base_blocks_dir:
+            base = BlockHashes.load(os.path.join(options.base_blocks_dir, sidecar_name(current.root, current.path)))
+            if base is not None and (base.sha256 != base_sha256 or base.block_size != BLOCK_SIZE):
+                base = None  # the sidecar describes another version than the parent's: no delta
+        if base is not None:
+            spool = self._scratch(".delta")
+            try:
+                delta, short = build_delta(handle, size, base, spool)
+                info.size = delta.spool_size
+                info.pax_headers = {DELTA_LENGTH: str(delta.length), DELTA_BLOCK_SIZE: str(delta.block_size),
+                                    DELTA_BLOCKS: encode_ranges(delta.changed)}
+                with open(spool, "rb") as spooled:
+                    self.tar.addfile(info, spooled)
+            finally:
+                os.unlink(spool)
+            sha256, blocks = delta.sha256, delta.blocks
+            self.stats.delta_files += 1
+            self.stats.blocks_changed += len(delta.changed)
+        else:
+            hasher = Hasher(with_blocks)
+            info.size = size
+            content = FileContent(handle, size, hasher)
+            self.tar.addfile(info, content)
+            short = content.short
+            sha256, blocks = hasher.finish()
+        if short:
+            # it shrank while read: the recorded size differs from the file's, so the next
+            # plan carries it again
+            self.stats.changed_while_read += 1
+        if blocks is not None:
+            blocks.save(os.path.join(options.new_blocks_dir, sidecar_name(current.root, current.path)))
+        current.sha256 = sha256
+        self.stats.files += 1
+        self.stats.bytes_in += size
+        self.stats.bytes_stored += info.size
+
+
+def copy_database(source: str, destination: str, timeout: float) -> None:
+    """A consistent copy of a live SQLite database, page for page (so a few changed rows touch
+    a few blocks), through the online backup API. A database locked past `timeout` is an
+    error naming it, never a torn copy."""
+    deadline = time.monotonic() + timeout
+
+    def give_up_when_late(status: int, remaining: int, total: int) -> None:
+        del status, remaining, total
+        if time.monotonic() > deadline:
+            raise DatabaseLocked(source)
+
+    uri = "file:" + urllib.parse.quote(source) + "?mode=ro"
+    try:
+        with closing(sqlite3.connect(uri, uri=True, timeout=timeout)) as live, \
+                closing(sqlite3.connect(destination)) as copy:
+            live.backup(copy, pages=-1, progress=give_up_when_late, sleep=0.05)
+    except DatabaseLocked:
+        raise RuntimeFailure(f"database {source} stayed locked past OCB_SQLITE_TIMEOUT={timeout:g}s: "
+                             "not archived (a copy now would be torn)") from None
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc) or "busy" in str(exc):
+            raise RuntimeFailure(f"database {source} stayed locked past OCB_SQLITE_TIMEOUT={timeout:g}s: "
+                                 "not archived (a copy now would be torn)") from None
+        raise RuntimeFailure(f"cannot copy database {source}: {exc}") from None
+    except sqlite3.DatabaseError as exc:
+        raise RuntimeFailure(f"cannot copy database {source}: {exc}") from None
+
+
+class DatabaseLocked(Exception):
+    """Raised from the backup progress callback to stop waiting on a locked database."""
 
 
 def _relstat(entry: Entry, path: str) -> Entry:

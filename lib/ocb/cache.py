@@ -13,12 +13,14 @@ import os
 import shutil
 from dataclasses import dataclass
 
+from .blocks import sidecar_name
 from .errors import BadDocument
 from .index import Index
 
 STATE = "state.json"
 INDEX = "index.jsonl"
 META = "meta.json"
+BLOCKS_DIR = "blocks"  # block-hash sidecars of the large files (blocks.py), by path
 
 
 @dataclass
@@ -55,9 +57,24 @@ def _write_json(path: str, value: dict) -> None:
     os.replace(tmp, path)
 
 
-def save(cache_dir: str, index_file: str, meta: dict, state: dict) -> None:
-    """Record a snapshot as this machine's base: index, then meta, then the state naming both."""
+def save(cache_dir: str, index_file: str, meta: dict, state: dict, new_blocks_dir: str | None = None) -> None:
+    """Record a snapshot as this machine's base: block hashes, index, meta, then the state.
+
+    Sidecars name the file version they describe (its sha256), so a sidecar left by a crash
+    between these steps is simply not used; sidecars of paths the index no longer holds as
+    large files are removed.
+    """
     os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    index = Index.load(index_file)
+    blocks_dir = os.path.join(cache_dir, BLOCKS_DIR)
+    os.makedirs(blocks_dir, mode=0o700, exist_ok=True)
+    if new_blocks_dir and os.path.isdir(new_blocks_dir):
+        for name in os.listdir(new_blocks_dir):
+            os.replace(os.path.join(new_blocks_dir, name), os.path.join(blocks_dir, name))
+    wanted = {sidecar_name(e.root, e.path) for e in index.files()}
+    for name in os.listdir(blocks_dir):
+        if name not in wanted:
+            os.unlink(os.path.join(blocks_dir, name))
     tmp = os.path.join(cache_dir, f"{INDEX}.tmp-{os.getpid()}")
     shutil.copyfile(index_file, tmp)
     os.replace(tmp, os.path.join(cache_dir, INDEX))

@@ -358,8 +358,21 @@ def resolve_backup_settings(env: Environment) -> dict:
         "includes": parse_patterns(env, "OCB_INCLUDE"),
     })
     settings.update(resolve_seal(env))
+    delta_raw, delta_name = env.get("OCB_DELTA_MIN", default="4M")
+    timeout_raw, timeout_name = env.get("OCB_SQLITE_TIMEOUT", default="30")
+    try:
+        sqlite_timeout = float(timeout_raw)
+        if sqlite_timeout <= 0:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"{timeout_name}={timeout_raw!r}: expected a number of seconds above 0") from None
+    settings.update({"delta_min": parse_size(delta_raw, delta_name or "OCB_DELTA_MIN"),
+                     "sqlite_timeout": sqlite_timeout})
     return settings
 
 
 def resolve_restore_settings(env: Environment) -> dict:
-    return resolve_common(env)
+    settings = resolve_common(env)
+    delta_raw, delta_name = env.get("OCB_DELTA_MIN", default="4M")
+    settings["delta_min"] = parse_size(delta_raw, delta_name or "OCB_DELTA_MIN")
+    return settings

@@ -18,15 +18,18 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
-from .archive import COPY_CHUNK, INDEX_MEMBER
+from .archive import COPY_CHUNK, DELTA_BLOCK_SIZE, DELTA_BLOCKS, DELTA_LENGTH, INDEX_MEMBER
+from .blocks import BlockHashes, Hasher, block_count, decode_ranges, sidecar_name
 from .config import ROOT_NAME
 from .errors import ChainBroken, ChecksumMismatch, HostileArchive
-from .index import DIR, FILE, SYMLINK, Entry, Index, sha256_file
+from .index import DIR, FILE, SYMLINK, Entry, Index
 
 # Modes while building staging: private until the index's modes are applied at the end.
 STAGING_DIR_MODE = 0o700
 STAGING_FILE_MODE = 0o600
 MAX_INDEX_BYTES = 2 * 1024**3
+MAX_DELTA_BLOCK = 64 * 1024**2
+MAX_DELTA_LENGTH = 1024**4
 
 
 @dataclass
@@ -141,6 +144,9 @@ class StagingWriter:
             if member.isdir():
                 os.close(_open_dir_nofollow(parent_fd, name, create=True, replace=True))
                 return
+            if DELTA_LENGTH in member.pax_headers:
+                self._apply_delta(tar, member, lambda flags: os.open(name, flags, dir_fd=parent_fd))
+                return
             _remove_at(parent_fd, name)
             if member.issym():
                 os.symlink(member.linkname, name, dir_fd=parent_fd)
@@ -159,6 +165,9 @@ class StagingWriter:
             return
         if not member.isfile():
             raise HostileArchive(f"root member {member.name!r} is neither a directory nor a file")
+        if DELTA_LENGTH in member.pax_headers:
+            self._apply_delta(tar, member, lambda flags: os.open(top, flags))
+            return
         if os.path.isdir(top) and not os.path.islink(top):
             shutil.rmtree(top)
         elif os.path.lexists(top):
@@ -182,6 +191,40 @@ class StagingWriter:
             fd = child
         return fd
 
+    def _apply_delta(self, tar: tarfile.TarFile, member: tarfile.TarInfo, opener: Callable[[int], int]) -> None:
+        """Rebuild a file from its previous version (already in staging) and the changed blocks.
+
+        The whole file's sha256 is checked against the index afterwards (make_equal)."""
+        headers = member.pax_headers
+        try:
+            length = int(headers[DELTA_LENGTH])
+            block_size = int(headers[DELTA_BLOCK_SIZE])
+            if not 0 < block_size <= MAX_DELTA_BLOCK or not 0 <= length <= MAX_DELTA_LENGTH:
+                raise ValueError("block size or length out of bounds")
+            changed = decode_ranges(headers.get(DELTA_BLOCKS, ""), block_count(length, block_size))
+        except (KeyError, ValueError) as exc:
+            raise HostileArchive(f"delta member {member.name!r} has bad headers: {exc}") from None
+        expected = sum(min(block_size, length - n * block_size) for n in changed)
+        if member.size != expected:
+            raise HostileArchive(f"delta member {member.name!r} carries {member.size} bytes, its blocks need {expected}")
+        try:
+            fd = opener(os.O_RDWR | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise ChainBroken(f"{member.name}: a delta with no earlier version to apply it to ({exc.strerror})") from None
+        with os.fdopen(fd, "r+b") as target:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ChainBroken(f"{member.name}: a delta on top of something that is not a regular file")
+            source = tar.extractfile(member)
+            assert source is not None
+            for number in changed:
+                want = min(block_size, length - number * block_size)
+                block = source.read(want)
+                if len(block) != want:
+                    raise HostileArchive(f"delta member {member.name!r} ends early")
+                os.pwrite(fd, block, number * block_size)
+                self.stats.bytes += want
+            target.truncate(length)
+
     def _copy_member(self, tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int) -> None:
         source = tar.extractfile(member)
         assert source is not None
@@ -198,11 +241,14 @@ def read_spooled_index(path: str, origin: str) -> Index:
         raise ChainBroken(f"{origin} carries no index member") from None
 
 
-def make_equal(staging: str, root: str, index: Index) -> None:
+def make_equal(staging: str, root: str, index: Index, blocks_dir: str | None = None,
+               delta_min: int | None = None) -> None:
     """Make one root's staging tree hold exactly the index's entries, verified, with their metadata.
 
     Removes what the index lacks, checks type, size and sha256 of every file and the target of
     every link, then applies modes and mtimes (directories deepest first, after their contents).
+    With `blocks_dir`, files of at least `delta_min` bytes get their block hashes written there
+    in the same read, so the next backup on this machine can store deltas.
     """
     wanted = {e.path: e for e in index.entries.values() if e.root == root}
     if "" not in wanted:
@@ -221,10 +267,14 @@ def make_equal(staging: str, root: str, index: Index) -> None:
         if actual != entry.type:
             raise ChainBroken(f"{root}/{rel} is a {actual} after extraction, the index says {entry.type}")
         if entry.type == FILE:
-            if st.st_size != entry.size:
-                raise ChecksumMismatch(f"{root}/{rel}: size {st.st_size} after extraction, the index says {entry.size}")
-            if sha256_file(path) != entry.sha256:
+            if st.st_size != entry.content_size:
+                raise ChecksumMismatch(f"{root}/{rel}: size {st.st_size} after extraction, the index says {entry.content_size}")
+            with_blocks = blocks_dir is not None and delta_min is not None and st.st_size >= delta_min
+            sha256, blocks = _hash_file(path, with_blocks)
+            if sha256 != entry.sha256:
                 raise ChecksumMismatch(f"{root}/{rel}: sha256 differs from the index")
+            if blocks is not None:
+                blocks.save(os.path.join(blocks_dir, sidecar_name(root, rel)))  # type: ignore[arg-type]
             os.chmod(path, entry.mode, follow_symlinks=False)
             os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
         elif entry.type == SYMLINK:
@@ -237,6 +287,15 @@ def make_equal(staging: str, root: str, index: Index) -> None:
         path = staging if rel == "" else os.path.join(staging, rel)
         os.chmod(path, entry.mode, follow_symlinks=False)
         os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+
+
+def _hash_file(path: str, with_blocks: bool) -> tuple[str, BlockHashes | None]:
+    hasher = Hasher(with_blocks)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    with os.fdopen(fd, "rb") as handle:
+        while chunk := handle.read(COPY_CHUNK):
+            hasher.update(chunk)
+    return hasher.finish()
 
 
 def _prune(staging: str, rel_dir: str, wanted: dict[str, Entry]) -> None:

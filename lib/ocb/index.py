@@ -9,7 +9,6 @@ never writes outside the path it is given.
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import os
 import stat
@@ -20,12 +19,15 @@ from .config import Root
 from .errors import BadDocument, RuntimeFailure
 
 INDEX_VERSION = 1
-HASH_CHUNK = 1024 * 1024
 
 FILE, DIR, SYMLINK = "file", "dir", "symlink"
 
-# What decides "changed" (DESIGN.md): not inode or ctime, which every restore changes.
-COMPARED_FIELDS = ("type", "size", "mtime_ns", "mode", "target")
+# What decides "changed" (DESIGN.md): not inode or ctime, which every restore changes. For a
+# SQLite database, its -wal companion's size and mtime too: committed rows may sit there only.
+COMPARED_FIELDS = ("type", "size", "mtime_ns", "mode", "target", "wal")
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 
 
 @dataclass
@@ -43,6 +45,19 @@ class Entry:
     # set by ocb-plan on entries the next archive must carry (new or changed); not persisted
     # in the final index
     pack: bool = False
+    # SQLite databases: archived as a consistent copy taken through the backup API, whose
+    # size is `stored_size`; `size`/`mtime_ns`/`wal` describe the live file for change detection
+    db: bool = False
+    wal: list[int] | None = None
+    stored_size: int | None = None
+    # set by ocb-plan on changed files: the parent's hash of this path, so ocb-pack can tell
+    # whether the cached block hashes describe the version a restore will build upon
+    base_sha256: str | None = None
+
+    @property
+    def content_size(self) -> int:
+        """The size of what the archive holds (and a restore writes) for this entry."""
+        return self.stored_size if self.db and self.stored_size is not None else self.size
 
     @property
     def key(self) -> tuple[str, str]:
@@ -62,8 +77,12 @@ class Entry:
             record["sha256"] = self.sha256
         if self.type == SYMLINK:
             record["target"] = self.target
+        if self.db:
+            record.update(db=True, wal=self.wal, stored_size=self.stored_size)
         if with_pack and self.pack:
             record["pack"] = True
+            if self.base_sha256:
+                record["base_sha256"] = self.base_sha256
         return record
 
     @classmethod
@@ -72,7 +91,9 @@ class Entry:
             entry = cls(root=record["root"], path=record["path"], type=record["type"],
                         mode=int(record["mode"]), size=int(record["size"]),
                         mtime_ns=int(record["mtime_ns"]), sha256=record.get("sha256"),
-                        target=record.get("target"), pack=bool(record.get("pack", False)))
+                        target=record.get("target"), pack=bool(record.get("pack", False)),
+                        db=bool(record.get("db", False)), wal=record.get("wal"),
+                        stored_size=record.get("stored_size"), base_sha256=record.get("base_sha256"))
         except (KeyError, TypeError, ValueError) as exc:
             raise BadDocument(f"index entry is malformed ({exc!r}): {str(record)[:200]}") from None
         if entry.type not in (FILE, DIR, SYMLINK) or not isinstance(entry.root, str) or not isinstance(entry.path, str):
@@ -161,8 +182,31 @@ def _entry_from_stat(root: str, rel: str, st: os.stat_result, full_path: str) ->
     return None
 
 
-def scan(roots: list[Root], excludes: list[str], includes: list[str]) -> tuple[Index, ScanReport]:
-    """lstat every entry under every root; sockets, fifos and devices are reported, not kept."""
+def _is_sqlite(path: str, entry: Entry, previous: Index | None) -> bool:
+    """SQLite is recognised by its header, not its name; an unchanged file keeps its verdict."""
+    if entry.size < 512:
+        return False
+    old = previous.entries.get(entry.key) if previous else None
+    if old is not None and old.type == FILE and (old.size, old.mtime_ns) == (entry.size, entry.mtime_ns):
+        return old.db
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        return os.read(fd, len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    finally:
+        os.close(fd)
+
+
+def scan(roots: list[Root], excludes: list[str], includes: list[str],
+         previous: Index | None = None) -> tuple[Index, ScanReport]:
+    """lstat every entry under every root; sockets, fifos and devices are reported, not kept.
+
+    SQLite databases are flagged (`db`) and their -wal/-shm/-journal companions left out: the
+    database's copy through SQLite's backup API holds what they hold. `previous` spares
+    re-reading the header of files unchanged since it.
+    """
     index = Index()
     report = ScanReport()
     for root in roots:
@@ -176,14 +220,26 @@ def scan(roots: list[Root], excludes: list[str], includes: list[str]) -> tuple[I
         if expected_dir and not stat.S_ISDIR(st.st_mode) or not expected_dir and not stat.S_ISREG(st.st_mode):
             raise RuntimeFailure(f"root {root.name} ({root.path}) is not a {'directory' if expected_dir else 'regular file'}")
         index.roots[root.name] = {"kind": root.kind, "present": True}
-        index.add(_entry_from_stat(root.name, "", st, root.path))
+        top = _entry_from_stat(root.name, "", st, root.path)
+        if top is not None and top.type == FILE and _is_sqlite(root.path, top, previous):
+            top.db = True
+            top.wal = wal_signature(root.path)
+        index.add(top)
         if expected_dir:
-            _walk(root, root.path, "", index, report, excludes, includes)
+            _walk(root, root.path, "", index, report, excludes, includes, previous)
     return index, report
 
 
+def wal_signature(db_path: str) -> list[int] | None:
+    try:
+        st = os.lstat(db_path + "-wal")
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
 def _walk(root: Root, dir_path: str, rel_dir: str, index: Index, report: ScanReport,
-          excludes: list[str], includes: list[str]) -> None:
+          excludes: list[str], includes: list[str], previous: Index | None) -> None:
     try:
         with os.scandir(dir_path) as listing:
             children = sorted(listing, key=lambda d: d.name)
@@ -191,6 +247,7 @@ def _walk(root: Root, dir_path: str, rel_dir: str, index: Index, report: ScanRep
         return  # removed while we scanned: it is simply not in this snapshot
     except PermissionError as exc:
         raise RuntimeFailure(f"cannot read directory {dir_path}: {exc.strerror}") from None
+    kept: list[tuple[os.DirEntry, Entry]] = []
     for child in children:
         rel = child.name if not rel_dir else f"{rel_dir}/{child.name}"
         if excludes and _matches(excludes, rel, child.name) and not _matches(includes, rel, child.name):
@@ -204,9 +261,19 @@ def _walk(root: Root, dir_path: str, rel_dir: str, index: Index, report: ScanRep
         if entry is None:
             report.skipped_special.append(f"{root.name}/{rel}")
             continue
+        kept.append((child, entry))
+    companions: set[str] = set()
+    for child, entry in kept:
+        if entry.type == FILE and _is_sqlite(child.path, entry, previous):
+            entry.db = True
+            entry.wal = wal_signature(child.path)
+            companions.update(child.name + suffix for suffix in SQLITE_COMPANIONS)
+    for child, entry in kept:
+        if child.name in companions and entry.type == FILE:
+            continue
         index.add(entry)
         if entry.type == DIR:
-            _walk(root, child.path, rel, index, report, excludes, includes)
+            _walk(root, child.path, entry.path, index, report, excludes, includes, previous)
 
 
 @dataclass
@@ -234,12 +301,15 @@ def mark_changes(current: Index, previous: Index | None) -> Changes:
     changes = Changes()
     for key, entry in current.entries.items():
         old = previous.entries.get(key) if previous else None
-        if old is not None and entry.same_as(old) and (entry.type != FILE or old.sha256):
+        if old is not None and entry.same_as(old) and entry.db == old.db and (entry.type != FILE or old.sha256):
             entry.sha256 = old.sha256
+            entry.stored_size = old.stored_size
             entry.pack = False
             changes.unchanged += 1
             continue
         entry.pack = True
+        if old is not None and old.type == FILE and entry.type == FILE:
+            entry.base_sha256 = old.sha256
         if old is None:
             changes.new += 1
         else:
@@ -249,12 +319,3 @@ def mark_changes(current: Index, previous: Index | None) -> Changes:
     if previous is not None:
         changes.deleted = sum(1 for key in previous.entries if key not in current.entries)
     return changes
-
-
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    with os.fdopen(fd, "rb") as handle:
-        while chunk := handle.read(HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -5,9 +5,14 @@ Usage: ocb-plan | ocb-pack > packed.json
 Reads:   a backup document with `plan` (its plan index in the work dir).
 Writes:  `archive`: {path, size, sha256, compression, level, index, stats} in the work dir.
          One pass over the sources: tar (PAX) -> zstd (or gzip), each file hashed as it
-         streams; the final index is the archive's last member.
+         streams; the final index is the archive's last member. SQLite databases go in as
+         consistent copies made through SQLite's backup API. In an incremental, a file of at
+         least settings.delta_min bytes goes in as its changed blocks only (a PAX member with
+         OCB.delta.* headers). stats: files, bytes_in (what the changed files hold),
+         bytes_stored (what their members carry), delta_files, blocks_changed, databases.
 Environment: none (settings travel in the document).
-Exit status: 0 ok or skip; 1 run-time failure (I/O, disk full); 3 bad input document.
+Exit status: 0 ok or skip; 1 run-time failure (I/O, disk full, a database locked past
+             settings.sqlite_timeout); 3 bad input document.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import shutil
 
 from .. import document
-from ..archive import EXTENSIONS, write_archive
+from ..archive import EXTENSIONS, PackOptions, write_archive
+from ..cache import BLOCKS_DIR
 from ..errors import BadDocument, RuntimeFailure
 from ..index import Index
 from ..log import log
@@ -48,14 +55,21 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     level = settings.get("compression_level", 3)
     archive_path = os.path.join(snapshot_dir, f"{snapshot_id}.{EXTENSIONS[compression]}")
     index_path = os.path.join(snapshot_dir, "index.jsonl")
+    options = PackOptions(
+        compression=compression, level=level,
+        scratch_dir=_fresh_dir(os.path.join(snapshot_dir, "scratch")),
+        new_blocks_dir=_fresh_dir(os.path.join(snapshot_dir, BLOCKS_DIR)),
+        # deltas build on the parent's block hashes, kept in the cache beside its index
+        base_blocks_dir=os.path.join(settings["cache_dir"], BLOCKS_DIR) if plan.get("type") == "incremental" else None,
+        delta_min=int(settings.get("delta_min", 4 * 1024 * 1024)),
+        sqlite_timeout=float(settings.get("sqlite_timeout", 30)))
     total = plan.get("changes", {}).get("bytes_to_pack", 0)
     advance, close = log.progress(total, "pack")
     try:
         if os.path.lexists(archive_path):
             os.unlink(archive_path)  # a dead run's partial archive
         with open(archive_path, "xb") as out:
-            final, stats, sha256, size = write_archive(plan_index, root_paths, out, compression, level,
-                                                       index_path, advance)
+            final, stats, sha256, size = write_archive(plan_index, root_paths, out, options, index_path, advance)
             out.flush()
             os.fsync(out.fileno())
     except OSError as exc:
@@ -68,7 +82,10 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         log.info(f"{stats.vanished} entries vanished between plan and pack: not in this snapshot")
     if stats.changed_while_read:
         log.warning(f"{stats.changed_while_read} files shrank while read: archived as read, carried again next time")
-    log.info(f"packed {stats.files} files, {stats.bytes_in} bytes into {size} bytes")
+    shutil.rmtree(options.scratch_dir, ignore_errors=True)
+    if stats.delta_files:
+        log.info(f"{stats.delta_files} large files as deltas: {stats.blocks_changed} changed blocks")
+    log.info(f"packed {stats.files} files ({stats.bytes_in} bytes, {stats.bytes_stored} stored) into {size} bytes")
     doc["archive"] = {
         "path": archive_path, "size": size, "sha256": sha256, "compression": compression,
         "level": level, "index": index_path, "entries": len(final.entries),
@@ -76,6 +93,12 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         "stats": stats.as_dict(),
     }
     return doc
+
+
+def _fresh_dir(path: str) -> str:
+    shutil.rmtree(path, ignore_errors=True)  # a dead run's leftovers
+    os.makedirs(path, mode=0o700)
+    return path
 
 
 def _remove(path: str) -> None:

@@ -14,6 +14,8 @@ Environment:
   OCB_FULL_EVERY (OPENCLAW_MAX_INCREMENTAL_BACKUPS, default 10), OCB_FULL_HOURS
   (OPENCLAW_FULL_BACKUP_INTERVAL_HOURS, default 24), OCB_INCREMENTAL=false
   OCB_WORK_DIR, OCB_CACHE_DIR, OCB_VOLUME_SIZE, OCB_COMPRESSION, OCB_COMPRESSION_LEVEL
+  OCB_DELTA_MIN (default 4M): files this big are stored as changed blocks in incrementals
+  OCB_SQLITE_TIMEOUT (default 30 s): how long a locked SQLite database is waited for
 Exit status: 0 planned or skip; 1 run-time failure; 2 bad flag or env value, missing state dir.
 """
 
@@ -95,7 +97,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     reasons = full_reasons(settings, cached, head.snapshot_id, args.full, now)
     full = bool(reasons)
 
-    current, report = scan(roots, settings["excludes"], settings["includes"])
+    current, report = scan(roots, settings["excludes"], settings["includes"], cached.index if cached else None)
     if report.missing_roots:
         log.info(f"absent roots, noted and not backed up: {', '.join(report.missing_roots)}")
     for path in report.skipped_special:

@@ -47,6 +47,7 @@ from ..stores import open_store
 
 STARTS_DOCUMENT = False
 KIND = "restore"
+DEFAULT_DELTA_MIN = 4 * 1024 * 1024
 
 # What a damaged or hostile byte stream raises inside the decoders and the tar reader.
 DECODE_ERRORS = (zstandard.ZstdError, zlib.error, EOFError, tarfile.TarError, UnicodeDecodeError,
@@ -87,9 +88,11 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         if args.dry_run:
             doc["pull"] = _dry_run(snapshots[-1], fetched, spool, target_id, places, keyring)
         else:
-            doc["pull"] = _apply(snapshots, fetched, spool, target_id, places, keyring)
+            blocks_dir = os.path.join(restore_dir, cache.BLOCKS_DIR) if to_dir is None else None
+            doc["pull"] = _apply(snapshots, fetched, spool, target_id, places, keyring, blocks_dir,
+                                 int(settings.get("delta_min", DEFAULT_DELTA_MIN)))
             if to_dir is None:
-                cache.save(settings["cache_dir"], spool, meta, cache.state_for(meta, doc["store"], "restore"))
+                cache.save(settings["cache_dir"], spool, meta, cache.state_for(meta, doc["store"], "restore"), blocks_dir)
         doc["pull"]["stats"] = {"seconds": round(time.monotonic() - started, 3),
                                 "volumes": sum(len(v) for v in fetched.values()),
                                 "bytes": sum(v["size"] for link in snapshots for v in link["volumes"])}
@@ -151,8 +154,13 @@ def _check_index(index: Index, target_id: str) -> None:
             split_member(f"{entry.root}/{entry.path}")
 
 
-def _apply(snapshots: list[dict], fetched: dict, spool: str, target_id: str,
-           places: dict[str, Placement], keyring: seal.KeyRing | None) -> dict:
+def _apply(snapshots: list[dict], fetched: dict, spool: str, target_id: str, places: dict[str, Placement],
+           keyring: seal.KeyRing | None, blocks_dir: str | None, delta_min: int) -> dict:
+    """Extract the chain into staging, make it equal the final index, swap it into place.
+
+    With `blocks_dir` (an in-place restore), the block hashes of large files are written there
+    and the spooled index is rewritten to describe the restored files as they now are (a
+    database is its restored copy, with no -wal), so the next backup here is incremental."""
     for place in places.values():
         remove_path(place.staging)  # a dead restore's leftover
     writer = StagingWriter({name: place.staging for name, place in places.items()}, spool)
@@ -165,7 +173,9 @@ def _apply(snapshots: list[dict], fetched: dict, spool: str, target_id: str,
         for name, info in sorted(final.roots.items()):
             if not info.get("present") or name not in places:
                 continue
-            make_equal(places[name].staging, name, final)
+            if blocks_dir is not None:
+                os.makedirs(blocks_dir, mode=0o700, exist_ok=True)
+            make_equal(places[name].staging, name, final, blocks_dir, delta_min)
             restored.append(name)
     except BaseException:
         for place in places.values():
@@ -179,6 +189,11 @@ def _apply(snapshots: list[dict], fetched: dict, spool: str, target_id: str,
     for name in restored:
         swap_into_place(places[name])
         log.info(f"restored {name} into {places[name].target}")
+    if blocks_dir is not None:
+        for entry in final.files():
+            if entry.db:
+                entry.size, entry.wal = entry.content_size, None
+        final.save(spool)
     return {"dry_run": False, "roots": {n: places[n].target for n in restored},
             "files": sum(1 for _ in final.files()), "bytes_extracted": writer.stats.bytes}
 

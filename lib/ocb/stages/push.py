@@ -6,8 +6,9 @@ Reads:   a backup document with `plan`, `archive`, `seal` and `volumes`.
 Writes:  `push`: {meta, pointer, stats}. The store gets `<prefix>/<volume>...`,
          `<prefix>/<id>.meta.json` and `latest-backup.json` together (one commit on the Hub;
          renames under a lock on a folder), only if the store's latest snapshot is still the
-         one the plan saw. Then the new index becomes the local cache (this machine's
-         lineage) and the snapshot's work dir is removed.
+         one the plan saw. Then the new index (and the block hashes of its large files)
+         becomes the local cache (this machine's lineage) and the snapshot's work dir is
+         removed.
 Environment: HF_TOKEN for Hub stores (never written anywhere).
 Exit status: 0 ok or skip; 1 run-time failure; 3 bad input document; 5 the store moved since
              planning (re-plan); 13 credentials refused; 14 rate limited past the budget.
@@ -131,8 +132,9 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     stats["seconds"] = round(time.monotonic() - started, 3)
     log.info(f"snapshot {doc['id']} ({meta['backup_type']}) is the latest in {doc['store']}")
 
-    cache.save(settings["cache_dir"], index_path, meta, cache.state_for(meta, doc["store"], "backup"))
     snapshot_dir = plan.get("dir")
+    new_blocks = os.path.join(snapshot_dir, cache.BLOCKS_DIR) if isinstance(snapshot_dir, str) else None
+    cache.save(settings["cache_dir"], index_path, meta, cache.state_for(meta, doc["store"], "backup"), new_blocks)
     if isinstance(snapshot_dir, str) and os.path.dirname(os.path.realpath(snapshot_dir)) == os.path.realpath(work_dir):
         shutil.rmtree(snapshot_dir, ignore_errors=True)
     doc["push"] = {"meta": meta_path(prefix, doc["id"]), "pointer": POINTER, "stats": stats}
