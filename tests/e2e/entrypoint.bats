@@ -59,7 +59,7 @@ stop_entrypoint() {
 
 # leftovers: pids of processes still running from a marked entrypoint
 leftovers() {
-    grep -lsz "^OCB_TEST_MARK=$BATS_TEST_TMPDIR\$" /proc/[0-9]*/environ | cut -d/ -f3
+    grep -lszxF "OCB_TEST_MARK=$BATS_TEST_TMPDIR" /proc/[0-9]*/environ | cut -d/ -f3
 }
 
 no_leftovers() {
@@ -202,11 +202,22 @@ main_scenario() {
     diff "$BATS_TEST_TMPDIR/store-before" <(store_listing)
 }
 
-@test "a damaged store with OCB_ON_RESTORE_FAIL=continue: the app runs, warned every interval, and nothing is backed up" {
+@test "a wrong password with OCB_ON_RESTORE_FAIL unset (stop): the app never starts, exit 4, the store untouched" {
+    export OCB_PASSWORD=right OCB_SCRYPT_LOG_N=10
     earlier_container_snapshot
-    damage_store
     store_listing >"$BATS_TEST_TMPDIR/store-before"
-    export OCB_ON_RESTORE_FAIL=continue OCB_INTERVAL=1 APP_SIGNAL_EXIT=3
+    export OCB_PASSWORD=wrong
+    run -4 --separate-stderr dash "$EP" "$APP"
+    [ ! -e "$APP_RUN/app.pid" ]
+    [[ "$stderr" == *"restore: failed with status 4"* ]]
+    diff "$BATS_TEST_TMPDIR/store-before" <(store_listing)
+}
+
+@test "a wrong password with OCB_ON_RESTORE_FAIL=continue: the app runs, warned every interval, and nothing is backed up" {
+    export OCB_PASSWORD=right OCB_SCRYPT_LOG_N=10
+    earlier_container_snapshot
+    store_listing >"$BATS_TEST_TMPDIR/store-before"
+    export OCB_PASSWORD=wrong OCB_ON_RESTORE_FAIL=continue OCB_INTERVAL=1 APP_SIGNAL_EXIT=3
     start_entrypoint dash
     wait_for 15 test -f "$APP_RUN/ready"
     [ "$(cat "$APP_RUN/seen-at-start")" = missing ]
