@@ -278,8 +278,9 @@ main_scenario() {
 @test "two ocb-backup at once: the second exits 11 touching nothing, the first completes" {
     printf 'state\n' >"$HOME/.openclaw/a.txt"
     # a copy of bin/ whose ocb-plan holds the first run (lock taken) until we release it
-    held="$BATS_TEST_TMPDIR/held-bin"
+    held="$BATS_TEST_TMPDIR/held/bin"
     mkdir -p "$held"
+    ln -s "$OCB_ROOT/lib" "$BATS_TEST_TMPDIR/held/lib"
     cp "$OCB_ROOT/bin/ocb-backup" "$held/"
     for stage in pack seal split push; do ln -s "$OCB_ROOT/bin/ocb-$stage" "$held/"; done
     cat >"$held/ocb-plan" <<EOF
@@ -298,7 +299,10 @@ EOF
     (cd "$OCB_WORK_DIR" && find . | sort) >"$BATS_TEST_TMPDIR/work-before"
     run -11 --separate-stderr ocb-backup
     [ -z "$output" ]
-    [[ "$stderr" == *"ocb-backup: error: another ocb-backup holds the lock"* ]]
+    [[ "$stderr" == *"ocb-backup: error: another ocb-backup or ocb-restore holds the lock"* ]]
+    # a restore waits its turn too: it would race the backup over the same state
+    run -11 --separate-stderr ocb-restore
+    [[ "$stderr" == *"ocb-restore: error: another ocb-backup or ocb-restore holds the lock"* ]]
     diff "$BATS_TEST_TMPDIR/store-before" <(store_listing)
     diff "$BATS_TEST_TMPDIR/work-before" <(cd "$OCB_WORK_DIR" && find . | sort)
 
