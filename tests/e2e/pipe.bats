@@ -50,3 +50,24 @@ setup() {
     [[ "$stderr" == *"re-plan"* ]]
     [ "$(store_listing)" = "$before" ]
 }
+
+@test "an unwritable store is exit 1 naming it; nothing is published and the cache is untouched" {
+    backup_ok
+    cp -a "$OCB_CACHE_DIR" "$BATS_TEST_TMPDIR/cache-before"
+    printf 'not a folder\n' >"$BATS_TEST_TMPDIR/blocker"
+    printf 'change\n' >>"$HOME/.openclaw/a.txt"
+    OCB_STORE="file://$BATS_TEST_TMPDIR/blocker/store" run -1 --separate-stderr ocb-backup
+    [[ "$stderr" == *"blocker/store"* ]]
+    echo "$output" >"$BATS_TEST_TMPDIR/doc.json"
+    assert_doc_error plan 1 "$BATS_TEST_TMPDIR/doc.json"   # found before anything is packed
+    [ "$(cat "$BATS_TEST_TMPDIR/blocker")" = "not a folder" ]
+    diff -r "$BATS_TEST_TMPDIR/cache-before" "$OCB_CACHE_DIR"
+    # the store becomes unwritable between plan and push
+    ocb-plan 2>/dev/null | ocb-pack 2>/dev/null | ocb-seal | ocb-split >"$BATS_TEST_TMPDIR/split.json"
+    mv "$STORE_DIR" "$BATS_TEST_TMPDIR/store-aside" && printf 'in the way\n' >"$STORE_DIR"
+    run -1 --separate-stderr ocb-push <"$BATS_TEST_TMPDIR/split.json"
+    echo "$output" >"$BATS_TEST_TMPDIR/doc.json"
+    assert_doc_error push 1 "$BATS_TEST_TMPDIR/doc.json"
+    [ "$(cat "$STORE_DIR")" = "in the way" ]
+    diff -r "$BATS_TEST_TMPDIR/cache-before" "$OCB_CACHE_DIR"
+}
