@@ -1,7 +1,6 @@
 """chain: resolution and validation of a meta's chain, and --at selection (table-driven)."""
 
 import copy
-import datetime as dt
 
 import pytest
 

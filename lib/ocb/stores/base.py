@@ -7,7 +7,9 @@ becomes visible only when its meta and the pointer land, together with its volum
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -17,6 +19,7 @@ from ..errors import ChecksumMismatch
 POINTER = "latest-backup.json"
 META_SUFFIX = ".meta.json"
 SNAPSHOT_ID = re.compile(r"^openclaw-backup-\d{8}-\d{6}(-\d+)?$")
+READ_CHUNK = 4 * 1024 * 1024
 VOLUME_NAME = re.compile(r"^openclaw-backup-\d{8}-\d{6}(-\d+)?\.[a-z0-9.]+(\.part-\d{4})?$")
 
 
@@ -52,6 +55,24 @@ def parse_json(raw: bytes, what: str) -> dict:
     if not isinstance(value, dict):
         raise ChecksumMismatch(f"{what} is not a JSON object (damaged?)")
     return value
+
+
+def file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(READ_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_volume(path: str, name: str, size: int, sha256: str, where: str) -> str:
+    """`path` if it holds exactly the recorded volume, else ChecksumMismatch naming it."""
+    actual = os.path.getsize(path)
+    if actual != size:
+        raise ChecksumMismatch(f"volume {name}: {actual} bytes {where}, the meta says {size}")
+    if file_sha256(path) != sha256:
+        raise ChecksumMismatch(f"volume {name}: sha256 differs from the meta (damaged in the store)")
+    return path
 
 
 def encode_json(value: dict) -> bytes:

@@ -12,7 +12,6 @@ the retry budget, and a commit whose answer was lost is looked up before it is e
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import time
@@ -59,13 +58,13 @@ from .base import (  # noqa: E402
     encode_json,
     meta_path,
     parse_json,
+    verify_volume,
 )
 
 REPO_TYPE = "dataset"
 RETRIED_STATUSES = (408, 429, 500, 502, 503, 504)
 FIRST_BACKOFF_SECONDS = 1.0
 MAX_BACKOFF_SECONDS = 30.0
-READ_CHUNK = 4 * 1024 * 1024
 T = TypeVar("T")
 
 
@@ -86,14 +85,6 @@ def _retry_after(exc: BaseException) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
-
-
-def _sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(READ_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class HfStore(Store):
@@ -222,13 +213,7 @@ class HfStore(Store):
             except EntryNotFoundError:
                 raise ChainBroken(f"volume {name} is missing from {self.url}") from None
 
-        path = self._retrying(f"download {name}", download)
-        actual = os.path.getsize(path)
-        if actual != size:
-            raise ChecksumMismatch(f"volume {name}: {actual} bytes downloaded, the meta says {size}")
-        if _sha256(path) != sha256:
-            raise ChecksumMismatch(f"volume {name}: sha256 differs from the meta (damaged in the store)")
-        return path
+        return verify_volume(self._retrying(f"download {name}", download), name, size, sha256, "downloaded")
 
     # -- publishing ----------------------------------------------------------------------------
 
@@ -255,6 +240,12 @@ class HfStore(Store):
         if existing:
             raise StoreConflict(f"snapshot {snapshot_id} already exists in {self.url}: re-plan")
         operations = [CommitOperationAdd(f"{prefix}/{u.name}", u.path) for u in uploads]
+        for upload, operation in zip(uploads, operations):
+            # the library hashes each file as it prepares it: a volume that changed in the work
+            # dir since ocb-split recorded it must not be committed under that record
+            if operation.upload_info.sha256.hex() != upload.sha256 or operation.upload_info.size != upload.size:
+                raise ChecksumMismatch(f"volume {upload.name}: {upload.path} no longer matches the size and sha256 "
+                                       "recorded by ocb-split: run the backup pipe again")
         operations.append(CommitOperationAdd(meta_file, encode_json(meta)))
         operations.append(CommitOperationAdd(POINTER, encode_json(pointer)))
         deadline = time.monotonic() + self.retry_seconds

@@ -11,14 +11,13 @@ import errno
 import fcntl
 import hashlib
 import os
-import shutil
 import time
 from contextlib import contextmanager
 from typing import Iterator
 
 from ..errors import ChainBroken, ChecksumMismatch, RuntimeFailure, StoreConflict, StoreLocked
-from .base import (META_SUFFIX, POINTER, SNAPSHOT_ID, Head, Store, Upload, encode_json, meta_path,
-                   parse_json)
+from .base import (META_SUFFIX, POINTER, SNAPSHOT_ID, Head, Store, Upload, encode_json, file_sha256,
+                   meta_path, parse_json, verify_volume)
 
 LOCK_NAME = ".ocb-store.lock"
 TMP_MARK = ".ocb-tmp-"
@@ -37,14 +36,6 @@ def _fsync_dir(path: str) -> None:
 def _io_failure(action: str, path: str, exc: OSError) -> RuntimeFailure:
     reason = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
     return RuntimeFailure(f"store: cannot {action} {path}: {reason}")
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(COPY_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class LocalStore(Store):
@@ -73,7 +64,7 @@ class LocalStore(Store):
         path = self._path(meta_path(prefix, snapshot_id))
         try:
             with open(path, "rb") as handle:
-                return parse_json(handle.read(), f"meta of {snapshot_id}")
+                return parse_json(handle.read(), f"{self.url}/{meta_path(prefix, snapshot_id)}")
         except FileNotFoundError:
             raise ChainBroken(f"snapshot {snapshot_id} has no meta in {self.url}") from None
         except OSError as exc:
@@ -88,16 +79,10 @@ class LocalStore(Store):
         return sorted(i for i in ids if SNAPSHOT_ID.match(i))
 
     def fetch_volume(self, prefix: str, name: str, size: int, sha256: str, dest_dir: str) -> str:
-        path = self._path(f"{prefix}/{name}")
         try:
-            actual_size = os.path.getsize(path)
-            if actual_size != size:
-                raise ChecksumMismatch(f"volume {name}: {actual_size} bytes in the store, the meta says {size}")
-            if file_sha256(path) != sha256:
-                raise ChecksumMismatch(f"volume {name}: sha256 differs from the meta (damaged in the store)")
+            return verify_volume(self._path(f"{prefix}/{name}"), name, size, sha256, "in the store")
         except FileNotFoundError:
             raise ChainBroken(f"volume {name} is missing from {self.url}") from None
-        return path
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -120,24 +105,38 @@ class LocalStore(Store):
         finally:
             os.close(fd)
 
-    def _write_new(self, path: str, data: bytes | None = None, source: str | None = None) -> None:
-        """Write to a temporary name, fsync, rename: readers see all of it or none."""
+    def _write_new(self, path: str, data: bytes | None = None, source: str | None = None,
+                   sha256: str | None = None) -> None:
+        """Write to a temporary name, fsync, rename: readers see all of it or none.
+
+        `sha256`: what `source` must hash to. It is checked on the copy, before the rename, so
+        a volume that changed in the work dir since its hash was recorded never lands under a
+        meta that would promise otherwise.
+        """
         tmp = f"{os.path.dirname(path)}/{TMP_MARK}{os.getpid()}-{os.path.basename(path)}"
         try:
             with open(tmp, "wb") as out:
                 if source is not None:
+                    digest = hashlib.sha256()
                     with open(source, "rb") as handle:
-                        shutil.copyfileobj(handle, out, COPY_CHUNK)
+                        while chunk := handle.read(COPY_CHUNK):
+                            out.write(chunk)
+                            digest.update(chunk)
+                    if sha256 is not None and digest.hexdigest() != sha256:
+                        raise ChecksumMismatch(f"volume {os.path.basename(path)}: {source} no longer hashes to the "
+                                               "sha256 recorded by ocb-split: run the backup pipe again")
                 else:
                     out.write(data or b"")
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(tmp, path)
-        except OSError as exc:
+        except (OSError, ChecksumMismatch) as exc:
             try:
                 os.unlink(tmp)
             except OSError:
                 pass
+            if isinstance(exc, ChecksumMismatch):
+                raise
             raise _io_failure("write", path, exc) from None
 
     def _sweep_leftovers(self, folder: str) -> None:
@@ -172,7 +171,7 @@ class LocalStore(Store):
                 if os.path.exists(target) and os.path.getsize(target) == upload.size and file_sha256(target) == upload.sha256:
                     reused += upload.size
                     continue
-                self._write_new(target, source=upload.path)
+                self._write_new(target, source=upload.path, sha256=upload.sha256)
                 copied += upload.size
             _fsync_dir(folder)
             self._write_new(meta_file, encode_json(meta))
