@@ -19,7 +19,7 @@ import time
 import urllib.parse
 from contextlib import closing
 from dataclasses import dataclass
-from typing import IO, BinaryIO, Callable
+from typing import BinaryIO, Callable
 
 import zstandard
 
@@ -346,8 +346,3 @@ def _relstat(entry: Entry, path: str) -> Entry:
     if stat.S_ISREG(st.st_mode):
         return Entry(entry.root, entry.path, FILE, mode, st.st_size, st.st_mtime_ns)
     raise FileNotFoundError(path)  # became a socket/fifo/device: not state we keep
-
-
-def open_output(path: str) -> IO[bytes]:
-    """A new file in the work dir; refuses to reuse a name (a leftover is removed first by the caller)."""
-    return open(path, "xb")

@@ -108,8 +108,3 @@ class TemporarilyUnavailable(OcbError):
 
     code = EXIT_TEMPORARY
 
-
-class NoSnapshot(OcbError):
-    """The store holds no snapshot yet (a normal first start for restore)."""
-
-    code = EXIT_RUNTIME

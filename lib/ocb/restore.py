@@ -15,7 +15,7 @@ import io
 import os
 import shutil
 from dataclasses import dataclass
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from .errors import ChecksumMismatch, RuntimeFailure
 
@@ -144,9 +144,3 @@ def swap_into_place(placement: Placement) -> None:
         remove_path(placement.old)
     except OSError as exc:
         raise RuntimeFailure(f"cannot move the restored {placement.root} into {target}: {exc.strerror}") from None
-
-
-def iter_placements_present(index_roots: dict[str, dict], places: dict[str, Placement]) -> Iterator[Placement]:
-    for name, info in index_roots.items():
-        if info.get("present") and name in places:
-            yield places[name]
