@@ -44,8 +44,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser(verb: str, stage: ModuleType) -> argparse.ArgumentParser:
-    parser = _Parser(prog=f"ocb-{verb}", description=stage.__doc__,
-                     formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
+    # the stage's docstring is the help; argparse adds only the flag list after it
+    parser = _Parser(prog=f"ocb-{verb}", formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
     parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
     stage.add_arguments(parser)
     return parser
@@ -64,7 +64,7 @@ def main(verb: str, argv: list[str] | None = None) -> None:
     parser = build_parser(verb, stage)
     args = parser.parse_args(argv)
     if args.help:
-        sys.stdout.write(stage.__doc__.strip() + "\n\n" + parser.format_help().split("\n\n", 1)[-1])
+        sys.stdout.write(stage.__doc__.strip() + "\n\n" + parser.format_help())
         sys.exit(0)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
