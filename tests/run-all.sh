@@ -23,5 +23,13 @@ passed=$((bats_passed + py_passed))
 failed=$((bats_failed + py_failed))
 if [ "$status" -ne 0 ] && [ "$failed" -eq 0 ]; then failed=1; fi  # a suite crashed before counting
 if [ "$passed" -eq 0 ]; then failed=$((failed + 1)); fi            # a run with no test is a failure
+# the fault matrix (issue 7): the bats cases tagged `# bats test_tags=matrix`, counted by name
+awk '/^# bats test_tags=.*matrix/ {tagged = 1; next}
+     tagged && /^@test / {sub(/^@test "/, ""); sub(/" *\{ *$/, ""); print}
+     {tagged = 0}' tests/e2e/*.bats | sort -u >"$out/matrix.names"
+sed -n 's/^\(not \)\{0,1\}ok [0-9]* //p' "$out"/*.tap | sed 's/ # skip.*$//' >"$out/run.names"
+matrix_run=$(grep -cxFf "$out/matrix.names" "$out/run.names")
+matrix_passed=$(grep -h '^ok ' "$out"/*.tap | grep -v ' # skip' | sed 's/^ok [0-9]* //' | grep -cxFf "$out/matrix.names")
+echo "== fault matrix: $matrix_run cases run, $matrix_passed passed (of $(wc -l <"$out/matrix.names") tagged) =="
 echo "== $passed passed, $failed failed (bats: $bats_passed passed, $bats_failed failed; pytest: $py_passed passed, $py_failed failed) =="
 [ "$failed" -eq 0 ]

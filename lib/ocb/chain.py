@@ -16,6 +16,7 @@ from .errors import ChainBroken, UsageError
 from .stores.base import SNAPSHOT_ID, VOLUME_NAME
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_VOLUME_BYTES = 2**53  # JSON's exact integers; a size beyond is a damaged record
 
 
 def id_time(snapshot_id: str) -> dt.datetime:
@@ -63,11 +64,23 @@ def validate_link(link: object, where: str) -> dict:
         name = volume.get("name") if isinstance(volume, dict) else None
         if not isinstance(name, str) or not VOLUME_NAME.match(name) or not name.startswith(link["id"] + "."):
             raise ChainBroken(f"{where}.volumes[{number}] has a bad name: {name!r}")
-        if not isinstance(volume.get("size"), int) or volume["size"] < 0:
+        if (not isinstance(volume.get("size"), int) or isinstance(volume["size"], bool)
+                or not 0 <= volume["size"] <= MAX_VOLUME_BYTES):
             raise ChainBroken(f"{where}.volumes[{number}].size is not a size")
         if not isinstance(volume.get("sha256"), str) or not SHA256.match(volume["sha256"]):
             raise ChainBroken(f"{where}.volumes[{number}].sha256 is not a sha256")
     return link
+
+
+def check_link_record(link: dict, where: str) -> None:
+    """The rest of a link as ocb-push writes it (chain_link) and ocb-pull reads it: a link read
+    from a store lacking them is damaged, and a document carrying it is not one ocb wrote."""
+    if link.get("compression") not in ("zstd", "gzip"):
+        raise ChainBroken(f"{where}.compression is {link.get('compression')!r}")
+    if not isinstance(link.get("sealed"), bool):
+        raise ChainBroken(f"{where}.sealed is {link.get('sealed')!r}, not true or false")
+    if not isinstance(link.get("created_at_utc"), str):
+        raise ChainBroken(f"{where}.created_at_utc is missing")
 
 
 def resolve(meta: dict, expected_id: str) -> list[dict]:

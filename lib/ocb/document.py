@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any
+import re
+from typing import Any, Callable
 
 from . import DOC_VERSION
-from .errors import BadDocument
+from .chain import check_link_record, resolve, validate_link
+from .config import ROOT_NAME
+from .errors import BadDocument, ChainBroken
+from .stores.base import SNAPSHOT_ID, VOLUME_NAME
 
 KINDS = ("backup", "restore", "prune")
 
@@ -27,9 +31,12 @@ def parse(text: bytes) -> dict:
     if not text.strip():
         raise BadDocument("empty input: expected an ocb JSON document on stdin (pipe the previous stage in)")
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_constant=_refuse_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadDocument(f"input is not JSON: {exc}") from None
+    except RecursionError:
+        # json recurses per nesting level: thousands of '[' are not a document of ours
+        raise BadDocument("input is not an ocb document: JSON nested too deeply") from None
     if not isinstance(doc, dict):
         raise BadDocument(f"input is a JSON {type(doc).__name__}, expected an object")
     version = doc.get("ocb")
@@ -44,7 +51,16 @@ def parse(text: bytes) -> dict:
     if error is not None:
         if not isinstance(error, dict) or not isinstance(error.get("code"), int):
             raise BadDocument("field 'error' must be an object with an integer 'code'")
+        return doc  # passed on untouched: its sections are not ours to judge
+    if doc.get("skip") is None:
+        check_shape(doc)
     return doc
+
+
+def _refuse_constant(name: str) -> Any:
+    # json.loads takes NaN and Infinity, which JSON has not: a size or a delay of Infinity is
+    # not a value any stage wrote
+    raise BadDocument(f"input is not JSON: {name} is not a JSON value")
 
 
 def dump(doc: dict) -> str:
@@ -65,7 +81,9 @@ def section(doc: dict, name: str, stage: str) -> dict:
 
 def field(container: dict, name: str, kind: type | tuple[type, ...], where: str) -> Any:
     value = container.get(name)
-    if not isinstance(value, kind) or (isinstance(value, bool) and kind in (int, (int,))):
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # JSON true/false are Python ints too: a count or size must not accept them
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
         raise BadDocument(f"field '{where}.{name}' is missing or not a {expected}")
     return value
@@ -87,4 +105,273 @@ def settings(doc: dict, stage: str) -> dict:
         field(value, key, str, "settings")
         if not os.path.isabs(value[key]):
             raise BadDocument(f"field 'settings.{key}' must be an absolute path")
+        if os.path.lexists(value[key]) and not os.path.isdir(value[key]):
+            # stages make folders under it: a file there is a document that lost its world
+            raise BadDocument(f"field 'settings.{key}' = {value[key]!r} is not a directory")
     return value
+
+
+# -- the shape of what stages hand on ---------------------------------------------------------
+# Types and ranges of every field a later stage reads, checked once at parse time so that no
+# stage acts on a field of the wrong type, an absurd size or a name that could leave its folder
+# (exit 3, naming the field). Which sections and fields a stage needs, it checks itself
+# (section, field), so that its message says what to run first; here a section is checked
+# only when present, and within it the fields its readers rely on must be there.
+
+MAX_BYTES = 2**53  # sizes: JSON's exact integers, and far beyond any state
+MAX_COUNT = 10**12
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+UTC_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
+COMPRESSIONS = ("zstd", "gzip")
+Check = Callable[[Any], "str | None"]  # None when the value is fine, else what it should be
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _int(low: int, high: int) -> Check:
+    def check(value: Any) -> str | None:
+        return None if _is_int(value) and low <= value <= high else f"an integer from {low} to {high}"
+    return check
+
+
+def _number(low: float, high: float) -> Check:
+    def check(value: Any) -> str | None:
+        ok = (_is_int(value) or isinstance(value, float)) and low <= value <= high
+        return None if ok else f"a number from {low} to {high}"
+    return check
+
+
+def _bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "true or false"
+
+
+def _text(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "a string"
+    try:
+        value.encode("utf-8")  # a lone surrogate cannot be written into a meta or a log
+    except UnicodeEncodeError:
+        return "valid Unicode text"
+    return None
+
+
+def _path(value: Any) -> str | None:
+    # file names may be any bytes: surrogate escapes are allowed here, NUL and relative are not
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+        return "an absolute path"
+    return None
+
+
+def _prefix(value: Any) -> str | None:
+    parts = value.split("/") if isinstance(value, str) else []
+    if not parts or len(value) > 255 or _text(value) or any(p in ("", ".", "..") or "\0" in p for p in parts):
+        return "a relative folder such as backups"
+    return None
+
+
+def _match(pattern: re.Pattern, what: str) -> Check:
+    def check(value: Any) -> str | None:
+        return None if isinstance(value, str) and pattern.match(value) else what
+    return check
+
+
+def _one_of(*choices: str) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value in choices else "one of " + ", ".join(choices)
+    return check
+
+
+def _nullable(inner: Check) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value is None else inner(value)
+    return check
+
+
+def _dict(value: Any) -> str | None:
+    return None if isinstance(value, dict) else "an object"
+
+
+_ID = _match(SNAPSHOT_ID, "a snapshot id (openclaw-backup-YYYYMMDD-HHMMSS)")
+_SHA256 = _match(SHA256, "a sha256 (64 hex digits)")
+_SIZE = _int(0, MAX_BYTES)
+_COUNT = _int(0, MAX_COUNT)
+_COMPRESSION = _one_of(*COMPRESSIONS)
+_LEVEL = _int(1, 22)
+
+ROOT = {"name": _match(ROOT_NAME, "a root name"), "path": _path, "kind": _one_of("dir", "file"),
+        "required": _bool}
+VOLUME = {"name": _match(VOLUME_NAME, "a volume name"), "path": _path, "size": _SIZE, "sha256": _SHA256}
+LINK = {"created_at_utc": _text}  # the rest as chain.validate_link checks a link read from a store
+
+SETTINGS = {
+    "work_dir": _path, "cache_dir": _path, "home": _path, "path_prefix": _prefix,
+    "retry_seconds": _number(0, 10**9), "private": _bool, "compression": _COMPRESSION,
+    "compression_level": _LEVEL, "volume_size": _int(1024, MAX_BYTES), "full_every": _COUNT,
+    "full_hours": _COUNT, "incremental": _bool, "seal": _bool, "scrypt_log_n": _int(10, 22),
+    "delta_min": _SIZE, "sqlite_timeout": _number(0, 10**6),
+    # lists checked item by item below
+    "excludes": None, "includes": None, "roots": None,
+}
+SECTIONS: dict[str, tuple[dict[str, Check | None], tuple[str, ...]]] = {
+    # section: (field checks, fields that must be there when the section is)
+    "settings": (SETTINGS, ("work_dir", "cache_dir")),
+    "plan": ({
+        "roots": None, "changes": None, "excluded": _COUNT, "missing_roots": None,
+        "base": _nullable(_text), "base_snapshot": _nullable(_ID), "type": _one_of("full", "incremental"),
+        "reasons": None, "parent": _nullable(_ID), "chain": None, "parent_chain": None,
+        "diverged_from": _nullable(_ID), "dir": _path, "index": _path, "entries": _COUNT,
+    }, ("roots", "base", "type", "parent", "parent_chain", "dir", "index")),
+    "archive": ({
+        "path": _path, "size": _SIZE, "sha256": _SHA256, "compression": _COMPRESSION, "level": _LEVEL,
+        "index": _path, "entries": _COUNT, "files": _COUNT, "bytes": _SIZE, "stats": _dict,
+    }, ("path", "size", "sha256", "compression", "index", "entries", "files", "bytes")),
+    "seal": ({"sealed": _bool, "path": _path, "size": _SIZE, "sha256": _SHA256, "params": _nullable(_dict)},
+             ("sealed", "path", "size", "sha256")),
+    "volumes": ({"volume_size": _int(1024, MAX_BYTES), "files": None}, ("files",)),
+    "chain": ({"target": _ID, "latest": _nullable(_ID), "base": _nullable(_text), "sealed": _bool,
+               "seal": _nullable(_dict), "snapshots": None}, ("target", "snapshots")),
+}
+TOP = {"id": _ID, "store": _text, "created_at_utc": _match(UTC_TIME, "a UTC time (YYYY-MM-DDTHH:MM:SSZ)"),
+       "tool_version": _text, "openclaw_version": _text}
+
+
+def _refuse(where: str, value: Any, expected: str) -> BadDocument:
+    shown = repr(value)
+    return BadDocument(f"field '{where}' must be {expected}, not {shown[:60] + '...' if len(shown) > 60 else shown}")
+
+
+def _check_fields(record: Any, checks: dict[str, Check | None], where: str,
+                  required: tuple[str, ...] = ()) -> None:
+    if not isinstance(record, dict):
+        raise BadDocument(f"field '{where}' is missing or not an object")
+    for name in required:
+        if name not in record:
+            raise BadDocument(f"field '{where}.{name}' is missing")
+    for name, check in checks.items():
+        if name in record and check is not None:
+            problem = check(record[name])
+            if problem:
+                raise _refuse(f"{where}.{name}", record[name], problem)
+
+
+def _check_list(value: Any, where: str, item: Callable[[Any, str], None], non_empty: bool = False) -> None:
+    if not isinstance(value, list) or (non_empty and not value):
+        raise BadDocument(f"field '{where}' must be a {'non-empty ' if non_empty else ''}list")
+    for number, element in enumerate(value):
+        item(element, f"{where}[{number}]")
+
+
+def _text_item(value: Any, where: str) -> None:
+    if _text(value):
+        raise _refuse(where, value, "a string")
+
+
+def _root_item(value: Any, where: str) -> None:
+    _check_fields(value, ROOT, where, ("name", "path", "kind"))
+
+
+def _volume_item(value: Any, where: str) -> None:
+    _check_fields(value, VOLUME, where, ("name", "path", "size", "sha256"))
+
+
+def _link_item(value: Any, where: str) -> None:
+    """A chain link a meta will list (plan.parent_chain, chain.snapshots): as chain.py trusts them."""
+    try:
+        check_link_record(validate_link(value, where), where)
+    except ChainBroken as exc:
+        raise BadDocument(f"field {exc}") from None
+    _check_fields(value, LINK, where)
+
+
+def _id_item(value: Any, where: str) -> None:
+    if _ID(value):
+        raise _refuse(where, value, "a snapshot id")
+
+
+# Keys whose values are file paths: a name that is not valid UTF-8 rides in them as surrogate
+# escapes. Anywhere else a lone surrogate is a damaged document (and could not be written into
+# a meta or a log line).
+PATH_KEYS = ("path", "dir", "index", "work_dir", "cache_dir", "home")
+
+
+def _check_text(value: Any, where: str) -> None:
+    if isinstance(value, dict):
+        for key, child in value.items():
+            if _text(key):
+                raise BadDocument(f"field '{where}' holds a key that is not valid Unicode text")
+            if not (key in PATH_KEYS and isinstance(child, str)):
+                _check_text(child, f"{where}.{key}")
+    elif isinstance(value, list):
+        for number, child in enumerate(value):
+            _check_text(child, f"{where}[{number}]")
+    elif isinstance(value, str) and _text(value):
+        raise BadDocument(f"field '{where}' is not valid Unicode text")
+
+
+def check_shape(doc: dict) -> None:
+    """BadDocument naming the first field of a wrong type, out of range, or missing from its section."""
+    for key, value in doc.items():
+        _check_text(value, key)
+    _check_fields(doc, TOP, "document")
+    if "chain" in doc:
+        # what ocb-pull reads besides the sections it asks for itself
+        for name in ("store", "settings"):
+            if name not in doc:
+                raise BadDocument(f"field '{name}' is missing: a restore document from ocb-chain has it")
+    for name, (checks, required) in SECTIONS.items():
+        if name in doc:
+            _check_fields(doc[name], checks, name, required)
+    settings_ = doc.get("settings")
+    if isinstance(settings_, dict):
+        for key in ("excludes", "includes"):
+            if key in settings_:
+                _check_list(settings_[key], f"settings.{key}", _text_item)
+        if "roots" in settings_:
+            _check_list(settings_["roots"], "settings.roots", _root_item)
+    plan = doc.get("plan")
+    if isinstance(plan, dict):
+        _check_list(plan.get("roots"), "plan.roots", _root_item, non_empty=True)
+        _check_list(plan.get("parent_chain"), "plan.parent_chain", _link_item)
+        for key, item in (("missing_roots", _text_item), ("reasons", _text_item), ("chain", _id_item)):
+            if key in plan:
+                _check_list(plan[key], f"plan.{key}", item)
+        changes = plan.get("changes")
+        if "changes" in plan:  # counts of entries and bytes, copied into the meta
+            _check_fields(changes, dict.fromkeys(changes, _SIZE) if isinstance(changes, dict) else {}, "plan.changes")
+    if isinstance(doc.get("volumes"), dict):
+        _check_list(doc["volumes"]["files"], "volumes.files", _volume_item, non_empty=True)
+    if doc.get("kind") == "backup" and isinstance(settings_, dict) and isinstance(doc.get("id"), str):
+        _check_work_paths(doc, os.path.join(settings_["work_dir"], doc["id"]))
+    chain_ = doc.get("chain")
+    if isinstance(chain_, dict):
+        _check_list(chain_["snapshots"], "chain.snapshots", _link_item, non_empty=True)
+        if "meta" in doc:
+            _check_meta(doc["meta"], chain_["target"])
+
+
+def _check_work_paths(doc: dict, snapshot_dir: str) -> None:
+    """Every work file of a backup lives in its snapshot's own work dir, which stages fill,
+    consume and remove: a path elsewhere would have them write or delete outside it."""
+    found = [(f"{name}.{key}", doc[name].get(key)) for name, key in
+             (("plan", "dir"), ("plan", "index"), ("archive", "path"), ("archive", "index"), ("seal", "path"))
+             if isinstance(doc.get(name), dict) and key in doc[name]]
+    volumes = doc.get("volumes")
+    if isinstance(volumes, dict):
+        found += [(f"volumes.files[{n}].path", v.get("path")) for n, v in enumerate(volumes.get("files") or [])]
+    real_dir = os.path.realpath(snapshot_dir)
+    for where, path in found:
+        if os.path.commonpath([real_dir, os.path.realpath(path)]) != real_dir:
+            raise BadDocument(f"field '{where}' = {path!r} is outside the work dir {snapshot_dir}")
+
+
+def _check_meta(meta: Any, target: str) -> None:
+    """The meta ocb-chain read and checked: a document's copy must still resolve the same way."""
+    if not isinstance(meta, dict):
+        raise BadDocument("field 'meta' is missing or not an object")
+    try:
+        for number, link in enumerate(resolve(meta, target)):
+            check_link_record(link, f"meta.chain[{number}]")
+    except ChainBroken as exc:
+        raise BadDocument(f"field 'meta': {exc}") from None

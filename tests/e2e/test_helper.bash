@@ -114,3 +114,13 @@ store_volume_names() {
         (cd "$STORE_DIR/backups" && ls)
     fi
 }
+
+# use_store local|hf: switch the running test to a fresh store of that kind, with a work dir and
+# a cache of its own, so that one test can run a case on both stores in turn (its .bats file
+# starts the test Hub in setup_file, with OCB_TEST_STORE=hf)
+use_store() {
+    export OCB_TEST_STORE=$1 OCB_WORK_DIR="$BATS_TEST_TMPDIR/work-$1" OCB_CACHE_DIR="$BATS_TEST_TMPDIR/cache-$1"
+    STORE_DIR="$BATS_TEST_TMPDIR/store-$1"
+    export OCB_STORE="file://$STORE_DIR"
+    use_test_store
+}

@@ -23,11 +23,11 @@ from __future__ import annotations
 import argparse
 
 from .. import DOC_VERSION, config
-from ..chain import id_sort_key, id_time, parse_moment, pick_at, resolve
+from ..chain import check_link_record, id_sort_key, id_time, parse_moment, pick_at, resolve
 from ..errors import ChainBroken, UsageError
 from ..log import log
 from ..stores import open_store
-from ..stores.base import SNAPSHOT_ID
+from ..stores.base import META_SUFFIX, POINTER, SNAPSHOT_ID, meta_path
 
 STARTS_DOCUMENT = True
 KIND = "restore"
@@ -80,15 +80,59 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         doc["skip"] = {"stage": "chain", "reason": f"no snapshot in {store_url} yet", "no_snapshot": True}
         log.info(doc["skip"]["reason"])
         return doc
-    latest_meta = (head.pointer or {}).get("meta")
-    if target == head.snapshot_id and isinstance(latest_meta, dict) and latest_meta.get("id") == target:
-        meta = latest_meta  # the pointer carries the latest meta: no second read
+    pointer = head.pointer or {}
+    latest_meta = pointer.get("meta")
+    if target == head.snapshot_id and "meta" in pointer:
+        # the pointer carries the latest meta (no second read); one that does not match the id
+        # beside it is a damaged pointer, not a reason to go and read another file
+        if not isinstance(latest_meta, dict) or latest_meta.get("id") != target:
+            raise ChainBroken(f"{store_url}/{POINTER} is damaged: it names {target} but carries "
+                              f"the meta of {latest_meta.get('id') if isinstance(latest_meta, dict) else latest_meta!r}")
+        meta, source, carrier = latest_meta, f"{store_url}/{POINTER}", pointer
     else:
-        meta = store.read_meta(prefix, target)
-    snapshots = resolve(meta, target)
+        meta, source, carrier = store.read_meta(prefix, target), f"{store_url}/{meta_path(prefix, target)}", None
+    try:
+        snapshots = resolve(meta, target)
+        for number, link in enumerate(snapshots):
+            check_link_record(link, f"meta of {target}: chain[{number}]")
+        _check_redundant(meta, snapshots, carrier)
+    except ChainBroken as exc:
+        raise ChainBroken(f"{source}: {exc}") from None  # name the file that is damaged
     log.info(f"snapshot {target}: a chain of {len(snapshots)} ({snapshots[0]['id']} full)")
     doc["id"] = target
     doc["chain"] = {"target": target, "latest": head.snapshot_id, "base": head.token,
                     "sealed": bool(meta.get("sealed")), "seal": meta.get("seal"), "snapshots": snapshots}
     doc["meta"] = meta
     return doc
+
+
+def _check_redundant(meta: dict, snapshots: list[dict], pointer: dict | None) -> None:
+    """Fields the meta (and the pointer carrying it) repeat from its chain must agree with it.
+
+    Nothing else checks them, and legacy tooling reads some of them (the pointer's `latest`),
+    so a damaged byte there is refused here rather than passed over. Fields absent are not
+    checked: older records may lack them.
+    """
+    last = snapshots[-1]
+    expected = {
+        "backup_type": last["backup_type"], "sealed": last["sealed"], "compression": last["compression"],
+        "created_at_utc": last["created_at_utc"], "volumes": [v["name"] for v in last["volumes"]],
+        "parent_id": snapshots[-2]["id"] if len(snapshots) > 1 else None,
+    }
+    for name, value in expected.items():
+        if name in meta and meta[name] != value:
+            raise ChainBroken(f"the meta's {name} is {meta[name]!r}, its chain says {value!r}")
+    parent = meta.get("parent")
+    if parent is not None and (expected["parent_id"] is None or not isinstance(parent, str)
+                               or not parent.endswith(f"/{expected['parent_id']}{META_SUFFIX}")):
+        raise ChainBroken(f"the meta's parent is {parent!r}, its chain says {expected['parent_id']!r}")
+    if pointer is None:
+        return
+    expected = {"backup_type": last["backup_type"], "created_at_utc": last["created_at_utc"],
+                "chain": [link["id"] for link in snapshots]}
+    for name, value in expected.items():
+        if name in pointer and pointer[name] != value:
+            raise ChainBroken(f"its {name} is {pointer[name]!r}, the meta it carries says {value!r}")
+    latest = pointer.get("latest")
+    if latest is not None and (not isinstance(latest, str) or not latest.endswith(f"/{last['id']}{META_SUFFIX}")):
+        raise ChainBroken(f"its latest is {latest!r}, not the meta of {last['id']}")

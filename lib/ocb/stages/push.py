@@ -104,6 +104,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         document.section(doc, name, "push")
     document.field(doc, "id", str, "document")
     document.field(doc, "store", str, "document")
+    document.field(doc, "created_at_utc", str, "document")
     plan = doc["plan"]
     archive = doc["archive"]
     files = document.field(doc["volumes"], "files", list, "volumes")
@@ -134,7 +135,13 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
 
     snapshot_dir = plan.get("dir")
     new_blocks = os.path.join(snapshot_dir, cache.BLOCKS_DIR) if isinstance(snapshot_dir, str) else None
-    cache.save(settings["cache_dir"], index_path, meta, cache.state_for(meta, doc["store"], "backup"), new_blocks)
+    try:
+        cache.save(settings["cache_dir"], index_path, meta, cache.state_for(meta, doc["store"], "backup"), new_blocks)
+    except OSError as exc:
+        # the snapshot is published and whole; a cache that cannot record it (or records it
+        # half) reads as no cache, so the next backup is a full one: warn, do not fail
+        log.warning(f"snapshot {doc['id']} is published, but the cache {settings['cache_dir']} cannot record it "
+                    f"({exc.strerror or exc}): the next backup will be a full one")
     if isinstance(snapshot_dir, str) and os.path.dirname(os.path.realpath(snapshot_dir)) == os.path.realpath(work_dir):
         shutil.rmtree(snapshot_dir, ignore_errors=True)
     doc["push"] = {"meta": meta_path(prefix, doc["id"]), "pointer": POINTER, "stats": stats}

@@ -52,17 +52,23 @@ def password_key(cache_dir: str, password: bytes, kdf: seal.KdfParams) -> seal.P
     except (OSError, ValueError, KeyError, TypeError):
         pass
     key = seal.derive_password_key(password, kdf)
-    os.makedirs(cache_dir, mode=0o700, exist_ok=True)
     tmp = f"{salt_file}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump({"kdf": kdf.as_dict(), "salt": key.kdf_salt.hex()}, handle)
-    os.replace(tmp, salt_file)
+    try:
+        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump({"kdf": kdf.as_dict(), "salt": key.kdf_salt.hex()}, handle)
+        os.replace(tmp, salt_file)
+    except OSError as exc:
+        # the recorded salt only spares a restore some scrypt runs: sealing goes on without it
+        log.warning(f"cannot record the KDF salt in {cache_dir}: {exc.strerror or exc}")
+        _remove(tmp)
     return key
 
 
 def run(doc: dict, args: argparse.Namespace) -> dict:
     document.require_kind(doc, KIND, "seal")
     settings = document.settings(doc, "seal")
+    snapshot_id = document.field(doc, "id", str, "document")
     archive = document.section(doc, "archive", "seal")
     path = document.work_path(archive, "path", "archive", settings["work_dir"])
     size = document.field(archive, "size", int, "archive")
@@ -79,7 +85,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     try:
         with open(path, "rb") as source, open(sealed_path, "wb") as raw_out:
             hashing = HashingWriter(raw_out)
-            info = seal.seal_stream(source, hashing, key, associated=seal.snapshot_associated_data(doc["id"]))
+            info = seal.seal_stream(source, hashing, key, associated=seal.snapshot_associated_data(snapshot_id))
             raw_out.flush()
             os.fsync(raw_out.fileno())
     except FileNotFoundError:

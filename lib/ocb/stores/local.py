@@ -165,17 +165,32 @@ class LocalStore(Store):
                 raise StoreConflict(f"snapshot {snapshot_id} already exists in {self.url}: re-plan")
             self._sweep_leftovers(self.root)
             self._sweep_leftovers(folder)
-            for upload in uploads:
-                target = os.path.join(folder, upload.name)
-                # a push retried after a crash keeps what fully arrived before
-                if os.path.exists(target) and os.path.getsize(target) == upload.size and file_sha256(target) == upload.sha256:
-                    reused += upload.size
-                    continue
-                self._write_new(target, source=upload.path, sha256=upload.sha256)
-                copied += upload.size
-            _fsync_dir(folder)
-            self._write_new(meta_file, encode_json(meta))
-            _fsync_dir(folder)
-            self._write_new(self._path(POINTER), encode_json(pointer))
-            _fsync_dir(self.root)
+            landed: list[str] = []  # what this call added, taken back if the pointer never moves
+            try:
+                for upload in uploads:
+                    target = os.path.join(folder, upload.name)
+                    # a push retried after a crash keeps what fully arrived before
+                    if os.path.exists(target) and os.path.getsize(target) == upload.size and file_sha256(target) == upload.sha256:
+                        reused += upload.size
+                        continue
+                    self._write_new(target, source=upload.path, sha256=upload.sha256)
+                    landed.append(target)
+                    copied += upload.size
+                _fsync_dir(folder)
+                self._write_new(meta_file, encode_json(meta))
+                landed.append(meta_file)
+                _fsync_dir(folder)
+                self._write_new(self._path(POINTER), encode_json(pointer))
+                landed = []  # the pointer moved: the snapshot is published, nothing to take back
+                _fsync_dir(self.root)
+            except (OSError, ChecksumMismatch, RuntimeFailure):
+                # a failed push (a full disk, a volume changed under us) leaves the store as it
+                # was: volumes no meta lists would only fill the disk further, and a meta without
+                # the pointer would show up in --list as a snapshot nobody published
+                for path in reversed(landed):
+                    try:
+                        os.unlink(path)
+                    except OSError:
+                        pass
+                raise
         return {"bytes_uploaded": copied, "bytes_reused": reused, "commits": 1}
