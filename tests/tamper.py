@@ -21,6 +21,9 @@ import tarfile
 
 import zstandard
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from ocb.stores.base import seal_record  # noqa: E402
+
 HEADER = 107
 TAG = 16
 
@@ -67,20 +70,27 @@ def tamper(data: bytes, mode: str, other: bytes | None) -> bytes:
 
 
 def fix_records(store: str, name: str, data: bytes) -> None:
-    """Rewrite every meta (and the pointer's copy) that records `name` to the new size and hash."""
+    """Rewrite every meta (and the pointer's copy) that records `name` to the new size and hash,
+    and their record_sha256, as an attacker who can write the store would."""
     new = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    rewrite_records(store, lambda meta: [volume.update(new) for link in meta.get("chain", [])
+                                         for volume in link.get("volumes", []) if volume["name"] == name])
+
+
+def rewrite_records(store: str, change) -> None:
+    """Apply `change(meta)` to every meta and the pointer's copy, then refresh their checksums."""
     paths = [os.path.join(store, "backups", n) for n in os.listdir(os.path.join(store, "backups")) if n.endswith(".meta.json")]
     paths.append(os.path.join(store, "latest-backup.json"))
     for path in paths:
         with open(path, encoding="utf-8") as handle:
             record = json.load(handle)
-        meta = record.get("meta", record)
-        for link in meta.get("chain", []):
-            for volume in link.get("volumes", []):
-                if volume["name"] == name:
-                    volume.update(new)
+        if "meta" in record:
+            change(record["meta"])
+            record["meta"] = seal_record(record["meta"])
+        else:
+            change(record)
         with open(path, "w", encoding="utf-8") as handle:
-            json.dump(record, handle)
+            json.dump(seal_record(record), handle)
 
 
 def main(argv: list[str]) -> int:

@@ -257,7 +257,9 @@ def make_equal(staging: str, root: str, index: Index, blocks_dir: str | None = N
     if top_entry.type == DIR:
         _prune(staging, "", wanted)
     dirs: list[tuple[str, Entry]] = []
-    for rel, entry in wanted.items():
+    # parents before children: a directory's type is checked before anything below it is
+    # touched, whatever order the index came in
+    for rel, entry in sorted(wanted.items()):
         path = staging if rel == "" else os.path.join(staging, rel)
         try:
             st = os.lstat(path)

@@ -54,7 +54,7 @@ setup() {
     [[ "$stderr" == *"not a snapshot id"* ]]
 }
 
-@test "chain refuses a meta whose chain does not start with a full snapshot" {
+@test "chain refuses a hand-edited meta or pointer, naming it: each carries its own sha256" {
     backup_ok
     first=$(last_id)
     printf 'more\n' >>"$HOME/.openclaw/a.txt"
@@ -62,10 +62,9 @@ setup() {
     meta="$STORE_DIR/backups/$first.meta.json"
     jq '.chain[0].backup_type = "incremental"' "$meta" >"$meta.new" && mv "$meta.new" "$meta"
     run -4 --separate-stderr ocb-chain --id "$first"
-    [[ "$stderr" == *"full snapshot"* ]]
-    # the pointer carries the latest meta: it is checked the same way
+    [[ "$stderr" == *"$first.meta.json is damaged"* ]]
     pointer="$STORE_DIR/latest-backup.json"
-    jq '.meta.chain[0].backup_type = "incremental"' "$pointer" >"$pointer.new" && mv "$pointer.new" "$pointer"
+    jq '.meta.file_count = 1' "$pointer" >"$pointer.new" && mv "$pointer.new" "$pointer"
     run -4 --separate-stderr ocb-chain
-    [[ "$stderr" == *"full snapshot"* ]]
+    [[ "$stderr" == *"latest-backup.json is damaged"* ]]
 }

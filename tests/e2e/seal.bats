@@ -36,10 +36,10 @@ volume_of() { (cd "$STORE_DIR/backups" && ls "$1".tar.zst.ocbs*); }
     printf '%s\n%s\n' "$output" "$stderr" >>"$BATS_TEST_TMPDIR/all-output"
     jq -e '.seal.sealed == true' "$BATS_TEST_TMPDIR/last.json"
     jq -e '.meta.sealed == true and .meta.seal.kdf.name == "scrypt"' "$STORE_DIR/latest-backup.json"
-    ! grep -rqF "$PASSWORD" "$STORE_DIR" "$BATS_TEST_TMPDIR/all-output"
-    ! grep -rqF "very-private-diary" "$STORE_DIR"
-    ! grep -rqF "my diary" "$STORE_DIR"
-    ! grep -rqF "id_ed25519" "$STORE_DIR"
+    run -1 grep -rqF "$PASSWORD" "$STORE_DIR" "$BATS_TEST_TMPDIR/all-output"
+    run -1 grep -rqF "very-private-diary" "$STORE_DIR"
+    run -1 grep -rqF "my diary" "$STORE_DIR"
+    run -1 grep -rqF "id_ed25519" "$STORE_DIR"
     manifest "$HOME/.openclaw" | diff - <(manifest "$BATS_TEST_TMPDIR/r/.openclaw")
 }
 

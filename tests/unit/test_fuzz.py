@@ -234,8 +234,8 @@ def _check_mutations(stage_name: str, doc: dict, mutations: list, world, monkeyp
         f"ocb-{stage_name}: exit {alone.code}, not {EXIT_BAD_DOCUMENT}, for {[m[:2] for m in malformed]}: {alone}"
 
 
-# Mutations a stage is known to mishandle, each with a skipped test below saying what to fix.
-KNOWN_BROKEN = {"pack": {("plan", "roots")}}
+# Mutations a stage is known to mishandle, each with a skipped test saying what to fix (none now).
+KNOWN_BROKEN: dict[str, set[tuple]] = {}
 
 
 def _stage_test(stage_name: str):
@@ -272,9 +272,6 @@ for _name in STAGES:
     globals()[f"test_ocb_{_name}_refuses_mutated_documents_with_exit_3_and_no_side_effect"] = _stage_test(_name)
 
 
-@pytest.mark.skip(reason="needs fix in lib/ocb/stages/pack.py: a plan index entry whose root is not in "
-                         "plan.roots is a KeyError (exit 70); check the index's roots against plan.roots and "
-                         "raise BadDocument naming plan.roots")
 @pytest.mark.parametrize("mutation", ["remove", "rename"])
 def test_ocb_pack_refuses_a_plan_whose_roots_miss_a_root_of_its_index(mutation, world, monkeypatch):
     doc = world["docs"]["plan"]

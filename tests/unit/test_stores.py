@@ -1,13 +1,14 @@
 """The store contract: every backend behaves the same (here: the local folder store)."""
 
 import hashlib
+import json
 import os
 
 import pytest
 
 from ocb.errors import ChainBroken, ChecksumMismatch, StoreConflict
 from ocb.stores import open_store
-from ocb.stores.base import Upload
+from ocb.stores.base import Upload, parse_json, seal_record
 
 SNAP = "openclaw-backup-20261101-120000"
 NEXT = "openclaw-backup-20261101-130000"
@@ -30,7 +31,8 @@ def upload(tmp_path, snapshot_id, data=b"volume bytes"):
 
 def publish(store, tmp_path, snapshot_id, expect):
     vol = upload(tmp_path, snapshot_id)
-    store.publish("backups", snapshot_id, [vol], {"id": snapshot_id}, {"latest": f"backups/{snapshot_id}.meta.json", "id": snapshot_id}, expect)
+    store.publish("backups", snapshot_id, [vol], seal_record({"id": snapshot_id}),
+                  seal_record({"latest": f"backups/{snapshot_id}.meta.json", "id": snapshot_id}), expect)
     return vol
 
 
@@ -42,7 +44,7 @@ def test_an_empty_store_has_no_head(store):
 def test_publish_makes_pointer_meta_and_volume_visible(store, tmp_path):
     vol = publish(store, tmp_path, SNAP, None)
     head = store.head()
-    assert head.snapshot_id == SNAP and store.read_meta("backups", SNAP) == {"id": SNAP}
+    assert head.snapshot_id == SNAP and store.read_meta("backups", SNAP)["id"] == SNAP
     assert store.list_snapshot_ids("backups") == [SNAP]
     fetched = store.fetch_volume("backups", vol.name, vol.size, vol.sha256, str(tmp_path / "work"))
     assert open(fetched, "rb").read() == b"volume bytes"
@@ -92,3 +94,14 @@ def test_exists_tells_a_missing_store(store, tmp_path):
     assert not store.exists()
     publish(store, tmp_path, SNAP, None)
     assert store.exists()
+
+
+def test_one_flipped_byte_anywhere_in_the_pointer_is_noticed(store, tmp_path):
+    """Even in a field no restore reads: the record carries the sha256 of its own content."""
+    publish(store, tmp_path, SNAP, None)
+    pointer = seal_record({"latest": f"backups/{SNAP}.meta.json", "id": SNAP, "dataset": "x"})
+    raw = bytearray(json.dumps(pointer).encode())
+    raw[raw.index(b'"x"') + 1] ^= 0x01
+    with pytest.raises(ChecksumMismatch, match="damaged"):
+        parse_json(bytes(raw), "latest-backup.json")
+    assert parse_json(json.dumps(pointer).encode(), "latest-backup.json") == pointer

@@ -51,6 +51,9 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     except FileNotFoundError:
         raise BadDocument(f"the plan index {plan_index_path} is gone: run ocb-plan again") from None
     root_paths = {r["name"]: r["path"] for r in roots if isinstance(r, dict)}
+    unplaced = sorted({e.root for e in plan_index.entries.values() if e.pack} - set(root_paths))
+    if unplaced:
+        raise BadDocument(f"field 'plan.roots' lacks {', '.join(unplaced)}, which the plan index packs")
     compression = settings.get("compression", "zstd")
     level = settings.get("compression_level", 3)
     archive_path = os.path.join(snapshot_dir, f"{snapshot_id}.{EXTENSIONS[compression]}")

@@ -116,6 +116,11 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     # both is caught by push, which never overwrites a meta)
     taken = {head.snapshot_id, *((head.pointer or {}).get("chain") or []),
              *(cached.state.get("chain", []) if cached else [])}
+    second = snapshot_id(now, set())
+    if any(i and i.startswith(second) for i in taken):
+        # this second is in use: a snapshot of it may sit outside both chains (a full one
+        # started a new chain), so ask the store once for every id
+        taken.update(store.list_snapshot_ids(settings["path_prefix"]))
     new_id = snapshot_id(now, taken)
     current.snapshot = new_id
     if full:

@@ -25,6 +25,7 @@ Exit status: 0 restored or nothing to restore; 1 run-time failure (I/O, disk ful
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shutil
 import tarfile
@@ -38,9 +39,10 @@ from .. import cache, config, document, seal
 from ..archive import COPY_CHUNK, decompressor
 from ..chain import resolve
 from ..config import ROOT_NAME, Root
-from ..errors import ChainBroken, HostileArchive, IntegrityError, SealBroken, UsageError, WrongPassword
+from ..errors import (ChainBroken, HostileArchive, IntegrityError, RuntimeFailure, SealBroken, UsageError,
+                      WrongPassword)
 from ..extract import StagingWriter, make_equal, read_spooled_index, split_member
-from ..index import Index, scan
+from ..index import DIR, Index, scan
 from ..log import log
 from ..restore import Placement, VolumeStream, placements, remove_path, swap_into_place
 from ..stores import open_store
@@ -49,6 +51,7 @@ STARTS_DOCUMENT = False
 KIND = "restore"
 DEFAULT_DELTA_MIN = 4 * 1024 * 1024
 
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 # What a damaged or hostile byte stream raises inside the decoders and the tar reader.
 DECODE_ERRORS = (zstandard.ZstdError, zlib.error, EOFError, tarfile.TarError, UnicodeDecodeError,
                  ValueError, OSError)
@@ -138,6 +141,11 @@ def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: Sta
         raise type(exc)(f"{where}: {exc}") from None
     except IntegrityError:
         raise
+    except OSError as exc:
+        if exc.errno in DISK_FULL:  # writing staging, not reading the archive
+            raise RuntimeFailure(f"{where}: no space left on device to extract it beside the targets "
+                                 f"({exc.strerror}); the targets are untouched") from None
+        raise HostileArchive(f"{where} cannot be read as an archive: {exc}") from None
     except DECODE_ERRORS as exc:
         raise HostileArchive(f"{where} cannot be read as an archive: {exc}") from None
     if not got_index:
@@ -152,6 +160,13 @@ def _check_index(index: Index, target_id: str) -> None:
             raise HostileArchive(f"the index lists an entry outside its roots: {entry.root!r}")
         if entry.path:
             split_member(f"{entry.root}/{entry.path}")
+            # every entry hangs from a directory of the same index: an entry below a link (or
+            # a file) would be checked and chmod'ed through it, outside the target
+            parent = entry.path.rpartition("/")[0]
+            holder = index.entries.get((entry.root, parent))
+            if holder is None or holder.type != DIR:
+                raise HostileArchive(f"the index lists {entry.root}/{entry.path} below something that is not "
+                                     "one of its directories")
 
 
 def _apply(snapshots: list[dict], fetched: dict, spool: str, target_id: str, places: dict[str, Placement],

@@ -25,7 +25,7 @@ from .. import DOC_VERSION, __version__, cache, document
 from ..errors import BadDocument
 from ..log import log
 from ..stores import open_store
-from ..stores.base import POINTER, Upload, meta_path
+from ..stores.base import POINTER, Upload, meta_path, seal_record
 
 STARTS_DOCUMENT = False
 KIND = "backup"
@@ -78,12 +78,12 @@ def build_meta(doc: dict, prefix: str) -> dict:
     }
     if doc.get("openclaw_version"):
         meta["openclaw_version"] = doc["openclaw_version"]
-    return meta
+    return seal_record(meta)
 
 
 def build_pointer(doc: dict, meta: dict, prefix: str) -> dict:
     # legacy field names first ("latest" is the meta's path), so existing tooling reads it
-    return {
+    return seal_record({
         "dataset": doc["store"],
         "latest": meta_path(prefix, doc["id"]),
         "created_at_utc": doc["created_at_utc"],
@@ -93,7 +93,7 @@ def build_pointer(doc: dict, meta: dict, prefix: str) -> dict:
         "chain": [link["id"] for link in meta["chain"]],
         # the latest meta rides along, so restoring the latest snapshot reads one file
         "meta": meta,
-    }
+    })
 
 
 def run(doc: dict, args: argparse.Namespace) -> dict:

@@ -47,13 +47,31 @@ def meta_path(prefix: str, snapshot_id: str) -> str:
     return f"{prefix}/{snapshot_id}{META_SUFFIX}"
 
 
+RECORD_SUM = "record_sha256"
+
+
+def _record_digest(record: dict) -> str:
+    body = {k: v for k, v in record.items() if k != RECORD_SUM}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def seal_record(record: dict) -> dict:
+    """The pointer or a meta with the sha256 of its own canonical JSON, so that one flipped
+    byte anywhere in it (not only in the fields a restore reads) is noticed."""
+    return {**record, RECORD_SUM: _record_digest(record)}
+
+
 def parse_json(raw: bytes, what: str) -> dict:
+    """A pointer or meta read from a store, checked against its record_sha256."""
     try:
         value = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise ChecksumMismatch(f"{what} is not valid JSON (damaged?)") from None
     if not isinstance(value, dict):
         raise ChecksumMismatch(f"{what} is not a JSON object (damaged?)")
+    if value.get(RECORD_SUM) != _record_digest(value):
+        raise ChecksumMismatch(f"{what} is damaged: its content does not match its {RECORD_SUM}")
     return value
 
 
