@@ -64,7 +64,7 @@ setup() {
     run -4 --separate-stderr ocb-chain --id "$first"
     [[ "$stderr" == *"$first.meta.json is damaged"* ]]
     pointer="$STORE_DIR/latest-backup.json"
-    jq '.meta.file_count = 1' "$pointer" >"$pointer.new" && mv "$pointer.new" "$pointer"
+    jq '.meta.file_count += 1' "$pointer" >"$pointer.new" && mv "$pointer.new" "$pointer"
     run -4 --separate-stderr ocb-chain
     [[ "$stderr" == *"latest-backup.json is damaged"* ]]
 }
