@@ -19,7 +19,6 @@ import gzip
 import hashlib
 import json
 import os
-import random
 import shutil
 import sqlite3
 import subprocess
@@ -27,28 +26,10 @@ import sys
 import tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the same database and updates as tests/e2e/sqlite.bats
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e", "fixtures", "sqlite"))
+from sqlite_tool import create, update  # noqa: E402
 GZIP_CHUNK = 4 * 1024 * 1024
-
-
-def create(path: str, megabytes: int) -> None:
-    db = sqlite3.connect(path)
-    db.execute("pragma journal_mode=wal")
-    db.execute("create table notes(id integer primary key, body text)")
-    rng = random.Random(1)
-    rows = megabytes * 1024 * 1024 // 450
-    db.executemany("insert into notes values (?, ?)", ((i, rng.randbytes(200).hex()) for i in range(rows)))
-    db.commit()
-    db.close()
-
-
-def update(path: str, rows: int, seed: int) -> None:
-    db = sqlite3.connect(path)
-    rng = random.Random(seed)
-    (count,) = db.execute("select count(*) from notes").fetchone()
-    for _ in range(rows):
-        db.execute("update notes set body = ? where id = ?", (rng.randbytes(200).hex(), rng.randrange(count)))
-    db.commit()
-    db.close()
 
 
 def gzip_size(path: str) -> int:
