@@ -9,7 +9,6 @@ exit code; one carrying `skip` is passed on with exit 0; a failing stage adds `e
 from __future__ import annotations
 
 import argparse
-import errno
 import importlib
 import os
 import signal
@@ -18,7 +17,7 @@ import traceback
 from types import FrameType, ModuleType
 
 from . import DOC_VERSION, document
-from .errors import EXIT_INTERNAL, EXIT_RUNTIME, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, OcbError
+from .errors import EXIT_INTERNAL, EXIT_RUNTIME, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, OcbError, io_reason
 from .log import configure, log
 
 VERBS = ("plan", "pack", "seal", "split", "push", "chain", "pull")
@@ -87,8 +86,7 @@ def main(verb: str, argv: list[str] | None = None) -> None:
         _write(doc)
         sys.exit(exc.code)
     except OSError as exc:  # I/O that no module turned into an ocb error: a run-time failure
-        reason = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT) else exc.strerror
-        message = f"{reason or exc}" + (f": {exc.filename}" if exc.filename else "")
+        message = io_reason(exc) + (f": {exc.filename}" if exc.filename else "")
         doc["error"] = {"stage": verb, "code": EXIT_RUNTIME, "message": message}
         log.error(message)
         if os.environ.get("OCB_DEBUG") == "1":

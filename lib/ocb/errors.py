@@ -6,6 +6,8 @@ these; only cli.py turns them into an exit status. Codes are never renumbered.
 
 from __future__ import annotations
 
+import errno
+
 EXIT_OK = 0
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
@@ -33,6 +35,17 @@ EXIT_CODES: dict[int, str] = {
     EXIT_SIGINT: "interrupted (SIGINT)",
     EXIT_SIGTERM: "interrupted (SIGTERM)",
 }
+
+
+# What a full disk (or a file-size limit, ulimit -f) looks like to a writer.
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def io_reason(exc: OSError) -> str:
+    """What people should read for an I/O error: disk full said plainly, else the system's word."""
+    if exc.errno in DISK_FULL_ERRNOS:
+        return "no space left on device"
+    return exc.strerror or str(exc)
 
 
 class OcbError(Exception):

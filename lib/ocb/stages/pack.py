@@ -18,14 +18,13 @@ Exit status: 0 ok or skip; 1 run-time failure (I/O, disk full, a database locked
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import shutil
 
 from .. import document
 from ..archive import EXTENSIONS, PackOptions, write_archive
 from ..cache import BLOCKS_DIR
-from ..errors import BadDocument, RuntimeFailure
+from ..errors import BadDocument, RuntimeFailure, io_reason
 from ..index import Index
 from ..log import log
 
@@ -77,8 +76,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
             os.fsync(out.fileno())
     except OSError as exc:
         _remove(archive_path)
-        reason = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EFBIG) else (exc.strerror or str(exc))
-        raise RuntimeFailure(f"cannot write the archive {archive_path}: {reason}") from None
+        raise RuntimeFailure(f"cannot write the archive {archive_path}: {io_reason(exc)}") from None
     finally:
         close()
     if stats.vanished:

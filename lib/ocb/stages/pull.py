@@ -25,7 +25,6 @@ Exit status: 0 restored or nothing to restore; 1 run-time failure (I/O, disk ful
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 import shutil
 import tarfile
@@ -39,8 +38,8 @@ from .. import cache, config, document, seal
 from ..archive import COPY_CHUNK, decompressor
 from ..chain import resolve
 from ..config import ROOT_NAME, Root
-from ..errors import (ChainBroken, HostileArchive, IntegrityError, RuntimeFailure, SealBroken, UsageError,
-                      WrongPassword)
+from ..errors import (DISK_FULL_ERRNOS, ChainBroken, HostileArchive, IntegrityError, RuntimeFailure, SealBroken,
+                      UsageError, WrongPassword, io_reason)
 from ..extract import StagingWriter, make_equal, read_spooled_index, split_member
 from ..index import DIR, Index, scan
 from ..log import log
@@ -51,7 +50,6 @@ STARTS_DOCUMENT = False
 KIND = "restore"
 DEFAULT_DELTA_MIN = 4 * 1024 * 1024
 
-DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 # What a damaged or hostile byte stream raises inside the decoders and the tar reader.
 DECODE_ERRORS = (zstandard.ZstdError, zlib.error, EOFError, tarfile.TarError, UnicodeDecodeError,
                  ValueError, OSError)
@@ -141,12 +139,10 @@ def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: Sta
         raise type(exc)(f"{where}: {exc}") from None
     except IntegrityError:
         raise
-    except OSError as exc:
-        if exc.errno in DISK_FULL:  # writing staging, not reading the archive
-            raise RuntimeFailure(f"{where}: no space left on device to extract it beside the targets "
-                                 f"({exc.strerror}); the targets are untouched") from None
-        raise HostileArchive(f"{where} cannot be read as an archive: {exc}") from None
     except DECODE_ERRORS as exc:
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:  # writing staging, not reading
+            raise RuntimeFailure(f"{where}: {io_reason(exc)} to extract it beside the targets "
+                                 f"({exc.strerror}); the targets are untouched") from None
         raise HostileArchive(f"{where} cannot be read as an archive: {exc}") from None
     if not got_index:
         raise ChainBroken(f"{where} carries no index")

@@ -20,13 +20,12 @@ Exit status: 0 ok or skip; 1 run-time failure (disk full); 2 sealing on but no p
 from __future__ import annotations
 
 import argparse
-import errno
 import json
 import os
 
 from .. import config, document, seal
 from ..archive import HashingWriter
-from ..errors import BadDocument, RuntimeFailure, UsageError
+from ..errors import BadDocument, RuntimeFailure, UsageError, io_reason
 from ..log import log
 
 STARTS_DOCUMENT = False
@@ -92,8 +91,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         raise BadDocument(f"the archive {path} is gone: run the backup pipe again") from None
     except OSError as exc:
         _remove(sealed_path)
-        reason = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EFBIG) else (exc.strerror or str(exc))
-        raise RuntimeFailure(f"cannot write the sealed archive {sealed_path}: {reason}") from None
+        raise RuntimeFailure(f"cannot write the sealed archive {sealed_path}: {io_reason(exc)}") from None
     os.unlink(path)  # only the sealed copy leaves this machine; keep one copy on disk
     log.info(f"sealed {info.plaintext_bytes} bytes into {info.sealed_bytes} ({info.segments} segments)")
     doc["seal"] = {"sealed": True, "path": sealed_path, "size": info.sealed_bytes,

@@ -13,11 +13,10 @@ Exit status: 0 ok or skip; 1 run-time failure (disk full); 3 bad input document.
 from __future__ import annotations
 
 import argparse
-import errno
 import os
 
 from .. import document
-from ..errors import BadDocument, ChecksumMismatch, RuntimeFailure
+from ..errors import BadDocument, ChecksumMismatch, RuntimeFailure, io_reason
 from ..volumes import split_file
 
 STARTS_DOCUMENT = False
@@ -44,7 +43,6 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     try:
         volumes = split_file(path, size, sha256, volume_size)
     except OSError as exc:
-        reason = "no space left on device" if exc.errno in (errno.ENOSPC, errno.EFBIG) else (exc.strerror or str(exc))
-        raise RuntimeFailure(f"cannot write volumes of {path}: {reason}") from None
+        raise RuntimeFailure(f"cannot write volumes of {path}: {io_reason(exc)}") from None
     doc["volumes"] = {"volume_size": volume_size, "files": volumes}
     return doc

@@ -7,7 +7,6 @@ a crash at any moment leaves the previous snapshot as the latest. Volumes are re
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 import os
@@ -15,7 +14,7 @@ import time
 from contextlib import contextmanager
 from typing import Iterator
 
-from ..errors import ChainBroken, ChecksumMismatch, RuntimeFailure, StoreConflict, StoreLocked
+from ..errors import ChainBroken, ChecksumMismatch, RuntimeFailure, StoreConflict, StoreLocked, io_reason
 from .base import (META_SUFFIX, POINTER, SNAPSHOT_ID, Head, Store, Upload, encode_json, file_sha256,
                    meta_path, parse_json, verify_volume)
 
@@ -34,8 +33,7 @@ def _fsync_dir(path: str) -> None:
 
 
 def _io_failure(action: str, path: str, exc: OSError) -> RuntimeFailure:
-    reason = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-    return RuntimeFailure(f"store: cannot {action} {path}: {reason}")
+    return RuntimeFailure(f"store: cannot {action} {path}: {io_reason(exc)}")
 
 
 class LocalStore(Store):
