@@ -8,7 +8,6 @@ archives back safely is extract.py's job. Nothing here knows about stores or doc
 from __future__ import annotations
 
 import errno
-import gzip
 import hashlib
 import io
 import os
@@ -21,9 +20,15 @@ from contextlib import closing
 from dataclasses import dataclass
 from typing import BinaryIO, Callable
 
-import zstandard
-
-from .blocks import BLOCK_SIZE, BlockHashes, Hasher, build_delta, encode_ranges, sidecar_name
+from .blocks import (
+    BLOCK_SIZE,
+    BlockHashes,
+    Hasher,
+    build_delta,
+    encode_ranges,
+    sidecar_name,
+)
+from .compression import compressor
 from .errors import RuntimeFailure
 from .index import DIR, FILE, SYMLINK, Entry, Index, wal_signature
 
@@ -33,9 +38,6 @@ DELTA_LENGTH = "OCB.delta.length"
 DELTA_BLOCK_SIZE = "OCB.delta.block_size"
 DELTA_BLOCKS = "OCB.delta.blocks"
 COPY_CHUNK = 1024 * 1024
-ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-GZIP_MAGIC = b"\x1f\x8b"
-EXTENSIONS = {"zstd": "tar.zst", "gzip": "tar.gz"}
 
 
 class HashingWriter(io.RawIOBase):
@@ -106,25 +108,6 @@ class PackStats:
         return dict(self.__dict__, seconds=round(self.seconds, 3))
 
 
-def compressor(kind: str, level: int, sink: BinaryIO) -> BinaryIO:
-    if kind == "zstd":
-        # checksums per frame let a decoder notice damage even before the volume hash does
-        cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
-        return cctx.stream_writer(sink, closefd=False)  # type: ignore[return-value]
-    return gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=level, mtime=0)  # type: ignore[return-value]
-
-
-def decompressor(source: BinaryIO) -> BinaryIO:
-    """Pick the decoder from the stream's magic bytes (zstd or gzip)."""
-    buffered = source if isinstance(source, io.BufferedReader) else io.BufferedReader(source, COPY_CHUNK)  # type: ignore[arg-type]
-    magic = buffered.peek(4)[:4]
-    if magic.startswith(ZSTD_MAGIC):
-        return zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)  # type: ignore[return-value]
-    if magic.startswith(GZIP_MAGIC):
-        return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
-    raise ValueError("unknown compression (neither zstd nor gzip magic)")
-
-
 def _tarinfo(entry: Entry) -> tarfile.TarInfo:
     info = tarfile.TarInfo(entry.member_name)
     info.mode = entry.mode
@@ -145,8 +128,8 @@ class PackOptions:
     scratch_dir: str              # work-dir folder for database copies and delta spools
     new_blocks_dir: str           # this snapshot's block-hash sidecars go here
     base_blocks_dir: str | None   # the parent snapshot's sidecars (the cache); None: no deltas
-    delta_min: int = 4 * 1024 * 1024
-    sqlite_timeout: float = 30.0
+    delta_min: int
+    sqlite_timeout: float
 
 
 def write_archive(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, options: PackOptions,

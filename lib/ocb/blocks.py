@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from typing import BinaryIO
+
+from .fsutil import write_bytes
 
 BLOCK_SIZE = 16 * 1024
 DIGEST_SIZE = 16
@@ -55,10 +56,7 @@ class BlockHashes:
 
     def save(self, path: str) -> None:
         header = json.dumps({"sha256": self.sha256, "size": self.size, "block_size": self.block_size})
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as out:
-            out.write(SIDECAR_MAGIC + header.encode() + b"\n" + self.digests)
-        os.replace(tmp, path)
+        write_bytes(path, SIDECAR_MAGIC + header.encode() + b"\n" + self.digests)
 
     @classmethod
     def load(cls, path: str) -> "BlockHashes | None":

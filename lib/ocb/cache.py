@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from .blocks import sidecar_name
 from .errors import BadDocument
+from .fsutil import atomic_write, write_bytes
 from .index import Index
 
 STATE = "state.json"
@@ -49,12 +50,7 @@ def load(cache_dir: str, store: str) -> CachedSnapshot | None:
 
 
 def _write_json(path: str, value: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(value, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_bytes(path, json.dumps(value, indent=2).encode("utf-8"))
 
 
 def save(cache_dir: str, index_file: str, meta: dict, state: dict, new_blocks_dir: str | None = None) -> None:
@@ -75,9 +71,8 @@ def save(cache_dir: str, index_file: str, meta: dict, state: dict, new_blocks_di
     for name in os.listdir(blocks_dir):
         if name not in wanted:
             os.unlink(os.path.join(blocks_dir, name))
-    tmp = os.path.join(cache_dir, f"{INDEX}.tmp-{os.getpid()}")
-    shutil.copyfile(index_file, tmp)
-    os.replace(tmp, os.path.join(cache_dir, INDEX))
+    with atomic_write(os.path.join(cache_dir, INDEX)) as out, open(index_file, "rb") as source:
+        shutil.copyfileobj(source, out)
     _write_json(os.path.join(cache_dir, META), meta)
     _write_json(os.path.join(cache_dir, STATE), state)
 

@@ -1,9 +1,11 @@
 """The one place that parses flags, reads stdin, writes stdout, maps errors to exit codes, exits.
 
 Every bin/ocb-<verb> calls main("<verb>"). A stage module (ocb.stages.<verb>) provides its
-docstring (the help), `STARTS_DOCUMENT`, `KIND`, `add_arguments(parser)` and `run(doc, args)`.
-Document flow (DESIGN.md): a document carrying `error` is passed on untouched with the same
-exit code; one carrying `skip` is passed on with exit 0; a failing stage adds `error`.
+docstring (the help), `STARTS_DOCUMENT`, `KIND`, `NEEDS` (the sections it reads),
+`add_arguments(parser)` and `run(doc, args)`. Document flow (DESIGN.md): a document carrying
+`error` is passed on untouched with the same exit code; one carrying `skip` is passed on with
+exit 0; a failing stage adds `error` — a usage error (unknown flag, bad value) too, so a pipe
+whose first stage got a bad flag ends with exit 2 naming that stage.
 """
 
 from __future__ import annotations
@@ -16,8 +18,16 @@ import sys
 import traceback
 from types import FrameType, ModuleType
 
-from . import DOC_VERSION, document
-from .errors import EXIT_INTERNAL, EXIT_RUNTIME, EXIT_SIGINT, EXIT_SIGTERM, EXIT_USAGE, OcbError, io_reason
+from . import DOC_VERSION, __version__, document
+from .errors import (
+    EXIT_INTERNAL,
+    EXIT_RUNTIME,
+    EXIT_SIGINT,
+    EXIT_SIGTERM,
+    OcbError,
+    UsageError,
+    io_reason,
+)
 from .log import configure, log
 
 VERBS = ("plan", "pack", "seal", "split", "push", "chain", "pull")
@@ -37,16 +47,16 @@ def _on_signal(signum: int, _frame: FrameType | None) -> None:
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
-        # argparse exits 2 too; this keeps the message in our log format
+        # a usage error is reported like any other failure: in the document, exit 2
         self.print_usage(sys.stderr)
-        log.error(message)
-        sys.exit(EXIT_USAGE)
+        raise UsageError(f"{message} (see {self.prog} --help)")
 
 
 def build_parser(verb: str, stage: ModuleType) -> argparse.ArgumentParser:
     # the stage's docstring is the help; argparse adds only the flag list after it
     parser = _Parser(prog=f"ocb-{verb}", formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
     parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
     stage.add_arguments(parser)
     return parser
 
@@ -56,20 +66,42 @@ def _write(doc: dict) -> None:
     sys.stdout.flush()
 
 
+def _upstream(stage: ModuleType) -> dict | None:
+    """The document handed in, when a stage that does not start one fails before reading it:
+    an upstream failure is the one the pipe reports (the first failure's code)."""
+    if stage.STARTS_DOCUMENT or sys.stdin.isatty():
+        return None
+    try:
+        handed = document.parse(sys.stdin.buffer.read())
+    except OcbError:
+        return None
+    return handed if handed.get("error") is not None else None
+
+
 def main(verb: str, argv: list[str] | None = None) -> None:
     configure(verb, json_lines=os.environ.get("OCB_LOG_FORMAT") == "json",
               debug=os.environ.get("OCB_DEBUG") == "1",
               progress=os.environ.get("OCB_PROGRESS") == "1" or sys.stderr.isatty())
     stage = importlib.import_module(f"ocb.stages.{verb}")
     parser = build_parser(verb, stage)
-    args = parser.parse_args(argv)
-    if args.help:
-        sys.stdout.write(stage.__doc__.strip() + "\n\n" + parser.format_help())
-        sys.exit(0)
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
     doc: dict = {"ocb": DOC_VERSION, "kind": stage.KIND}
     try:
+        try:
+            args = parser.parse_args(argv)
+        except UsageError:
+            upstream = _upstream(stage)
+            if upstream is not None:
+                _write(upstream)
+                sys.exit(upstream["error"]["code"])
+            raise
+        if args.help:
+            sys.stdout.write(stage.__doc__.strip() + "\n\n" + parser.format_help())
+            sys.exit(0)
+        if args.version:
+            sys.stdout.write(f"ocb-{verb} {__version__}\n")
+            sys.exit(0)
         if not stage.STARTS_DOCUMENT:
             doc = document.parse(sys.stdin.buffer.read())
             if doc.get("error") is not None:
@@ -79,6 +111,7 @@ def main(verb: str, argv: list[str] | None = None) -> None:
             if doc.get("skip") is not None:
                 _write(doc)
                 sys.exit(0)
+            document.require(doc, stage.KIND, stage.NEEDS, verb)
         doc = stage.run(doc, args)
     except OcbError as exc:
         doc["error"] = {"stage": verb, "code": exc.code, "message": str(exc)}

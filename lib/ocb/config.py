@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Mapping
 
+from .compression import COMPRESSIONS
 from .errors import UsageError
 
 # Legacy env files: read as KEY=VALUE data when a variable is not in the process environment
@@ -35,8 +36,7 @@ STATE_ROOT = "openclaw-state"
 
 # Regenerable bulk that dominates real installs. A pattern without "/" matches any path
 # component; one with "/" matches the path relative to its root. SQLite -wal/-shm companions
-# are NOT here: until databases are copied through SQLite's backup API, the WAL holds
-# committed rows that exist nowhere else.
+# need no pattern: a database is archived as its backup-API copy, its companions never.
 DEFAULT_EXCLUDES = (
     "node_modules",
     "__pycache__",
@@ -215,23 +215,10 @@ def resolve_roots(env: Environment, for_restore: bool = False) -> list[Root]:
 
 
 def normalise_store(raw: str, var: str) -> str:
-    """Store URL in canonical form: file:///abs/path or hf://datasets/OWNER/NAME."""
-    if raw.startswith("file://"):
-        path = raw[len("file://"):]
-        if not path.startswith("/"):
-            raise UsageError(f"{var}={raw!r}: a file store URL needs an absolute path (file:///path)")
-        return "file://" + os.path.normpath(path)
-    if raw.startswith("hf://"):
-        rest = raw[len("hf://"):].strip("/")
-        if rest.startswith("datasets/"):
-            rest = rest[len("datasets/"):]
-        return "hf://datasets/" + rest
-    if raw.startswith(("/", "./", "../", "~")) or raw in (".", ".."):
-        return "file://" + os.path.abspath(os.path.expanduser(raw))
-    if re.fullmatch(r"[^/\s]+/[^/\s]+", raw):
-        # a bare OWNER/NAME is the legacy OPENCLAW_BACKUP_DATASET_REPO form
-        return "hf://datasets/" + raw
-    raise UsageError(f"{var}={raw!r}: expected file:///path, a path, hf://datasets/OWNER/NAME or OWNER/NAME")
+    """Store URL in canonical form; each backend parses its own (stores.canonical_url)."""
+    from .stores import canonical_url
+
+    return canonical_url(raw, var)
 
 
 def resolve_store(env: Environment, flag_value: str | None) -> str:
@@ -261,37 +248,152 @@ def resolve_restore_stores(env: Environment, flag_value: str | None) -> tuple[st
     return restore, (fallback if fallback != restore else None)
 
 
-def resolve_common(env: Environment) -> dict:
-    """Settings shared by backup and restore documents (all non-secret)."""
+# -- the resolved settings: one typed object, written whole into each document ----------------
+
+DEFAULT_PREFIX = "backups"
+DEFAULT_VOLUME_SIZE = "1G"
+DEFAULT_DELTA_MIN = "4M"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every non-secret setting a stage acts on, with its one default.
+
+    ocb-plan and ocb-chain resolve it from the environment and write it into the document
+    (`settings`); later stages read it back with `from_doc`, never from the environment.
+    The document parser checks each field's type and range (document.SETTINGS).
+    """
+
+    home: str
+    work_dir: str
+    cache_dir: str
+    path_prefix: str = DEFAULT_PREFIX
+    retry_seconds: float = 300.0
+    private: bool = True
+    hub_endpoint: str | None = None  # HF_ENDPOINT; None: the library's default (huggingface.co)
+    compression: str = "zstd"
+    compression_level: int = COMPRESSIONS["zstd"].default_level
+    volume_size: int = 1024**3
+    full_every: int = 10
+    full_hours: int = 24
+    incremental: bool = True
+    excludes: tuple[str, ...] = DEFAULT_EXCLUDES
+    includes: tuple[str, ...] = ()
+    seal: bool = False
+    scrypt_log_n: int = 17
+    delta_min: int = 4 * 1024**2
+    sqlite_timeout: float = 30.0
+    roots: tuple[Root, ...] = ()  # restore documents: where each root goes back
+
+    def as_dict(self) -> dict:
+        value = {f.name: getattr(self, f.name) for f in fields(self)}
+        value["excludes"], value["includes"] = list(self.excludes), list(self.includes)
+        value["roots"] = [r.as_dict() for r in self.roots]
+        return value
+
+    @classmethod
+    def from_doc(cls, doc: dict) -> "Settings":
+        """The settings of a document the parser has checked; absent fields take their default
+        (a document saved by an older ocb)."""
+        value = dict(doc["settings"])
+        known = {f.name for f in fields(cls)}
+        value = {k: v for k, v in value.items() if k in known}
+        for name in ("excludes", "includes"):
+            if name in value:
+                value[name] = tuple(value[name])
+        value["roots"] = tuple(Root(r["name"], r["path"], r["kind"], bool(r.get("required", False)))
+                               for r in value.get("roots", ()))
+        return cls(**value)
+
+
+@dataclass(frozen=True)
+class StoreSecrets:
+    """What a store needs that must never enter a document, argv or a log line."""
+
+    hf_token: str | None = None
+
+    def __repr__(self) -> str:  # never print a secret, even in a traceback
+        return f"StoreSecrets(hf_token={'<set>' if self.hf_token else None})"
+
+
+def parse_seconds(env: Environment, names: tuple[str, ...], default: float, minimum: float,
+                  inclusive: bool = True) -> float:
+    raw, name = env.get(*names)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"{name}={raw!r}: expected a number of seconds") from None
+    if value < minimum or (not inclusive and value == minimum):
+        raise UsageError(f"{name}={raw!r}: expected a number of seconds {'from' if inclusive else 'above'} {minimum:g}")
+    return value
+
+
+def resolve_settings(env: Environment, kind: str) -> Settings:
+    """The settings of a `kind` ("backup" or "restore") document, every value checked here,
+    each bad one named by its variable."""
     home = env.home
     cache, _ = env.get("OCB_CACHE_DIR", "OPENCLAW_BACKUP_METADATA_DIR")
     work, _ = env.get("OCB_WORK_DIR", "OPENCLAW_BACKUP_WORK_DIR")
-    prefix, _ = env.get("OCB_PATH_PREFIX", "OPENCLAW_BACKUP_PATH_PREFIX", default="backups")
-    prefix = prefix.strip("/")
-    if not prefix or ".." in prefix.split("/"):
-        raise UsageError(f"OPENCLAW_BACKUP_PATH_PREFIX={prefix!r}: expected a relative folder such as backups")
-    retry_raw, retry_name = env.get("OCB_RETRY_SECONDS", default="300")
-    try:
-        retry_seconds = float(retry_raw)
-        if retry_seconds < 0:
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"{retry_name}={retry_raw!r}: expected a number of seconds (0 or more)") from None
-    return {
-        "retry_seconds": retry_seconds,
-        "private": parse_bool(env, ("OCB_PRIVATE", "OPENCLAW_BACKUP_PRIVATE"), True),
-        "cache_dir": os.path.abspath(cache or os.path.join(home, ".cache", "ocb")),
-        "work_dir": os.path.abspath(work or os.path.join(home, ".cache", "ocb", "work")),
-        "path_prefix": prefix,
-        "home": home,
-    }
+    prefix_raw, prefix_name = env.get("OCB_PATH_PREFIX", "OPENCLAW_BACKUP_PATH_PREFIX", default=DEFAULT_PREFIX)
+    prefix = prefix_raw.strip("/")
+    if not prefix or any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise UsageError(f"{prefix_name or 'OCB_PATH_PREFIX'}={prefix_raw!r}: expected a relative folder such as backups")
+    endpoint, endpoint_name = env.get("HF_ENDPOINT")
+    if endpoint is not None and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", endpoint):
+        raise UsageError(f"{endpoint_name}={endpoint!r}: expected an http(s) URL such as https://huggingface.co")
+    compression, compression_name = env.get("OCB_COMPRESSION", default="zstd")
+    if compression not in COMPRESSIONS:
+        raise UsageError(f"{compression_name}={compression!r}: expected one of {', '.join(COMPRESSIONS)}")
+    limits = COMPRESSIONS[compression]
+    level_names = ("OCB_COMPRESSION_LEVEL", "OPENCLAW_BACKUP_COMPRESSION_LEVEL")
+    level = parse_int(env, level_names, limits.default_level, 1)
+    if level > limits.max_level:
+        _, level_name = env.get(*level_names)
+        raise UsageError(f"{level_name}={level}: out of range for {compression} (1..{limits.max_level})")
+    size_raw, size_name = env.get("OCB_VOLUME_SIZE", "OPENCLAW_BACKUP_SPLIT_SIZE", default=DEFAULT_VOLUME_SIZE)
+    delta_raw, delta_name = env.get("OCB_DELTA_MIN", default=DEFAULT_DELTA_MIN)
+    default_excludes = parse_bool(env, ("OCB_DEFAULT_EXCLUDES",), True)
+    seal_on, log_n = resolve_seal(env)
+    return Settings(
+        home=home,
+        work_dir=os.path.abspath(work or os.path.join(home, ".cache", "ocb", "work")),
+        cache_dir=os.path.abspath(cache or os.path.join(home, ".cache", "ocb")),
+        path_prefix=prefix,
+        retry_seconds=parse_seconds(env, ("OCB_RETRY_SECONDS",), Settings.retry_seconds, 0),
+        private=parse_bool(env, ("OCB_PRIVATE", "OPENCLAW_BACKUP_PRIVATE"), Settings.private),
+        hub_endpoint=endpoint.rstrip("/") if endpoint else None,
+        compression=compression,
+        compression_level=level,
+        volume_size=parse_size(size_raw, size_name or "OCB_VOLUME_SIZE"),
+        full_every=parse_int(env, ("OCB_FULL_EVERY", "OPENCLAW_MAX_INCREMENTAL_BACKUPS"), Settings.full_every, 0),
+        full_hours=parse_int(env, ("OCB_FULL_HOURS", "OPENCLAW_FULL_BACKUP_INTERVAL_HOURS"), Settings.full_hours, 0),
+        incremental=parse_bool(env, ("OCB_INCREMENTAL", "OPENCLAW_INCREMENTAL_BACKUP"), Settings.incremental),
+        excludes=(DEFAULT_EXCLUDES if default_excludes else ()) + tuple(parse_patterns(env, "OCB_EXCLUDE")),
+        includes=tuple(parse_patterns(env, "OCB_INCLUDE")),
+        seal=seal_on,
+        scrypt_log_n=log_n,
+        delta_min=parse_size(delta_raw, delta_name or "OCB_DELTA_MIN"),
+        sqlite_timeout=parse_seconds(env, ("OCB_SQLITE_TIMEOUT",), Settings.sqlite_timeout, 0, inclusive=False),
+        roots=tuple(resolve_roots(env, for_restore=True)) if kind == "restore" else (),
+    )
 
 
-def hf_token(env: Environment | None = None) -> str | None:
-    """The Hub token (a secret: handed to the store, never written into a document or log)."""
+def store_secrets(env: Environment | None = None) -> StoreSecrets:
+    """The store credentials (secrets: handed to the store, never written into a document or log)."""
     env = env or load_environment()
     token, _ = env.get("HF_TOKEN", "HUGGINGFACE_HUB_TOKEN")
-    return token
+    return StoreSecrets(hf_token=token)
+
+
+def under_lock(env: Environment | None = None) -> bool:
+    """Whether this stage runs under the lock of ocb-backup / ocb-restore (lib/sh/lock.sh sets
+    OCB_UNDER_LOCK=1): its run dirs are then marked, so the next locked run may sweep them
+    when this one dies, while a pipe run or replayed by hand is never swept."""
+    return (env or load_environment()).values.get("OCB_UNDER_LOCK") == "1"
 
 
 def seal_password(env: Environment | None = None) -> bytes | None:
@@ -320,7 +422,7 @@ def seal_password(env: Environment | None = None) -> bytes | None:
     return password.encode("utf-8") if password is not None else None
 
 
-def resolve_seal(env: Environment) -> dict:
+def resolve_seal(env: Environment) -> tuple[bool, int]:
     """Whether snapshots are sealed (on when a password is set), and the KDF cost."""
     mode, name = env.get("OCB_SEAL", default="auto")
     if mode not in ("auto", "on", "off"):
@@ -328,50 +430,7 @@ def resolve_seal(env: Environment) -> dict:
     has_password = seal_password(env) is not None
     if mode == "on" and not has_password:
         raise UsageError("OCB_SEAL=on but no password: set OCB_PASSWORD or OCB_PASSWORD_FILE")
-    log_n = parse_int(env, ("OCB_SCRYPT_LOG_N",), 17, 10)
+    log_n = parse_int(env, ("OCB_SCRYPT_LOG_N",), Settings.scrypt_log_n, 10)
     if log_n > 22:
         raise UsageError(f"OCB_SCRYPT_LOG_N={log_n}: at most 22 (scrypt memory doubles with each step)")
-    return {"seal": has_password and mode != "off", "scrypt_log_n": log_n}
-
-
-def resolve_backup_settings(env: Environment) -> dict:
-    settings = resolve_common(env)
-    compression, name = env.get("OCB_COMPRESSION", default="zstd")
-    if compression not in ("zstd", "gzip"):
-        raise UsageError(f"{name}={compression!r}: expected zstd or gzip")
-    level_default = 3 if compression == "zstd" else 6
-    level = parse_int(env, ("OCB_COMPRESSION_LEVEL", "OPENCLAW_BACKUP_COMPRESSION_LEVEL"), level_default, 1)
-    top = 19 if compression == "zstd" else 9
-    if level > top:
-        raise UsageError(f"compression level {level} is out of range for {compression} (1..{top})")
-    size_raw, size_name = env.get("OCB_VOLUME_SIZE", "OPENCLAW_BACKUP_SPLIT_SIZE", default="1G")
-    default_excludes = parse_bool(env, ("OCB_DEFAULT_EXCLUDES",), True)
-    settings.update({
-        "compression": compression,
-        "compression_level": level,
-        "volume_size": parse_size(size_raw, size_name or "OCB_VOLUME_SIZE"),
-        "full_every": parse_int(env, ("OCB_FULL_EVERY", "OPENCLAW_MAX_INCREMENTAL_BACKUPS"), 10, 0),
-        "full_hours": parse_int(env, ("OCB_FULL_HOURS", "OPENCLAW_FULL_BACKUP_INTERVAL_HOURS"), 24, 0),
-        "incremental": parse_bool(env, ("OCB_INCREMENTAL", "OPENCLAW_INCREMENTAL_BACKUP"), True),
-        "excludes": (list(DEFAULT_EXCLUDES) if default_excludes else []) + parse_patterns(env, "OCB_EXCLUDE"),
-        "includes": parse_patterns(env, "OCB_INCLUDE"),
-    })
-    settings.update(resolve_seal(env))
-    delta_raw, delta_name = env.get("OCB_DELTA_MIN", default="4M")
-    timeout_raw, timeout_name = env.get("OCB_SQLITE_TIMEOUT", default="30")
-    try:
-        sqlite_timeout = float(timeout_raw)
-        if sqlite_timeout <= 0:
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"{timeout_name}={timeout_raw!r}: expected a number of seconds above 0") from None
-    settings.update({"delta_min": parse_size(delta_raw, delta_name or "OCB_DELTA_MIN"),
-                     "sqlite_timeout": sqlite_timeout})
-    return settings
-
-
-def resolve_restore_settings(env: Environment) -> dict:
-    settings = resolve_common(env)
-    delta_raw, delta_name = env.get("OCB_DELTA_MIN", default="4M")
-    settings["delta_min"] = parse_size(delta_raw, delta_name or "OCB_DELTA_MIN")
-    return settings
+    return has_password and mode != "off", log_n

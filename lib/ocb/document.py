@@ -13,10 +13,18 @@ import re
 from typing import Any, Callable
 
 from . import DOC_VERSION
-from .chain import check_link_record, resolve, validate_link
+from .compression import COMPRESSIONS
 from .config import ROOT_NAME
 from .errors import BadDocument, ChainBroken
-from .stores.base import SNAPSHOT_ID, VOLUME_NAME
+from .snapshot import (
+    BACKUP_TYPES,
+    MAX_BYTES,
+    SHA256,
+    SNAPSHOT_ID,
+    VOLUME_NAME,
+    resolve,
+    validate_link,
+)
 
 KINDS = ("backup", "restore", "prune")
 
@@ -67,48 +75,17 @@ def dump(doc: dict) -> str:
     return json.dumps(doc, indent=2, sort_keys=False) + "\n"
 
 
-def require_kind(doc: dict, kind: str, stage: str) -> None:
+def require(doc: dict, kind: str, sections: tuple[str, ...], stage: str) -> None:
+    """The document is of `kind` and holds the sections `stage` reads (the parser has checked
+    their fields): the message says which stage to run first."""
     if doc.get("kind") != kind:
         raise BadDocument(f"ocb-{stage} reads a {kind} document, got kind {doc.get('kind')!r}")
-
-
-def section(doc: dict, name: str, stage: str) -> dict:
-    value = doc.get(name)
-    if not isinstance(value, dict):
-        raise BadDocument(f"field '{name}' is missing or not an object: run the stage that writes it before ocb-{stage}")
-    return value
-
-
-def field(container: dict, name: str, kind: type | tuple[type, ...], where: str) -> Any:
-    value = container.get(name)
-    kinds = kind if isinstance(kind, tuple) else (kind,)
-    # JSON true/false are Python ints too: a count or size must not accept them
-    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
-        expected = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise BadDocument(f"field '{where}.{name}' is missing or not a {expected}")
-    return value
-
-
-def work_path(container: dict, name: str, where: str, work_dir: str) -> str:
-    """A path field that must name something inside the work dir (never elsewhere)."""
-    path = field(container, name, str, where)
-    real_work = os.path.realpath(work_dir)
-    real = os.path.realpath(path)
-    if os.path.commonpath([real_work, real]) != real_work:
-        raise BadDocument(f"field '{where}.{name}' = {path!r} is outside the work dir {work_dir}")
-    return path
-
-
-def settings(doc: dict, stage: str) -> dict:
-    value = section(doc, "settings", stage)
-    for key in ("work_dir", "cache_dir"):
-        field(value, key, str, "settings")
-        if not os.path.isabs(value[key]):
-            raise BadDocument(f"field 'settings.{key}' must be an absolute path")
-        if os.path.lexists(value[key]) and not os.path.isdir(value[key]):
-            # stages make folders under it: a file there is a document that lost its world
-            raise BadDocument(f"field 'settings.{key}' = {value[key]!r} is not a directory")
-    return value
+    for name in ("settings", *sections):
+        if not isinstance(doc.get(name), dict):
+            raise BadDocument(f"field '{name}' is missing or not an object: run the stage that writes it before ocb-{stage}")
+    for name in ("id", "store", "created_at_utc") if kind == "backup" else ("store",):
+        if name not in doc:
+            raise BadDocument(f"field '{name}' is missing: ocb-{stage} reads a document from the stage before it")
 
 
 # -- the shape of what stages hand on ---------------------------------------------------------
@@ -118,11 +95,8 @@ def settings(doc: dict, stage: str) -> dict:
 # (section, field), so that its message says what to run first; here a section is checked
 # only when present, and within it the fields its readers rely on must be there.
 
-MAX_BYTES = 2**53  # sizes: JSON's exact integers, and far beyond any state
 MAX_COUNT = 10**12
-SHA256 = re.compile(r"^[0-9a-f]{64}$")
 UTC_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-COMPRESSIONS = ("zstd", "gzip")
 Check = Callable[[Any], "str | None"]  # None when the value is fine, else what it should be
 
 
@@ -203,11 +177,10 @@ _LEVEL = _int(1, 22)
 ROOT = {"name": _match(ROOT_NAME, "a root name"), "path": _path, "kind": _one_of("dir", "file"),
         "required": _bool}
 VOLUME = {"name": _match(VOLUME_NAME, "a volume name"), "path": _path, "size": _SIZE, "sha256": _SHA256}
-LINK = {"created_at_utc": _text}  # the rest as chain.validate_link checks a link read from a store
 
 SETTINGS = {
     "work_dir": _path, "cache_dir": _path, "home": _path, "path_prefix": _prefix,
-    "retry_seconds": _number(0, 10**9), "private": _bool, "compression": _COMPRESSION,
+    "retry_seconds": _number(0, 10**9), "private": _bool, "hub_endpoint": _nullable(_text), "compression": _COMPRESSION,
     "compression_level": _LEVEL, "volume_size": _int(1024, MAX_BYTES), "full_every": _COUNT,
     "full_hours": _COUNT, "incremental": _bool, "seal": _bool, "scrypt_log_n": _int(10, 22),
     "delta_min": _SIZE, "sqlite_timeout": _number(0, 10**6),
@@ -216,10 +189,10 @@ SETTINGS = {
 }
 SECTIONS: dict[str, tuple[dict[str, Check | None], tuple[str, ...]]] = {
     # section: (field checks, fields that must be there when the section is)
-    "settings": (SETTINGS, ("work_dir", "cache_dir")),
+    "settings": (SETTINGS, ("work_dir", "cache_dir", "home")),
     "plan": ({
         "roots": None, "changes": None, "excluded": _COUNT, "missing_roots": None,
-        "base": _nullable(_text), "base_snapshot": _nullable(_ID), "type": _one_of("full", "incremental"),
+        "base": _nullable(_text), "base_snapshot": _nullable(_ID), "type": _one_of(*BACKUP_TYPES),
         "reasons": None, "parent": _nullable(_ID), "chain": None, "parent_chain": None,
         "diverged_from": _nullable(_ID), "dir": _path, "index": _path, "entries": _COUNT,
     }, ("roots", "base", "type", "parent", "parent_chain", "dir", "index")),
@@ -279,10 +252,9 @@ def _volume_item(value: Any, where: str) -> None:
 def _link_item(value: Any, where: str) -> None:
     """A chain link a meta will list (plan.parent_chain, chain.snapshots): as chain.py trusts them."""
     try:
-        check_link_record(validate_link(value, where), where)
+        validate_link(value, where)
     except ChainBroken as exc:
         raise BadDocument(f"field {exc}") from None
-    _check_fields(value, LINK, where)
 
 
 def _id_item(value: Any, where: str) -> None:
@@ -325,6 +297,7 @@ def check_shape(doc: dict) -> None:
             _check_fields(doc[name], checks, name, required)
     settings_ = doc.get("settings")
     if isinstance(settings_, dict):
+        _check_dirs(settings_)
         for key in ("excludes", "includes"):
             if key in settings_:
                 _check_list(settings_[key], f"settings.{key}", _text_item)
@@ -371,7 +344,13 @@ def _check_meta(meta: Any, target: str) -> None:
     if not isinstance(meta, dict):
         raise BadDocument("field 'meta' is missing or not an object")
     try:
-        for number, link in enumerate(resolve(meta, target)):
-            check_link_record(link, f"meta.chain[{number}]")
+        resolve(meta, target)
     except ChainBroken as exc:
         raise BadDocument(f"field 'meta': {exc}") from None
+
+
+def _check_dirs(settings_: dict) -> None:
+    for key in ("work_dir", "cache_dir"):
+        if os.path.lexists(settings_[key]) and not os.path.isdir(settings_[key]):
+            # stages make folders under it: a file there is a document that lost its world
+            raise BadDocument(f"field 'settings.{key}' = {settings_[key]!r} is not a directory")

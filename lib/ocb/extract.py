@@ -18,11 +18,16 @@ import tarfile
 from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
-from .archive import COPY_CHUNK, DELTA_BLOCK_SIZE, DELTA_BLOCKS, DELTA_LENGTH, INDEX_MEMBER
+from .archive import (
+    COPY_CHUNK,
+    DELTA_BLOCK_SIZE,
+    DELTA_BLOCKS,
+    DELTA_LENGTH,
+    INDEX_MEMBER,
+)
 from .blocks import BlockHashes, Hasher, block_count, decode_ranges, sidecar_name
-from .config import ROOT_NAME
 from .errors import ChainBroken, ChecksumMismatch, HostileArchive
-from .index import DIR, FILE, SYMLINK, Entry, Index
+from .index import DIR, FILE, SYMLINK, Entry, Index, split_member
 
 # Modes while building staging: private until the index's modes are applied at the end.
 STAGING_DIR_MODE = 0o700
@@ -37,20 +42,6 @@ class ExtractStats:
     members: int = 0
     bytes: int = 0
     skipped_roots: set[str] = field(default_factory=set)
-
-
-def split_member(name: str) -> tuple[str, list[str]]:
-    """'root/a/b' -> ('root', ['a', 'b']); refuses anything that could leave the root."""
-    if "\0" in name:
-        raise HostileArchive(f"member name contains NUL: {name!r}")
-    if name.startswith("/"):
-        raise HostileArchive(f"member has an absolute path: {name!r}")
-    parts = name.rstrip("/").split("/")
-    if any(part in ("", ".", "..") for part in parts):
-        raise HostileArchive(f"member path has an empty, '.' or '..' component: {name!r}")
-    if not ROOT_NAME.match(parts[0]):
-        raise HostileArchive(f"member is outside every root: {name!r}")
-    return parts[0], parts[1:]
 
 
 def _open_dir_nofollow(parent_fd: int, name: str, create: bool, replace: bool) -> int:

@@ -9,14 +9,16 @@ never writes outside the path it is given.
 from __future__ import annotations
 
 import fnmatch
+import io
 import json
 import os
 import stat
 from dataclasses import dataclass, field
 from typing import IO, Iterable, Iterator
 
-from .config import Root
-from .errors import BadDocument, RuntimeFailure
+from .config import ROOT_NAME, Root
+from .errors import BadDocument, HostileArchive, RuntimeFailure
+from .fsutil import atomic_write
 
 INDEX_VERSION = 1
 
@@ -123,12 +125,11 @@ class Index:
 
     def save(self, path: str, with_pack: bool = False) -> None:
         """Write atomically: a crash leaves the old file or the new one, never half of one."""
-        tmp = f"{path}.tmp-{os.getpid()}"
-        with open(tmp, "w", encoding="utf-8") as handle:
+        with atomic_write(path) as raw:
+            handle = io.TextIOWrapper(raw, encoding="utf-8")
             self.write(handle, with_pack)
             handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+            handle.detach()  # atomic_write closes the file
 
     @classmethod
     def read(cls, lines: Iterable[str], origin: str) -> "Index":
@@ -319,3 +320,38 @@ def mark_changes(current: Index, previous: Index | None) -> Changes:
     if previous is not None:
         changes.deleted = sum(1 for key in previous.entries if key not in current.entries)
     return changes
+
+
+def split_member(name: str) -> tuple[str, list[str]]:
+    """'root/a/b' -> ('root', ['a', 'b']); refuses anything that could leave the root."""
+    if "\0" in name:
+        raise HostileArchive(f"member name contains NUL: {name!r}")
+    if name.startswith("/"):
+        raise HostileArchive(f"member has an absolute path: {name!r}")
+    parts = name.rstrip("/").split("/")
+    if any(part in ("", ".", "..") for part in parts):
+        raise HostileArchive(f"member path has an empty, '.' or '..' component: {name!r}")
+    if not ROOT_NAME.match(parts[0]):
+        raise HostileArchive(f"member is outside every root: {name!r}")
+    return parts[0], parts[1:]
+
+
+def check_structure(index: Index) -> str | None:
+    """What makes an index unrestorable, or None: an entry outside its roots, a path that could
+    leave its root, or an entry that does not hang from a directory of the same index (an
+    entry below a link, or a file, would be checked and chmod'ed through it, outside the
+    target). The one check, for whoever must trust an index."""
+    for entry in index.entries.values():
+        if entry.root not in index.roots or not ROOT_NAME.match(entry.root):
+            return f"the index lists an entry outside its roots: {entry.root!r}"
+        if entry.path:
+            try:
+                split_member(f"{entry.root}/{entry.path}")
+            except HostileArchive as exc:
+                return str(exc)
+            parent = entry.path.rpartition("/")[0]
+            holder = index.entries.get((entry.root, parent))
+            if holder is None or holder.type != DIR:
+                return (f"the index lists {entry.root}/{entry.path} below something that is not "
+                        "one of its directories")
+    return None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import io
+import json
 import os
 import struct
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
-from ocb.errors import SealBroken, UsageError, WrongPassword
+from .errors import SealBroken, UsageError, WrongPassword
+from .fsutil import write_bytes
+from .log import log
 
 MAGIC = b"OCBSEAL\0"
 FORMAT_VERSION = 1
@@ -160,10 +163,6 @@ class KeyRing:
     def __repr__(self) -> str:
         return f"KeyRing(cached_keys={len(self._keys)}, derivations={self.derivations})"
 
-    def add(self, key: PasswordKey) -> None:
-        """Reuse a key derived for sealing, e.g. to verify what this run just sealed."""
-        self._keys[(key.kdf, key.kdf_salt)] = key
-
     def password_key(self, kdf: KdfParams, kdf_salt: bytes) -> PasswordKey:
         cached = self._keys.get((kdf, kdf_salt))
         if cached is not None:
@@ -182,10 +181,6 @@ class SealInfo:
     sealed_bytes: int
     segments: int
     header: dict[str, Any]
-
-
-class OpenInfo(SealInfo):
-    """What an opening pass did (same fields as SealInfo, counted on the way out)."""
 
 
 @dataclass(frozen=True)
@@ -287,11 +282,6 @@ def _write_all(dst: ByteSink, data: memoryview) -> None:
         if written is None or written >= len(data):
             return
         data = data[written:]
-
-
-def is_sealed(first_bytes: bytes) -> bool:
-    """True when the bytes start with the ocb-seal magic (pass at least len(MAGIC) bytes)."""
-    return first_bytes.startswith(MAGIC)
 
 
 class SealedWriter:
@@ -466,9 +456,9 @@ class SealedReader(io.BufferedIOBase):
             filled += len(view)
         return filled
 
-    def info(self) -> OpenInfo:
+    def info(self) -> SealInfo:
         """Counters so far; complete once a read has returned the end of the stream."""
-        return OpenInfo(
+        return SealInfo(
             self._plaintext_bytes, self._sealed_bytes, self._segments, self._header.describe()
         )
 
@@ -578,15 +568,28 @@ def seal_stream(
     return writer.close()
 
 
-def open_stream(src: ByteSource, dst: ByteSink, keyring: KeyRing, *, associated: bytes) -> OpenInfo:
-    """Write the plaintext of `src` to `dst`, each segment only after it verified.
+KDF_SALT_FILE = "seal-kdf.json"
 
-    On an error `dst` holds a verified prefix of the plaintext that the caller must discard.
-    """
-    reader = SealedReader(src, keyring, associated)
-    while segment := reader._next_segment():
-        _write_all(dst, segment)
-    return reader.info()
+
+def cached_password_key(cache_dir: str, password: bytes, kdf: KdfParams) -> PasswordKey:
+    """Derive the password key, reusing this machine's KDF salt (not a secret) recorded in
+    the cache, so that a restore of a chain sealed here derives scrypt once, not once per
+    snapshot. A salt that cannot be recorded only costs a later restore some scrypt runs."""
+    salt_file = os.path.join(cache_dir, KDF_SALT_FILE)
+    try:
+        with open(salt_file, encoding="utf-8") as handle:
+            recorded = json.load(handle)
+        if recorded.get("kdf") == kdf.as_dict():
+            return derive_password_key(password, kdf, bytes.fromhex(recorded["salt"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    key = derive_password_key(password, kdf)
+    try:
+        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+        write_bytes(salt_file, json.dumps({"kdf": kdf.as_dict(), "salt": key.kdf_salt.hex()}).encode("utf-8"))
+    except OSError as exc:
+        log.warning(f"cannot record the KDF salt in {cache_dir}: {exc.strerror or exc}")
+    return key
 
 
 def snapshot_associated_data(snapshot_id: str) -> bytes:

@@ -1,7 +1,8 @@
 """config: env names, legacy aliases, value parsing, and the messages for bad values."""
 
-import pytest
+import re
 
+import pytest
 from ocb import config
 from ocb.errors import UsageError
 
@@ -79,19 +80,56 @@ def test_a_root_name_used_twice_is_a_usage_error():
     ({"OPENCLAW_MAX_INCREMENTAL_BACKUPS": "ten"}, "OPENCLAW_MAX_INCREMENTAL_BACKUPS"),
     ({"OCB_COMPRESSION": "lz4"}, "OCB_COMPRESSION"),
     ({"OPENCLAW_BACKUP_SPLIT_SIZE": "big"}, "OPENCLAW_BACKUP_SPLIT_SIZE"),
+    ({"OCB_COMPRESSION_LEVEL": "30"}, "OCB_COMPRESSION_LEVEL=30"),
+    ({"OPENCLAW_BACKUP_COMPRESSION_LEVEL": "30"}, "OPENCLAW_BACKUP_COMPRESSION_LEVEL=30"),
+    ({"OCB_COMPRESSION": "gzip", "OCB_COMPRESSION_LEVEL": "10"}, "OCB_COMPRESSION_LEVEL=10"),
+    ({"OCB_RETRY_SECONDS": "soon"}, "OCB_RETRY_SECONDS"),
+    ({"OCB_RETRY_SECONDS": "-1"}, "OCB_RETRY_SECONDS"),
+    ({"OCB_SQLITE_TIMEOUT": "0"}, "OCB_SQLITE_TIMEOUT"),
+    ({"OCB_SQLITE_TIMEOUT": "nan"}, "OCB_SQLITE_TIMEOUT"),
+    ({"OCB_DELTA_MIN": "1X"}, "OCB_DELTA_MIN"),
+    ({"OCB_PATH_PREFIX": "a/../b"}, "OCB_PATH_PREFIX"),
+    ({"OPENCLAW_BACKUP_PATH_PREFIX": "/"}, "OPENCLAW_BACKUP_PATH_PREFIX"),
+    ({"HF_ENDPOINT": "not a url"}, "HF_ENDPOINT"),
+    ({"OCB_FULL_HOURS": "-2"}, "OCB_FULL_HOURS"),
 ])
-def test_bad_values_name_their_variable(values, variable):
-    with pytest.raises(UsageError, match=variable):
-        config.resolve_backup_settings(env(**values))
+@pytest.mark.parametrize("kind", ["backup", "restore"])
+def test_bad_values_name_their_variable(values, variable, kind):
+    with pytest.raises(UsageError, match=re.escape(variable)):
+        config.resolve_settings(env(**values), kind)
 
 
 def test_legacy_names_are_aliases():
-    settings = config.resolve_backup_settings(env(OPENCLAW_MAX_INCREMENTAL_BACKUPS="3",
-                                                  OPENCLAW_FULL_BACKUP_INTERVAL_HOURS="2",
-                                                  OPENCLAW_BACKUP_SPLIT_SIZE="100M",
-                                                  OPENCLAW_BACKUP_WORK_DIR="/scratch"))
-    assert (settings["full_every"], settings["full_hours"]) == (3, 2)
-    assert settings["volume_size"] == 100 * 1024**2 and settings["work_dir"] == "/scratch"
+    settings = config.resolve_settings(env(OPENCLAW_MAX_INCREMENTAL_BACKUPS="3",
+                                           OPENCLAW_FULL_BACKUP_INTERVAL_HOURS="2",
+                                           OPENCLAW_BACKUP_SPLIT_SIZE="100M",
+                                           OPENCLAW_BACKUP_WORK_DIR="/scratch"), "backup")
+    assert (settings.full_every, settings.full_hours) == (3, 2)
+    assert settings.volume_size == 100 * 1024**2 and settings.work_dir == "/scratch"
+
+
+def test_defaults_come_from_the_settings_class():
+    settings = config.resolve_settings(env(), "backup")
+    defaults = config.Settings(home="/home/agent", work_dir="/home/agent/.cache/ocb/work",
+                               cache_dir="/home/agent/.cache/ocb")
+    assert settings == defaults
+
+
+def test_settings_survive_the_document():
+    settings = config.resolve_settings(env(OCB_EXCLUDE="*.tmp", HF_ENDPOINT="http://127.0.0.1:9/"), "restore")
+    assert settings.hub_endpoint == "http://127.0.0.1:9" and settings.roots
+    assert config.Settings.from_doc({"settings": settings.as_dict()}) == settings
+
+
+def test_env_file_settings_count_like_the_environment(tmp_path):
+    (tmp_path / ".env.d").mkdir()
+    (tmp_path / ".env.d" / "openclaw-backup.env").write_text(
+        "HF_ENDPOINT=http://127.0.0.1:8808\nOPENCLAW_BACKUP_WORK_DIR=/from/file\nHF_TOKEN=secret-token\n")
+    loaded = config.load_environment({"HOME": str(tmp_path)})
+    settings = config.resolve_settings(loaded, "backup")
+    assert settings.hub_endpoint == "http://127.0.0.1:8808" and settings.work_dir == "/from/file"
+    assert config.store_secrets(loaded).hf_token == "secret-token"
+    assert "secret-token" not in repr(config.store_secrets(loaded)) + repr(settings)
 
 
 def test_store_for_restore_prefers_the_restore_repo():
@@ -114,7 +152,7 @@ def test_no_store_is_a_usage_error():
     ({"OPENCLAW_BACKUP_ENCRYPTION_PASSWORD": "pw"}, False),  # legacy: only when enabled
 ])
 def test_sealing_is_on_when_a_password_is_set(values, sealed):
-    assert config.resolve_seal(env(**values))["seal"] is sealed
+    assert config.resolve_seal(env(**values))[0] is sealed
 
 
 @pytest.mark.parametrize("values, message", [
@@ -130,8 +168,8 @@ def test_sealing_misconfiguration_is_a_usage_error(values, message):
 
 
 def test_the_password_never_enters_settings():
-    settings = config.resolve_backup_settings(env(OCB_PASSWORD="hunter2-secret"))
-    assert "hunter2-secret" not in repr(settings) and settings["seal"] is True
+    settings = config.resolve_settings(env(OCB_PASSWORD="hunter2-secret"), "backup")
+    assert "hunter2-secret" not in repr(settings.as_dict()) and settings.seal is True
 
 
 def test_password_file_is_read_without_its_newline(tmp_path):

@@ -6,10 +6,9 @@ import os
 import tarfile
 
 import pytest
-
 from ocb.errors import ChainBroken, ChecksumMismatch, HostileArchive
-from ocb.extract import StagingWriter, make_equal, split_member
-from ocb.index import DIR, FILE, Entry, Index
+from ocb.extract import StagingWriter, make_equal
+from ocb.index import DIR, FILE, Entry, Index, split_member
 
 
 def tar_of(*members):

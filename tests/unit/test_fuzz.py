@@ -23,8 +23,8 @@ import shutil
 import subprocess
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
-
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from ocb import cli, document
 from ocb.errors import EXIT_BAD_DOCUMENT, BadDocument, OcbError
 
@@ -161,6 +161,7 @@ def _feed(stage_name: str, raw: bytes, world) -> dict | None:
     doc = document.parse(raw)
     if doc.get("error") is not None or doc.get("skip") is not None:
         return doc
+    document.require(doc, stage.KIND, stage.NEEDS, stage_name)
     return stage.run(doc, args)
 
 

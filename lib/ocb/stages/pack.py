@@ -21,15 +21,18 @@ import argparse
 import os
 import shutil
 
-from .. import document
-from ..archive import EXTENSIONS, PackOptions, write_archive
+from ..archive import PackOptions, write_archive
 from ..cache import BLOCKS_DIR
+from ..compression import COMPRESSIONS
+from ..config import Settings
 from ..errors import BadDocument, RuntimeFailure, io_reason
+from ..fsutil import discard
 from ..index import Index
 from ..log import log
 
 STARTS_DOCUMENT = False
 KIND = "backup"
+NEEDS = ("plan",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,34 +40,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(doc: dict, args: argparse.Namespace) -> dict:
-    document.require_kind(doc, KIND, "pack")
-    settings = document.settings(doc, "pack")
-    plan = document.section(doc, "plan", "pack")
-    work_dir = settings["work_dir"]
-    snapshot_id = document.field(doc, "id", str, "document")
-    snapshot_dir = document.work_path(plan, "dir", "plan", work_dir)
-    plan_index_path = document.work_path(plan, "index", "plan", work_dir)
-    roots = document.field(plan, "roots", list, "plan")
+    settings = Settings.from_doc(doc)
+    plan = doc["plan"]
+    snapshot_dir = plan["dir"]
     try:
-        plan_index = Index.load(plan_index_path)
+        plan_index = Index.load(plan["index"])
     except FileNotFoundError:
-        raise BadDocument(f"the plan index {plan_index_path} is gone: run ocb-plan again") from None
-    root_paths = {r["name"]: r["path"] for r in roots if isinstance(r, dict)}
+        raise BadDocument(f"the plan index {plan['index']} is gone: run ocb-plan again") from None
+    root_paths = {r["name"]: r["path"] for r in plan["roots"]}
     unplaced = sorted({e.root for e in plan_index.entries.values() if e.pack} - set(root_paths))
     if unplaced:
         raise BadDocument(f"field 'plan.roots' lacks {', '.join(unplaced)}, which the plan index packs")
-    compression = settings.get("compression", "zstd")
-    level = settings.get("compression_level", 3)
-    archive_path = os.path.join(snapshot_dir, f"{snapshot_id}.{EXTENSIONS[compression]}")
+    archive_path = os.path.join(snapshot_dir, f"{doc['id']}.{COMPRESSIONS[settings.compression].extension}")
     index_path = os.path.join(snapshot_dir, "index.jsonl")
     options = PackOptions(
-        compression=compression, level=level,
+        compression=settings.compression, level=settings.compression_level,
         scratch_dir=_fresh_dir(os.path.join(snapshot_dir, "scratch")),
         new_blocks_dir=_fresh_dir(os.path.join(snapshot_dir, BLOCKS_DIR)),
         # deltas build on the parent's block hashes, kept in the cache beside its index
-        base_blocks_dir=os.path.join(settings["cache_dir"], BLOCKS_DIR) if plan.get("type") == "incremental" else None,
-        delta_min=int(settings.get("delta_min", 4 * 1024 * 1024)),
-        sqlite_timeout=float(settings.get("sqlite_timeout", 30)))
+        base_blocks_dir=os.path.join(settings.cache_dir, BLOCKS_DIR) if plan["type"] == "incremental" else None,
+        delta_min=settings.delta_min, sqlite_timeout=settings.sqlite_timeout)
     total = plan.get("changes", {}).get("bytes_to_pack", 0)
     advance, close = log.progress(total, "pack")
     try:
@@ -75,7 +70,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
             out.flush()
             os.fsync(out.fileno())
     except OSError as exc:
-        _remove(archive_path)
+        discard(archive_path)
         raise RuntimeFailure(f"cannot write the archive {archive_path}: {io_reason(exc)}") from None
     finally:
         close()
@@ -88,8 +83,8 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         log.info(f"{stats.delta_files} large files as deltas: {stats.blocks_changed} changed blocks")
     log.info(f"packed {stats.files} files ({stats.bytes_in} bytes, {stats.bytes_stored} stored) into {size} bytes")
     doc["archive"] = {
-        "path": archive_path, "size": size, "sha256": sha256, "compression": compression,
-        "level": level, "index": index_path, "entries": len(final.entries),
+        "path": archive_path, "size": size, "sha256": sha256, "compression": settings.compression,
+        "level": settings.compression_level, "index": index_path, "entries": len(final.entries),
         "files": sum(1 for _ in final.files()), "bytes": sum(e.size for e in final.files()),
         "stats": stats.as_dict(),
     }
@@ -100,10 +95,3 @@ def _fresh_dir(path: str) -> str:
     shutil.rmtree(path, ignore_errors=True)  # a dead run's leftovers
     os.makedirs(path, mode=0o700)
     return path
-
-
-def _remove(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass

@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import document
+from ..config import Settings
 from ..errors import BadDocument, ChecksumMismatch, RuntimeFailure, io_reason
 from ..volumes import split_file
 
 STARTS_DOCUMENT = False
 KIND = "backup"
+NEEDS = ("archive",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,21 +29,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(doc: dict, args: argparse.Namespace) -> dict:
-    document.require_kind(doc, KIND, "split")
-    settings = document.settings(doc, "split")
-    source = doc.get("seal") if isinstance(doc.get("seal"), dict) else document.section(doc, "archive", "split")
-    where = "seal" if source is doc.get("seal") else "archive"
-    path = document.work_path(source, "path", where, settings["work_dir"])
-    size = document.field(source, "size", int, where)
-    sha256 = document.field(source, "sha256", str, where)
-    volume_size = document.field(settings, "volume_size", int, "settings")
+    settings = Settings.from_doc(doc)
+    where = "seal" if isinstance(doc.get("seal"), dict) else "archive"
+    source = doc[where]
+    path, size = source["path"], source["size"]
     if not os.path.isfile(path):
         raise BadDocument(f"the {where} file {path} is gone: run the backup pipe again")
     if os.path.getsize(path) != size:
         raise ChecksumMismatch(f"the {where} file {path} is {os.path.getsize(path)} bytes, the document says {size}")
     try:
-        volumes = split_file(path, size, sha256, volume_size)
+        volumes = split_file(path, size, source["sha256"], settings.volume_size)
     except OSError as exc:
         raise RuntimeFailure(f"cannot write volumes of {path}: {io_reason(exc)}") from None
-    doc["volumes"] = {"volume_size": volume_size, "files": volumes}
+    doc["volumes"] = {"volume_size": settings.volume_size, "files": volumes}
     return doc

@@ -1,0 +1,45 @@
+"""Compression of archives: the one list of what ocb writes (zstd, gzip), its levels, and the
+stream wrappers. Readers pick the decoder from the magic bytes, so a chain may mix both.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import zstandard
+
+READ_BUFFER = 1024 * 1024
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+GZIP_MAGIC = b"\x1f\x8b"
+
+
+@dataclass(frozen=True)
+class Compression:
+    extension: str      # of the archive file: <id>.<extension>
+    default_level: int
+    max_level: int
+
+
+COMPRESSIONS = {"zstd": Compression("tar.zst", 3, 19), "gzip": Compression("tar.gz", 6, 9)}
+
+
+def compressor(kind: str, level: int, sink: BinaryIO) -> BinaryIO:
+    if kind == "zstd":
+        # checksums per frame let a decoder notice damage even before the volume hash does
+        cctx = zstandard.ZstdCompressor(level=level, write_checksum=True)
+        return cctx.stream_writer(sink, closefd=False)  # type: ignore[return-value]
+    return gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=level, mtime=0)  # type: ignore[return-value]
+
+
+def decompressor(source: BinaryIO) -> BinaryIO:
+    """Pick the decoder from the stream's magic bytes (zstd or gzip)."""
+    buffered = source if isinstance(source, io.BufferedReader) else io.BufferedReader(source, READ_BUFFER)  # type: ignore[arg-type]
+    magic = buffered.peek(4)[:4]
+    if magic.startswith(ZSTD_MAGIC):
+        return zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)  # type: ignore[return-value]
+    if magic.startswith(GZIP_MAGIC):
+        return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
+    raise ValueError("unknown compression (neither zstd nor gzip magic)")

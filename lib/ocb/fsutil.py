@@ -1,0 +1,83 @@
+"""Durable file writes: the one atomic write (temp file, fsync, rename, fsync the dir).
+
+Used by every writer whose file must be whole or absent after a crash: the index, the cache,
+block-hash sidecars, the KDF salt file and the local store. Knows nothing of their formats.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from contextlib import contextmanager
+from typing import BinaryIO, Iterator
+
+TMP_MARK = ".ocb-tmp-"
+
+
+def temp_name(path: str) -> str:
+    """The temporary name beside `path` that atomic_write uses (a dead writer's leftovers
+    start with TMP_MARK, so a sweep can find them)."""
+    head, tail = os.path.split(path)
+    return os.path.join(head, f"{TMP_MARK}{os.getpid()}-{tail}")
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_write(path: str, mode: int = 0o600) -> Iterator[BinaryIO]:
+    """Write `path` so that readers (and a crash) see the old file or the whole new one.
+
+    Yields a binary file open on a temporary name beside `path`; on a clean exit it is
+    fsynced, renamed over `path` and the folder fsynced; on an exception it is removed.
+    """
+    tmp = temp_name(path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    fsync_dir(os.path.dirname(path) or ".")
+
+
+def write_bytes(path: str, data: bytes, mode: int = 0o600) -> None:
+    with atomic_write(path, mode) as handle:
+        handle.write(data)
+
+
+UNDER_LOCK_MARK = ".ocb-under-lock"
+
+
+def fresh_run_dir(path: str, under_lock: bool) -> str:
+    """An empty 0700 run dir in the work dir (a dead run's leftover of the same name is
+    removed first). Under ocb-backup's or ocb-restore's lock it holds UNDER_LOCK_MARK: the
+    next locked run may sweep it if this one dies; a pipe run by hand is never swept."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)
+    os.makedirs(path, mode=0o700)
+    if under_lock:
+        open(os.path.join(path, UNDER_LOCK_MARK), "wb").close()
+    return path
+
+
+def discard(path: str) -> None:
+    """Remove a file of ours that may not be there (a partial output after a failure)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,62 @@
+"""What the next snapshot builds on: full or incremental, diverged or not, and its new id.
+
+A pure decision over the settings, this machine's cache (the snapshot its state descends
+from) and the store's head; the only I/O is the store listing asked for when the id's second
+is already taken. ocb-plan calls it; the table tests in tests/unit/test_lineage.py pin it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from .cache import CachedSnapshot
+from .config import Settings
+from .snapshot import id_second, make_id, parse_utc
+from .stores.base import Head, Store
+
+
+def full_reasons(settings: Settings, cached: CachedSnapshot | None, head_id: str | None,
+                 forced: bool, now: dt.datetime) -> list[str]:
+    """Why this snapshot must be full; empty means an incremental is allowed."""
+    reasons = []
+    if forced:
+        reasons.append("--full given")
+    if not settings.incremental:
+        reasons.append("incremental backups are off")
+    if cached is None:
+        reasons.append("no local index of a previous snapshot")
+        return reasons
+    if head_id is None:
+        reasons.append("the store holds no snapshot")
+    elif head_id != cached.state["snapshot"]:
+        reasons.append(f"lineage diverged: the store's latest is {head_id}, this machine descends from {cached.state['snapshot']}")
+    if cached.state.get("incrementals", 0) >= settings.full_every:
+        reasons.append(f"{cached.state.get('incrementals')} incrementals reached OCB_FULL_EVERY={settings.full_every}")
+    full_time = cached.state.get("full_created_utc")
+    if settings.full_hours and full_time:
+        age = now - parse_utc(full_time)
+        if age >= dt.timedelta(hours=settings.full_hours):
+            reasons.append(f"the full snapshot is {age.total_seconds() / 3600:.1f} h old (OCB_FULL_HOURS={settings.full_hours})")
+    return reasons
+
+
+def diverged_from(cached: CachedSnapshot | None, head_id: str | None) -> str | None:
+    """The store's latest snapshot when it is not the one this machine descends from."""
+    if cached is None or head_id is None or head_id == cached.state["snapshot"]:
+        return None
+    return head_id
+
+
+def new_snapshot_id(now: dt.datetime, head: Head, cached: CachedSnapshot | None, store: Store, prefix: str) -> str:
+    """An id for a snapshot taken `now` that no snapshot in the store has.
+
+    The ids of this second already used are known from the store's latest chain and ours; a
+    snapshot outside both (a full one started a new chain) is found by asking the store once
+    for every id, only when this second is in use. Push never overwrites a meta either way.
+    """
+    taken = {head.snapshot_id, *((head.pointer or {}).get("chain") or []),
+             *(cached.state.get("chain", []) if cached else [])}
+    second = id_second(now)
+    if any(i and i.startswith(second) for i in taken):
+        taken.update(store.list_snapshot_ids(prefix))
+    return make_id(now, {i for i in taken if i})

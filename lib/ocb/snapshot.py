@@ -1,0 +1,308 @@
+"""Snapshot formats: the id, the meta, the pointer, and the chain a meta lists.
+
+The one owner of these formats (docs/format.md describes them for people): ids are made,
+parsed and ordered here; metas and pointers are built here (by ocb-push) and checked here
+(by ocb-chain, the document parser and the stores, which read them back); records carry the
+sha256 of their own canonical JSON (`record_sha256`). No I/O: callers hand bytes and dicts in.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import re
+from typing import Any
+
+from . import DOC_VERSION, __version__
+from .errors import ChainBroken, ChecksumMismatch, UsageError
+
+POINTER = "latest-backup.json"
+META_SUFFIX = ".meta.json"
+ID_PREFIX = "openclaw-backup-"
+ID_TIME_FORMAT = "%Y%m%d-%H%M%S"
+SNAPSHOT_ID = re.compile(r"^openclaw-backup-\d{8}-\d{6}(-\d+)?$")
+VOLUME_NAME = re.compile(r"^openclaw-backup-\d{8}-\d{6}(-\d+)?\.[a-z0-9.]+(\.part-\d{4})?$")
+SHA256 = re.compile(r"^[0-9a-f]{64}$")
+UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+COMPRESSIONS = ("zstd", "gzip")
+BACKUP_TYPES = ("full", "incremental")
+MAX_BYTES = 2**53  # JSON's exact integers; a size beyond is a damaged record
+RECORD_SUM = "record_sha256"
+
+
+# -- ids ---------------------------------------------------------------------------------------
+
+def make_id(now: dt.datetime, taken: set[str]) -> str:
+    """openclaw-backup-YYYYMMDD-HHMMSS (UTC), with -2, -3... when that second is already used."""
+    base = id_second(now)
+    candidate, n = base, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
+def id_second(now: dt.datetime) -> str:
+    """The id a snapshot taken at `now` gets when its second is free."""
+    return ID_PREFIX + now.astimezone(dt.timezone.utc).strftime(ID_TIME_FORMAT)
+
+
+def id_time(snapshot_id: str) -> dt.datetime:
+    """The UTC moment encoded in an id (openclaw-backup-YYYYMMDD-HHMMSS[-N])."""
+    stamp = snapshot_id[len(ID_PREFIX):][:15]
+    return dt.datetime.strptime(stamp, ID_TIME_FORMAT).replace(tzinfo=dt.timezone.utc)
+
+
+def id_sort_key(snapshot_id: str) -> tuple[str, int]:
+    """Order of taking: by time, then by collision suffix (no suffix is the first)."""
+    stamp = snapshot_id[len(ID_PREFIX):][:15]
+    rest = snapshot_id[len(ID_PREFIX) + 15:]
+    return (stamp, int(rest[1:]) if rest.startswith("-") else 1)
+
+
+def check_id(value: str, where: str) -> str:
+    if not SNAPSHOT_ID.match(value):
+        raise UsageError(f"{where} {value!r} is not a snapshot id ({ID_PREFIX}YYYYMMDD-HHMMSS)")
+    return value
+
+
+def parse_moment(text: str) -> dt.datetime:
+    """--at values: ISO 8601 (Z or offset; naive means UTC), or YYYYMMDD-HHMMSS."""
+    candidate = text.strip()
+    try:
+        if re.fullmatch(r"\d{8}-\d{6}", candidate):
+            return dt.datetime.strptime(candidate, ID_TIME_FORMAT).replace(tzinfo=dt.timezone.utc)
+        moment = dt.datetime.fromisoformat(candidate.replace("Z", "+00:00"))
+    except ValueError:
+        raise UsageError(f"--at {text!r}: expected a time such as 2026-11-26T12:00:00Z") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def pick_at(ids: list[str], moment: dt.datetime) -> str | None:
+    """The newest snapshot taken at or before `moment`."""
+    eligible = [i for i in ids if SNAPSHOT_ID.match(i) and id_time(i) <= moment]
+    return max(eligible, key=id_sort_key) if eligible else None
+
+
+def utc_text(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.timezone.utc).strftime(UTC_FORMAT)
+
+
+def parse_utc(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, UTC_FORMAT).replace(tzinfo=dt.timezone.utc)
+
+
+def meta_path(prefix: str, snapshot_id: str) -> str:
+    return f"{prefix}/{snapshot_id}{META_SUFFIX}"
+
+
+def ids_of_meta_names(names: list[str]) -> list[str]:
+    """Snapshot ids from the file names of a store folder's listing (metas are not read)."""
+    ids = [n[: -len(META_SUFFIX)] for n in names if n.endswith(META_SUFFIX)]
+    return sorted((i for i in ids if SNAPSHOT_ID.match(i)), key=id_sort_key)
+
+
+# -- records: the pointer and metas carry the sha256 of their own canonical JSON ----------------
+
+def _record_digest(record: dict) -> str:
+    body = {k: v for k, v in record.items() if k != RECORD_SUM}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def with_digest(record: dict) -> dict:
+    """The pointer or a meta with the sha256 of its own canonical JSON, so that one flipped
+    byte anywhere in it (not only in the fields a restore reads) is noticed."""
+    return {**record, RECORD_SUM: _record_digest(record)}
+
+
+def parse_record(raw: bytes, what: str) -> dict:
+    """A pointer or meta read from a store, checked against its record_sha256."""
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise ChecksumMismatch(f"{what} is not valid JSON (damaged?)") from None
+    if not isinstance(value, dict):
+        raise ChecksumMismatch(f"{what} is not a JSON object (damaged?)")
+    if value.get(RECORD_SUM) != _record_digest(value):
+        raise ChecksumMismatch(f"{what} is damaged: its content does not match its {RECORD_SUM}")
+    return value
+
+
+def encode_record(value: dict) -> bytes:
+    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+# -- building: what ocb-push publishes ----------------------------------------------------------
+
+def chain_link(doc: dict) -> dict:
+    """What later snapshots record about this one: enough to fetch and check it."""
+    seal = doc.get("seal") or {}
+    return {
+        "id": doc["id"],
+        "backup_type": doc["plan"]["type"],
+        "created_at_utc": doc["created_at_utc"],
+        "compression": doc["archive"]["compression"],
+        "sealed": bool(seal.get("sealed")),
+        "volumes": [{"name": v["name"], "size": v["size"], "sha256": v["sha256"]}
+                    for v in doc["volumes"]["files"]],
+    }
+
+
+def build_meta(doc: dict, prefix: str) -> dict:
+    """The meta of the snapshot a backup document describes (after ocb-split)."""
+    plan, archive, seal = doc["plan"], doc["archive"], doc.get("seal") or {}
+    link = chain_link(doc)
+    parent = plan.get("parent")
+    meta = {
+        "ocb": DOC_VERSION,
+        "id": doc["id"],
+        "backup_type": plan["type"],
+        "parent": meta_path(prefix, parent) if parent else None,
+        "parent_id": parent,
+        "chain": list(plan.get("parent_chain") or []) + [link],
+        "volumes": [v["name"] for v in link["volumes"]],
+        "volume_info": link["volumes"],
+        "compression": archive["compression"],
+        "sealed": link["sealed"],
+        "seal": seal.get("params") if link["sealed"] else None,
+        "file_count": archive["files"],
+        "entry_count": archive["entries"],
+        "bytes": archive["bytes"],
+        "archive_size": archive["size"],
+        "checksum": f"sha256:{seal.get('sha256') or archive['sha256']}",
+        "created_at_utc": doc["created_at_utc"],
+        "created_by": "ocb",
+        "tool_version": __version__,
+        "diverged_from": plan.get("diverged_from"),
+        "changes": plan.get("changes"),
+    }
+    if doc.get("openclaw_version"):
+        meta["openclaw_version"] = doc["openclaw_version"]
+    return with_digest(meta)
+
+
+def build_pointer(store_url: str, meta: dict, prefix: str) -> dict:
+    """latest-backup.json: legacy field names first ("latest" is the meta's path), so existing
+    tooling reads it; the latest meta rides along, so restoring the latest reads one file."""
+    return with_digest({
+        "dataset": store_url,
+        "latest": meta_path(prefix, meta["id"]),
+        "created_at_utc": meta["created_at_utc"],
+        "ocb": DOC_VERSION,
+        "id": meta["id"],
+        "backup_type": meta["backup_type"],
+        "chain": [link["id"] for link in meta["chain"]],
+        "meta": meta,
+    })
+
+
+# -- checking: what a reader may trust -----------------------------------------------------------
+
+def validate_link(link: object, where: str) -> dict:
+    """A chain link's id, type and volumes: names that cannot leave the prefix, real hashes."""
+    if not isinstance(link, dict):
+        raise ChainBroken(f"{where} is not an object")
+    if not isinstance(link.get("id"), str) or not SNAPSHOT_ID.match(link["id"]):
+        raise ChainBroken(f"{where}.id is not a snapshot id: {link.get('id')!r}")
+    if link.get("backup_type") not in BACKUP_TYPES:
+        raise ChainBroken(f"{where}.backup_type is {link.get('backup_type')!r}")
+    volumes = link.get("volumes")
+    if not isinstance(volumes, list) or not volumes:
+        raise ChainBroken(f"{where}.volumes is missing or empty")
+    for number, volume in enumerate(volumes):
+        name = volume.get("name") if isinstance(volume, dict) else None
+        if not isinstance(name, str) or not VOLUME_NAME.match(name) or not name.startswith(link["id"] + "."):
+            raise ChainBroken(f"{where}.volumes[{number}] has a bad name: {name!r}")
+        if (not isinstance(volume.get("size"), int) or isinstance(volume["size"], bool)
+                or not 0 <= volume["size"] <= MAX_BYTES):
+            raise ChainBroken(f"{where}.volumes[{number}].size is not a size")
+        if not isinstance(volume.get("sha256"), str) or not SHA256.match(volume["sha256"]):
+            raise ChainBroken(f"{where}.volumes[{number}].sha256 is not a sha256")
+    check_link_record(link, where)
+    return link
+
+
+def check_link_record(link: dict, where: str) -> None:
+    """The rest of a link as chain_link writes it and ocb-pull reads it."""
+    if link.get("compression") not in COMPRESSIONS:
+        raise ChainBroken(f"{where}.compression is {link.get('compression')!r}")
+    if not isinstance(link.get("sealed"), bool):
+        raise ChainBroken(f"{where}.sealed is {link.get('sealed')!r}, not true or false")
+    if not isinstance(link.get("created_at_utc"), str):
+        raise ChainBroken(f"{where}.created_at_utc is missing")
+
+
+def resolve(meta: Any, expected_id: str) -> list[dict]:
+    """The chain of `meta`, full first, validated; ChainBroken when it cannot be trusted."""
+    if not isinstance(meta, dict):
+        raise ChainBroken(f"the meta of {expected_id} is not an object")
+    if meta.get("id") != expected_id:
+        raise ChainBroken(f"the meta of {expected_id} names itself {meta.get('id')!r}")
+    links = meta.get("chain")
+    if not isinstance(links, list) or not links:
+        raise ChainBroken(f"the meta of {expected_id} lists no chain")
+    chain = [validate_link(link, f"meta of {expected_id}: chain[{n}]") for n, link in enumerate(links)]
+    if chain[0]["backup_type"] != "full":
+        raise ChainBroken(f"the chain of {expected_id} does not start with a full snapshot")
+    if any(link["backup_type"] != "incremental" for link in chain[1:]):
+        raise ChainBroken(f"the chain of {expected_id} has a full snapshot after its start")
+    if chain[-1]["id"] != expected_id:
+        raise ChainBroken(f"the chain of {expected_id} ends with {chain[-1]['id']}")
+    if len({link["id"] for link in chain}) != len(chain):
+        raise ChainBroken(f"the chain of {expected_id} lists a snapshot twice")
+    return chain
+
+
+def check_meta(meta: Any, expected_id: str, source: str, pointer: dict | None = None) -> list[dict]:
+    """The chain of a meta read from `source` (a store file), with every field it repeats from
+    that chain (and the pointer carrying it, if any) checked; ChainBroken naming `source`."""
+    try:
+        snapshots = resolve(meta, expected_id)
+        _check_redundant(meta, snapshots, pointer)
+    except ChainBroken as exc:
+        raise ChainBroken(f"{source}: {exc}") from None
+    return snapshots
+
+
+def _check_redundant(meta: dict, snapshots: list[dict], pointer: dict | None) -> None:
+    """Fields the meta (and the pointer carrying it) repeat from its chain must agree with it.
+
+    Nothing else checks them, and legacy tooling reads some of them (the pointer's `latest`),
+    so a damaged byte there is refused here rather than passed over. Fields absent are not
+    checked: older records may lack them.
+    """
+    last = snapshots[-1]
+    expected = {
+        "backup_type": last["backup_type"], "sealed": last["sealed"], "compression": last["compression"],
+        "created_at_utc": last["created_at_utc"], "volumes": [v["name"] for v in last["volumes"]],
+        "parent_id": snapshots[-2]["id"] if len(snapshots) > 1 else None,
+    }
+    for name, value in expected.items():
+        if name in meta and meta[name] != value:
+            raise ChainBroken(f"the meta's {name} is {meta[name]!r}, its chain says {value!r}")
+    parent = meta.get("parent")
+    if parent is not None and (expected["parent_id"] is None or not isinstance(parent, str)
+                               or not parent.endswith(f"/{expected['parent_id']}{META_SUFFIX}")):
+        raise ChainBroken(f"the meta's parent is {parent!r}, its chain says {expected['parent_id']!r}")
+    if pointer is None:
+        return
+    expected = {"backup_type": last["backup_type"], "created_at_utc": last["created_at_utc"],
+                "chain": [link["id"] for link in snapshots]}
+    for name, value in expected.items():
+        if name in pointer and pointer[name] != value:
+            raise ChainBroken(f"its {name} is {pointer[name]!r}, the meta it carries says {value!r}")
+    latest = pointer.get("latest")
+    if latest is not None and (not isinstance(latest, str) or not latest.endswith(f"/{last['id']}{META_SUFFIX}")):
+        raise ChainBroken(f"its latest is {latest!r}, not the meta of {last['id']}")
+
+
+def pointer_meta(pointer: dict, target: str, source: str) -> dict:
+    """The latest meta the pointer carries; one that does not match the id beside it is a
+    damaged pointer, not a reason to go and read another file."""
+    meta = pointer.get("meta")
+    if not isinstance(meta, dict) or meta.get("id") != target:
+        shown = meta.get("id") if isinstance(meta, dict) else meta
+        raise ChainBroken(f"{source} is damaged: it names {target} but carries the meta of {shown!r}")
+    return meta

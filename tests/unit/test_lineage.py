@@ -1,0 +1,88 @@
+"""lineage: the full/incremental decision, divergence and new ids (table-driven)."""
+
+import datetime as dt
+
+import pytest
+from ocb import lineage
+from ocb.cache import CachedSnapshot
+from ocb.config import Settings
+from ocb.index import Index
+from ocb.stores.base import Head
+
+NOW = dt.datetime(2026, 12, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
+BASE = "openclaw-backup-20261201-110000"
+OTHER = "openclaw-backup-20261201-113000"
+
+
+def settings(**values):
+    return Settings(home="/h", work_dir="/h/w", cache_dir="/h/c", **values)
+
+
+def cached(incrementals=0, full_created="2026-12-01T10:00:00Z", snapshot=BASE):
+    state = {"store": "file:///s", "snapshot": snapshot, "incrementals": incrementals,
+             "full_created_utc": full_created, "chain": [snapshot]}
+    return CachedSnapshot(state, Index(snapshot=snapshot), {"id": snapshot})
+
+
+@pytest.mark.parametrize("case, values, cache, head, forced, expected", [
+    ("incremental on the cached base", {}, cached(), BASE, False, []),
+    ("--full", {}, cached(), BASE, True, ["--full given"]),
+    ("no cache", {}, None, BASE, False, ["no local index of a previous snapshot"]),
+    ("no cache, empty store", {}, None, None, False, ["no local index of a previous snapshot"]),
+    ("store emptied since", {}, cached(), None, False, ["the store holds no snapshot"]),
+    ("OCB_FULL_EVERY reached", {"full_every": 3}, cached(incrementals=3), BASE, False,
+     ["3 incrementals reached OCB_FULL_EVERY=3"]),
+    ("OCB_FULL_EVERY not yet", {"full_every": 3}, cached(incrementals=2), BASE, False, []),
+    ("OCB_FULL_EVERY=0: every backup full", {"full_every": 0}, cached(), BASE, False,
+     ["0 incrementals reached OCB_FULL_EVERY=0"]),
+    ("OCB_FULL_HOURS passed", {"full_hours": 2}, cached(full_created="2026-12-01T09:59:59Z"), BASE, False,
+     ["the full snapshot is 2.0 h old (OCB_FULL_HOURS=2)"]),
+    ("OCB_FULL_HOURS exactly", {"full_hours": 2}, cached(full_created="2026-12-01T10:00:00Z"), BASE, False,
+     ["the full snapshot is 2.0 h old (OCB_FULL_HOURS=2)"]),
+    ("OCB_FULL_HOURS not yet", {"full_hours": 3}, cached(), BASE, False, []),
+    ("OCB_FULL_HOURS=0: no age limit", {"full_hours": 0}, cached(full_created="2020-01-01T00:00:00Z"), BASE,
+     False, []),
+    ("diverged lineage", {}, cached(), OTHER, False,
+     [f"lineage diverged: the store's latest is {OTHER}, this machine descends from {BASE}"]),
+    ("OCB_INCREMENTAL=false", {"incremental": False}, cached(), BASE, False, ["incremental backups are off"]),
+    ("several reasons at once", {"incremental": False, "full_every": 1}, cached(incrementals=1), BASE, True,
+     ["--full given", "incremental backups are off", "1 incrementals reached OCB_FULL_EVERY=1"]),
+])
+def test_full_or_incremental(case, values, cache, head, forced, expected):
+    assert lineage.full_reasons(settings(**values), cache, head, forced, NOW) == expected, case
+
+
+@pytest.mark.parametrize("cache, head, expected", [
+    (None, OTHER, None),
+    (cached(), None, None),
+    (cached(), BASE, None),
+    (cached(), OTHER, OTHER),
+])
+def test_divergence_names_the_snapshot_not_built_upon(cache, head, expected):
+    assert lineage.diverged_from(cache, head) == expected
+
+
+class Listing:
+    """A store that can only list ids, and counts how often it was asked."""
+
+    def __init__(self, ids):
+        self.ids, self.asked = ids, 0
+
+    def list_snapshot_ids(self, prefix):
+        self.asked += 1
+        return self.ids
+
+
+@pytest.mark.parametrize("pointer_chain, listed, expected, asked", [
+    ([], [], "openclaw-backup-20261201-120000", 0),
+    (["openclaw-backup-20261201-120000"], [], "openclaw-backup-20261201-120000-2", 1),
+    # a snapshot of this second outside the latest chain (a full one started a new chain)
+    (["openclaw-backup-20261201-120000-2"], ["openclaw-backup-20261201-120000",
+                                             "openclaw-backup-20261201-120000-2"], "openclaw-backup-20261201-120000-3", 1),
+    (["openclaw-backup-20261201-115959"], ["openclaw-backup-20261201-120000"], "openclaw-backup-20261201-120000", 0),
+])
+def test_new_ids_never_collide(pointer_chain, listed, expected, asked):
+    head = Head({"id": pointer_chain[-1], "chain": pointer_chain} if pointer_chain else None, None)
+    store = Listing(listed)
+    assert lineage.new_snapshot_id(NOW, head, None, store, "backups") == expected
+    assert store.asked == asked
