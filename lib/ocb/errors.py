@@ -104,6 +104,16 @@ class StoreConflict(OcbError):
     code = EXIT_CONFLICT
 
 
+class StoreMissing(OcbError):
+    """The store (repo, folder, bucket) does not exist, or the credentials cannot see it.
+
+    Its own condition, never an integrity error: a first backup creates the store, a restore
+    source that is missing falls back, and nothing reads "missing" into ChainBroken.
+    """
+
+    code = EXIT_RUNTIME
+
+
 class StoreLocked(OcbError):
     """Another run holds the lock."""
 

@@ -1,27 +1,74 @@
-"""Stores: where snapshots live. `open_store(url)` picks the backend from the URL.
+"""Stores: where snapshots live. A scheme registry: each backend parses its own URLs.
 
-Every backend implements the small interface in base.py and passes the same contract tests
+`canonical_url(raw, var)` turns what a user wrote (a URL, a path, a legacy OWNER/NAME) into
+the canonical URL documents carry; `open_store(url, settings, secrets)` builds the backend
+for it. Adding a backend is one module implementing base.Store (with `scheme`, `forms` and
+`canonical`) and one line in BACKENDS. No URL is parsed anywhere else.
+
+Backends are imported when first needed, and keep their heavy libraries (huggingface_hub
+takes a second to import) out of URL checks. Every backend passes the same contract tests
 (tests/unit/test_stores.py).
 """
 
 from __future__ import annotations
 
-from ..errors import BadDocument
+import importlib
+import re
+from typing import TYPE_CHECKING
+
+from ..errors import BadDocument, UsageError
 from .base import Store
 
+if TYPE_CHECKING:
+    from ..config import Settings, StoreSecrets
 
-def open_store(url: str, settings: dict) -> Store:
-    """The backend for `url`, configured from a document's settings (and the secret token)."""
-    if url.startswith("file://"):
-        from .local import LocalStore
+# scheme -> "module:Class"; the order is the order forms are listed in messages
+BACKENDS = {
+    "file": "ocb.stores.local:LocalStore",
+    "hf": "ocb.stores.hf:HfStore",
+}
+# what a value without "scheme://" is: a path, else the legacy OPENCLAW_BACKUP_DATASET_REPO OWNER/NAME
+PATH_FORM = re.compile(r"^(/|\./|\.\./|~)|^\.\.?$")
+BARE_FORMS = (("file", PATH_FORM), ("hf", re.compile(r"^[^/]+/[^/]+$")))
+SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://")
 
-        return LocalStore(url)
-    if url.startswith("hf://"):
-        from .. import config
-        from ..log import log
-        from .hf import HfStore  # imported lazily: huggingface_hub is slow to import
 
-        return HfStore(url, work_dir=settings["work_dir"], token=config.hf_token(),
-                       private=settings.get("private", True), retry_seconds=settings.get("retry_seconds", 300),
-                       progress=log.progress_enabled)
-    raise BadDocument(f"unknown store URL {url!r}: expected file:///path or hf://datasets/OWNER/NAME")
+def backend(scheme: str) -> type[Store]:
+    module, _, name = BACKENDS[scheme].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _known_forms() -> str:
+    forms = [form for scheme in BACKENDS for form in backend(scheme).forms]
+    return ", ".join(forms[:-1]) + " or " + forms[-1]
+
+
+def canonical_url(raw: str, var: str) -> str:
+    """The canonical URL of the store `raw` names; UsageError naming `var` and what is wrong."""
+    value = raw.strip()
+    match = SCHEME.match(value)
+    if match:
+        scheme = match.group(1)
+        if scheme not in BACKENDS:
+            raise UsageError(f"{var}={raw!r}: unknown store scheme {scheme}://; expected {_known_forms()}")
+        return backend(scheme).canonical(value, var)
+    for scheme, form in BARE_FORMS:
+        if form.search(value):
+            return backend(scheme).canonical(value, var)
+    raise UsageError(f"{var}={raw!r}: not a store; expected {_known_forms()}")
+
+
+def open_store(url: str, settings: Settings, secrets: StoreSecrets) -> Store:
+    """The backend for the canonical `url` (a document's `store`), built from the resolved
+    settings and the secrets config handed over; a store never reads the environment."""
+    match = SCHEME.match(url)
+    if not match or match.group(1) not in BACKENDS:
+        raise BadDocument(f"store {url!r}: not a store URL (expected {', '.join(s + '://' for s in BACKENDS)}...)")
+    cls = backend(match.group(1))
+    try:
+        canonical = cls.canonical(url, "store")
+    except UsageError as exc:
+        raise BadDocument(str(exc)) from None
+    if canonical != url:
+        raise BadDocument(f"store {url!r} is not in canonical form ({canonical!r})")
+    return cls(url, settings, secrets)

@@ -1,26 +1,25 @@
 """The store interface every backend implements, and the layout all of them share.
 
-Layout (DESIGN.md): `latest-backup.json` at the root (the pointer, legacy field names),
-`<prefix>/<id>.meta.json` per snapshot, `<prefix>/<volume>` for the volumes. A snapshot
-becomes visible only when its meta and the pointer land, together with its volumes.
+Layout (DESIGN.md): `latest-backup.json` at the root (the pointer, legacy field names) with
+`ocb-catalog.json` beside it (catalog.py), `<prefix>/<id>.meta.json` per snapshot,
+`<prefix>/<volume>` for the volumes. A snapshot becomes visible only when its meta, the
+pointer and the catalog land, together with its volumes.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import ClassVar
 
-from ..errors import ChecksumMismatch
+from .. import catalog
+from ..errors import ChecksumMismatch, StoreConflict
+from ..fsutil import TMP_MARK
+from ..snapshot import POINTER
 
-POINTER = "latest-backup.json"
-META_SUFFIX = ".meta.json"
-SNAPSHOT_ID = re.compile(r"^openclaw-backup-\d{8}-\d{6}(-\d+)?$")
 READ_CHUNK = 4 * 1024 * 1024
-VOLUME_NAME = re.compile(r"^openclaw-backup-\d{8}-\d{6}(-\d+)?\.[a-z0-9.]+(\.part-\d{4})?$")
 
 
 @dataclass(frozen=True)
@@ -43,38 +42,6 @@ class Upload:
     sha256: str
 
 
-def meta_path(prefix: str, snapshot_id: str) -> str:
-    return f"{prefix}/{snapshot_id}{META_SUFFIX}"
-
-
-RECORD_SUM = "record_sha256"
-
-
-def _record_digest(record: dict) -> str:
-    body = {k: v for k, v in record.items() if k != RECORD_SUM}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-def seal_record(record: dict) -> dict:
-    """The pointer or a meta with the sha256 of its own canonical JSON, so that one flipped
-    byte anywhere in it (not only in the fields a restore reads) is noticed."""
-    return {**record, RECORD_SUM: _record_digest(record)}
-
-
-def parse_json(raw: bytes, what: str) -> dict:
-    """A pointer or meta read from a store, checked against its record_sha256."""
-    try:
-        value = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        raise ChecksumMismatch(f"{what} is not valid JSON (damaged?)") from None
-    if not isinstance(value, dict):
-        raise ChecksumMismatch(f"{what} is not a JSON object (damaged?)")
-    if value.get(RECORD_SUM) != _record_digest(value):
-        raise ChecksumMismatch(f"{what} is damaged: its content does not match its {RECORD_SUM}")
-    return value
-
-
 def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -93,14 +60,71 @@ def verify_volume(path: str, name: str, size: int, sha256: str, where: str) -> s
     return path
 
 
-def encode_json(value: dict) -> bytes:
-    return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+def check_removable(paths: list[str]) -> list[str]:
+    """Store-relative paths of snapshot files, safe to delete: no pointer, no catalog, nothing
+    outside the store, no duplicates (a caller's bug, never the store's to guess around)."""
+    for path in paths:
+        parts = path.split("/")
+        if (not path or path.startswith("/") or any(p in ("", ".", "..") for p in parts)
+                or path in (POINTER, catalog.NAME) or parts[-1].startswith(TMP_MARK)):
+            raise ValueError(f"not a snapshot file the store may remove: {path!r}")
+    if len(set(paths)) != len(paths):
+        raise ValueError("a path to remove is listed twice")
+    return paths
+
+
+def check_new_catalog(new: dict, snapshot_id: str, old: dict | None, where: str) -> dict:
+    """The catalog a publish writes, against the one the store holds at the expected head.
+
+    It must be well formed and be `old` with this snapshot appended (catalog.append). A
+    snapshot `old` lists exists already: StoreConflict, nothing is overwritten. Another
+    `old` than the caller appended to means the store moved: StoreConflict, re-plan.
+    """
+    catalog.check(new, "the catalog to publish")
+    listed = catalog.ids(new)
+    if not listed or listed[-1] != snapshot_id:
+        raise ValueError(f"the catalog to publish does not end with {snapshot_id} (use catalog.append)")
+    if snapshot_id in catalog.ids(old):
+        raise StoreConflict(f"snapshot {snapshot_id} already exists in {where}: re-plan")
+    if old is not None and new["snapshots"][:-1] != old["snapshots"]:
+        raise StoreConflict(f"the catalog of {where} is not the one this push appended to: re-plan")
+    return new
+
+
+def check_removal_catalog(new: dict | None, old: dict | None, paths: list[str], where: str) -> None:
+    """The catalog a removal writes: `old` less some snapshots (catalog.without), none of
+    which keeps a file that `paths` deletes. A store with a catalog needs one."""
+    if new is None:
+        if old is not None:
+            raise ValueError(f"{where} has a catalog: a removal must pass the catalog without what it removes")
+        return
+    catalog.check(new, "the catalog to write")
+    if old is not None:
+        kept = iter(old["snapshots"])
+        if not all(any(entry == candidate for candidate in kept) for entry in new["snapshots"]):
+            raise StoreConflict(f"the catalog of {where} is not the one this removal started from: re-plan")
+    for snapshot_id in catalog.ids(new):
+        for path in paths:
+            if path.rsplit("/", 1)[-1].startswith(snapshot_id + "."):
+                raise ValueError(f"{path} belongs to {snapshot_id}, which the new catalog keeps")
 
 
 class Store(ABC):
-    """A place that holds snapshots. Methods raise ocb errors, never backend exceptions."""
+    """A place that holds snapshots. Methods raise ocb errors, never backend exceptions.
+
+    A backend also parses its own URLs: `scheme` and `canonical(raw, var)`; the registry in
+    __init__.py looks it up by scheme. `open_store` builds it from the settings and secrets.
+    """
 
     url: str
+    scheme: ClassVar[str]
+    forms: ClassVar[tuple[str, ...]]  # the URL forms `canonical` accepts, for people
+
+    @classmethod
+    @abstractmethod
+    def canonical(cls, raw: str, var: str) -> str:
+        """`raw` (a URL or a legacy short form of this backend) in canonical form; UsageError
+        naming `var` and what is wrong."""
 
     @abstractmethod
     def exists(self) -> bool:
@@ -108,15 +132,22 @@ class Store(ABC):
 
     @abstractmethod
     def head(self) -> Head:
-        """The pointer (or None for an empty store) and the token a push must match."""
+        """The pointer (or None for an empty or missing store) and the token a push must match."""
 
     @abstractmethod
     def read_meta(self, prefix: str, snapshot_id: str) -> dict:
-        """One snapshot's meta; ChainBroken when it does not exist."""
+        """One snapshot's meta, its record_sha256 checked; ChainBroken when it does not exist,
+        StoreMissing when the store does not."""
+
+    @abstractmethod
+    def read_catalog(self) -> dict | None:
+        """The catalog (one read), checked by catalog.parse; None when the store has none
+        (a store written before catalogs, an empty or a missing store)."""
 
     @abstractmethod
     def list_snapshot_ids(self, prefix: str) -> list[str]:
-        """Ids of every snapshot meta in the store, from one listing (metas are not read)."""
+        """Ids of every snapshot meta in the store, from one listing (metas are not read),
+        in the order they were taken; [] for a missing store."""
 
     @abstractmethod
     def fetch_volume(self, prefix: str, name: str, size: int, sha256: str, dest_dir: str) -> str:
@@ -124,9 +155,21 @@ class Store(ABC):
 
     @abstractmethod
     def publish(self, prefix: str, snapshot_id: str, uploads: list[Upload], meta: dict,
-                pointer: dict, expect_token: str | None) -> dict:
+                pointer: dict, catalog: dict, expect_token: str | None) -> dict:
         """Make the snapshot visible atomically, if the head is still `expect_token`.
 
-        StoreConflict (exit 5) when another writer moved the head; nothing of ours is left
-        visible then. Returns stats of what was transferred.
+        Volumes, meta, pointer and `catalog` (the whole new catalog: catalog.append(old, meta))
+        land in one atomic step. StoreConflict (exit 5) when another writer moved the head or
+        the snapshot exists already; nothing of ours is left visible then. Returns stats of
+        what was transferred, with `commits`: how many commits it made (0 where the backend
+        has none).
+        """
+
+    @abstractmethod
+    def remove(self, paths: list[str], expect_token: str | None, catalog: dict | None) -> dict:
+        """Delete store-relative `paths` (and write `catalog`, the catalog without them, when
+        given) as one atomic, conflict-checked step, if the head is still `expect_token`.
+
+        StoreConflict and nothing deleted when the head moved. Paths the store does not hold
+        are passed over. Returns {files_removed, bytes_removed, commits}.
         """

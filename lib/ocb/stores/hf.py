@@ -1,71 +1,74 @@
 """The Hugging Face dataset store (`hf://datasets/OWNER/NAME`), through huggingface_hub's HfApi.
 
-One snapshot is ONE `create_commit` (volumes, meta and pointer together) with `parent_commit`
-set to the head the plan saw, so a crash or a rival writer never leaves a half snapshot and
-the Hub's 128-commits-per-hour budget is spent one per backup. Small JSON files (pointer,
-meta) are read with one GET each through the library's own HTTP session, which also tells the
-head commit; volumes are downloaded with hf_hub_download (streamed to the work dir, resumed by
-the library) and verified against the meta's sha256 before use. The library retries its
-upload requests itself but never a commit: 429 and 5xx on the commit are handled here, within
-the retry budget, and a commit whose answer was lost is looked up before it is ever repeated.
+One snapshot is ONE `create_commit` (volumes, meta, catalog and pointer together) with
+`parent_commit` set to the head the plan saw, so a crash or a rival writer never leaves a
+half snapshot and the Hub's 128-commits-per-hour budget is spent one per backup; a removal is
+ONE commit of deletions and the new catalog, conflict-checked the same way. Small JSON files
+(pointer, meta, catalog) are read with one GET each through the library's own HTTP session,
+which also tells the commit they were read at; volumes are downloaded with hf_hub_download
+(streamed to the work dir, resumed by the library) and verified against the meta's sha256.
+
+The library retries its upload requests itself but never a commit: 429 and 5xx on the
+commit are waited out here (ocb.retry, within the retry budget), and a commit whose answer
+was lost is looked up before it is ever repeated. Everything the store needs comes from the
+settings and secrets handed in: the endpoint (settings.hub_endpoint, which config also reads
+from the env file) is passed to every library call, the token likewise; the library's own
+environment is never consulted for them.
+
+This module imports huggingface_hub lazily (hf_library, from __init__): checking a URL costs
+no library import.
 """
 
 from __future__ import annotations
 
 import os
 import re
-import time
-from typing import Callable, TypeVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-# Read by huggingface_hub at import: no telemetry round trip on every command start (it would
-# be one more request per stage, against a budget of a few per backup).
-os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+from .. import retry
+from ..catalog import NAME as CATALOG
+from ..catalog import encode as encode_catalog
+from ..catalog import parse as parse_catalog
+from ..errors import (ChainBroken, ChecksumMismatch, CredentialsRefused, RuntimeFailure, StoreConflict,
+                      StoreMissing, TemporarilyUnavailable, UsageError)
+from ..snapshot import POINTER, encode_record, ids_of_meta_names, meta_path, parse_record
+from .base import Head, Store, Upload, check_new_catalog, check_removable, check_removal_catalog, verify_volume
 
-import httpx2  # noqa: E402  (the HTTP stack huggingface_hub 2.x is built on)
-from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download, hf_hub_url  # noqa: E402
-from huggingface_hub.errors import (  # noqa: E402
-    EntryNotFoundError,
-    HfHubHTTPError,
-    HFValidationError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-)
-from huggingface_hub.utils import (  # noqa: E402
-    build_hf_headers,
-    disable_progress_bars,
-    get_session,
-    hf_raise_for_status,
-    validate_repo_id,
-)
+if TYPE_CHECKING:
+    from ..config import Settings, StoreSecrets
 
-from ..errors import (  # noqa: E402
-    ChainBroken,
-    ChecksumMismatch,
-    CredentialsRefused,
-    RuntimeFailure,
-    StoreConflict,
-    TemporarilyUnavailable,
-    UsageError,
-)
-from .base import (  # noqa: E402
-    META_SUFFIX,
-    POINTER,
-    SNAPSHOT_ID,
-    Head,
-    Store,
-    Upload,
-    encode_json,
-    meta_path,
-    parse_json,
-    verify_volume,
-)
-
+PREFIX = "hf://datasets/"
 REPO_TYPE = "dataset"
+MAX_REPO_ID = 96
+PART = re.compile(r"^[A-Za-z0-9_.-]+$")
 RETRIED_STATUSES = (408, 429, 500, 502, 503, 504)
-FIRST_BACKOFF_SECONDS = 1.0
-MAX_BACKOFF_SECONDS = 30.0
 T = TypeVar("T")
+
+
+def _library() -> ModuleType:
+    from . import hf_library  # a second to import: only when a store is opened
+
+    return hf_library
+
+
+def _part_problem(part: str, final: bool) -> str | None:
+    """What is wrong with one half of a repo id (the Hub's rules), in words; None if nothing."""
+    if not part:
+        return "is empty"
+    if any(c.isspace() for c in part):
+        return "contains a space, which a repo id cannot hold"
+    bad = sorted({c for c in part if not PART.match(c)})
+    if bad:
+        return f"contains {', '.join(repr(c) for c in bad)}: only letters, digits, '-', '_' and '.' are allowed"
+    if part[0] in "-." or part[-1] in "-.":
+        return "starts or ends with '-' or '.'"
+    for twice in ("--", ".."):
+        if twice in part:
+            return f"contains {twice!r}"
+    if final and part.endswith(".git"):
+        return "ends with '.git'"
+    return None
 
 
 def _status(exc: BaseException) -> int | None:
@@ -73,149 +76,199 @@ def _status(exc: BaseException) -> int | None:
     return getattr(response, "status_code", None)
 
 
+def _http_cause(exc: BaseException) -> BaseException:
+    """hf_hub_download hides the HTTP error under LocalEntryNotFoundError: the cause counts."""
+    cause = exc.__cause__
+    return cause if cause is not None and _status(cause) is not None else exc
+
+
 def _server_message(exc: BaseException) -> str:
     message = getattr(exc, "server_message", None)
     return message or str(exc).splitlines()[0]
 
 
-def _retry_after(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    value = response.headers.get("Retry-After") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
+def _retry_after(exc: BaseException) -> str | None:
+    response = getattr(_http_cause(exc), "response", None)
+    return response.headers.get("Retry-After") if response is not None else None
 
 
 class HfStore(Store):
-    def __init__(self, url: str, work_dir: str, token: str | None, private: bool = True,
-                 retry_seconds: float = 300.0, progress: bool = False,
-                 sleep: Callable[[float], None] = time.sleep) -> None:
-        self.url = url
-        self.repo_id = url[len("hf://datasets/"):]
-        if not re.fullmatch(r"[^/]+/[^/]+", self.repo_id):
-            raise UsageError(f"store {url!r}: expected hf://datasets/OWNER/NAME")
-        try:
-            validate_repo_id(self.repo_id)
-        except HFValidationError as exc:
-            raise UsageError(f"store {url!r}: {exc}") from None
-        self.work_dir = work_dir
-        self.token = token
-        self.private = private
-        self.retry_seconds = retry_seconds
-        self.sleep = sleep
-        self.api = HfApi(token=token)
-        if not progress:
+    scheme = "hf"
+    forms = ("hf://datasets/OWNER/NAME", "hf://OWNER/NAME", "OWNER/NAME")
+
+    @classmethod
+    def canonical(cls, raw: str, var: str) -> str:
+        rest = raw[len("hf://"):].rstrip("/") if raw.startswith("hf://") else raw
+        parts = rest.split("/")
+        if raw.startswith("hf://") and parts[0] in ("models", "spaces") and len(parts) == 3:
+            raise UsageError(f"{var}={raw!r}: backups go to a dataset repo (hf://datasets/OWNER/NAME), "
+                             f"not to {parts[0]}")
+        if raw.startswith("hf://") and parts[0] == "datasets":
+            parts = parts[1:]
+        if len(parts) != 2:
+            raise UsageError(f"{var}={raw!r}: expected hf://datasets/OWNER/NAME (or OWNER/NAME)")
+        for label, part, final in (("owner", parts[0], False), ("repo name", parts[1], True)):
+            problem = _part_problem(part, final)
+            if problem:
+                raise UsageError(f"{var}={raw!r}: the {label} {part!r} {problem}")
+        repo_id = "/".join(parts)
+        if len(repo_id) > MAX_REPO_ID:
+            raise UsageError(f"{var}={raw!r}: the repo id {repo_id!r} is longer than {MAX_REPO_ID} characters")
+        return PREFIX + repo_id
+
+    def __init__(self, url: str, settings: Settings, secrets: StoreSecrets) -> None:
+        from ..log import log
+
+        self.url = self.canonical(url, "store URL")
+        self.repo_id = self.url[len(PREFIX):]
+        self.work_dir = settings.work_dir
+        self.private = settings.private
+        self.endpoint = settings.hub_endpoint  # None: the library's default (huggingface.co)
+        # False, not None, when there is none: the library would look for one itself
+        self.token: str | bool = secrets.hf_token or False
+        self.policy = retry.Policy(settings.retry_seconds)  # tests replace its sleep and clock
+        self.hub = _library()
+        self.api = self.hub.HfApi(endpoint=self.endpoint, token=self.token)
+        # the catalog as last read or written, with the commit it belongs to: a publish or a
+        # removal at that commit needs no second read
+        self._catalog_seen: tuple[str, dict | None] | None = None
+        if not log.progress_enabled:
             # the library draws its own bars on stderr; ours follow OCB_PROGRESS / a terminal
-            disable_progress_bars()
+            self.hub.disable_progress_bars()
 
     # -- error mapping and retries ---------------------------------------------------------
 
     def _map(self, exc: BaseException, action: str) -> Exception:
         """A library or network exception -> the ocb error with the right exit code."""
+        hub = self.hub
+        if isinstance(exc, hub.LocalEntryNotFoundError):
+            exc = _http_cause(exc)
         status = _status(exc)
-        cause = exc.__cause__ if isinstance(exc, LocalEntryNotFoundError) else None
-        if cause is not None and _status(cause) is not None:
-            exc, status = cause, _status(cause)
         where = f"{self.url}: {action}"
         if status in (401, 403):
             return CredentialsRefused(f"{where}: the Hub refused the token ({status}): {_server_message(exc)}")
+        if isinstance(exc, hub.RepositoryNotFoundError):
+            return StoreMissing(f"{where}: the repo {self.repo_id} does not exist or the token cannot see it")
         if status == 412:
             return StoreConflict(f"{where}: another writer committed since this document was planned: re-plan")
         if status in RETRIED_STATUSES:
             return TemporarilyUnavailable(f"{where}: the Hub answered {status} past the retry budget "
-                                          f"of {self.retry_seconds:.0f}s: {_server_message(exc)}")
+                                          f"of {self.policy.budget:.0f}s: {_server_message(exc)}")
         if status == 400:
             return UsageError(f"{where}: the Hub refused the request: {_server_message(exc)}")
-        if isinstance(exc, (httpx2.TransportError, LocalEntryNotFoundError)):
+        if isinstance(exc, (hub.TransportError, hub.LocalEntryNotFoundError)):
             return TemporarilyUnavailable(f"{where}: the Hub is unreachable: {exc}")
-        if isinstance(exc, RepositoryNotFoundError):
-            return ChainBroken(f"{where}: the repo does not exist or the token cannot see it")
         return RuntimeFailure(f"{where}: unexpected answer from the Hub: {_server_message(exc)}")
 
-    def _retrying(self, action: str, call: Callable[[], T]) -> T:
-        """Run `call`, waiting out 429/5xx/network failures within the retry budget."""
-        deadline = time.monotonic() + self.retry_seconds
-        backoff = FIRST_BACKOFF_SECONDS
-        while True:
-            try:
-                return call()
-            except (HfHubHTTPError, httpx2.TransportError, LocalEntryNotFoundError) as exc:
-                status = _status(exc.__cause__ if isinstance(exc, LocalEntryNotFoundError) and exc.__cause__ else exc)
-                transient = status in RETRIED_STATUSES or (status is None and not isinstance(exc, HfHubHTTPError))
-                wait = _retry_after(exc) or backoff
-                if not transient or time.monotonic() + wait > deadline:
-                    raise self._map(exc, action) from None
-                self.sleep(wait)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+    def _transient(self, exc: BaseException) -> bool:
+        status = _status(_http_cause(exc))
+        return status in RETRIED_STATUSES or (status is None and not isinstance(exc, self.hub.HfHubHTTPError))
 
-    # -- small JSON files: one GET each, which also names the head commit ---------------------
+    def _retrying(self, action: str, call: Callable[[], T],
+                  before_retry: Callable[[BaseException], T | None] | None = None) -> T:
+        """`call`, with 429/5xx/network failures waited out within the retry budget, and what
+        the library raises mapped to ocb errors."""
+        try:
+            return retry.call(call, self.policy, transient=self._transient, retry_after=_retry_after,
+                              before_retry=before_retry, catch=self.hub.ERRORS)
+        except self.hub.ERRORS as exc:
+            raise self._map(exc, action) from None
 
-    def _get_json(self, path: str, revision: str) -> tuple[dict | None, str | None]:
-        """(content or None when absent, the commit it was read at)."""
-        url = hf_hub_url(self.repo_id, path, repo_type=REPO_TYPE, revision=revision)
+    # -- small JSON files: one GET each, which also names the commit ---------------------------
+
+    def _get(self, path: str, revision: str, parse: Callable[[bytes, str], dict]) -> tuple[dict | None, str | None]:
+        """(content or None when absent, the commit it was read at, when the Hub says)."""
+        hub = self.hub
+        url = hub.hf_hub_url(self.repo_id, path, repo_type=REPO_TYPE, revision=revision, endpoint=self.endpoint)
 
         def fetch() -> tuple[dict | None, str | None]:
-            response = get_session().get(url, headers=build_hf_headers(token=self.token))
+            response = hub.get_session().get(url, headers=hub.build_hf_headers(token=self.token))
             commit = response.headers.get("X-Repo-Commit")
             try:
-                hf_raise_for_status(response)
-            except EntryNotFoundError:
+                hub.hf_raise_for_status(response)
+            except hub.EntryNotFoundError:
                 return None, commit
-            return parse_json(response.content, f"{self.url}/{path}"), commit
+            except hub.RevisionNotFoundError:
+                return None, None  # a repo without its main branch yet: empty
+            return parse(response.content, f"{self.url}/{path}"), commit
 
         return self._retrying(f"read {path}", fetch)
 
     def exists(self) -> bool:
-        try:
-            return self._retrying("look up the repo", lambda: self.api.repo_exists(self.repo_id, repo_type=REPO_TYPE))
-        except ChainBroken:
-            return False
+        return self._retrying("look up the repo", lambda: self.api.repo_exists(self.repo_id, repo_type=REPO_TYPE))
 
     def head(self) -> Head:
         try:
-            pointer, commit = self._get_json(POINTER, "main")
-        except ChainBroken:
+            pointer, commit = self._get(POINTER, "main", parse_record)
+        except StoreMissing:
             return Head(None, None)  # no repo yet: a first backup creates it
-        except RevisionNotFoundError:
-            return Head(None, None)
         if commit is None:
             info = self._retrying("read the repo head", lambda: self.api.repo_info(self.repo_id, repo_type=REPO_TYPE))
             commit = info.sha
         return Head(pointer, commit)
 
     def read_meta(self, prefix: str, snapshot_id: str) -> dict:
-        meta, _ = self._get_json(meta_path(prefix, snapshot_id), "main")
+        meta, _ = self._get(meta_path(prefix, snapshot_id), "main", parse_record)
         if meta is None:
             raise ChainBroken(f"snapshot {snapshot_id} has no meta in {self.url}")
         return meta
 
+    def read_catalog(self) -> dict | None:
+        try:
+            value, commit = self._get(CATALOG, "main", parse_catalog)
+        except StoreMissing:
+            return None
+        if commit is not None:
+            self._catalog_seen = (commit, value)
+        return value
+
+    def _catalog_at(self, token: str) -> dict | None:
+        """The catalog at commit `token`: the one read last if it was read there (a push reads
+        it to append to it), else one read at `token`."""
+        if self._catalog_seen is not None and self._catalog_seen[0] == token:
+            return self._catalog_seen[1]
+        value, _ = self._get(CATALOG, token, parse_catalog)
+        self._catalog_seen = (token, value)
+        return value
+
+    def _paths_at(self, paths: list[str], revision: str) -> dict[str, int]:
+        """{path: size} of the files among `paths` that the repo holds at `revision`."""
+        if not paths:
+            return {}
+        infos = self._retrying("look up files", lambda: self.api.get_paths_info(
+            self.repo_id, paths, repo_type=REPO_TYPE, revision=revision))
+        return {info.path: info.size for info in infos if isinstance(info, self.hub.RepoFile) and info.path in paths}
+
     def list_snapshot_ids(self, prefix: str) -> list[str]:
+        hub = self.hub
+
         def listing() -> list[str]:
             try:
                 items = self.api.list_repo_tree(self.repo_id, path_in_repo=prefix, repo_type=REPO_TYPE)
                 return [item.path.rsplit("/", 1)[-1] for item in items]
-            except EntryNotFoundError:
+            except hub.EntryNotFoundError:
                 return []
 
         try:
             names = self._retrying("list snapshots", listing)
-        except ChainBroken:
+        except StoreMissing:
             return []
-        ids = [n[: -len(META_SUFFIX)] for n in names if n.endswith(META_SUFFIX)]
-        return sorted(i for i in ids if SNAPSHOT_ID.match(i))
+        return ids_of_meta_names(names)
 
     def fetch_volume(self, prefix: str, name: str, size: int, sha256: str, dest_dir: str) -> str:
+        hub = self.hub
+
         def download() -> str:
             try:
-                return hf_hub_download(self.repo_id, f"{prefix}/{name}", repo_type=REPO_TYPE,
-                                       cache_dir=os.path.join(dest_dir, "hf-cache"), token=self.token)
-            except EntryNotFoundError:
+                return hub.hf_hub_download(self.repo_id, f"{prefix}/{name}", repo_type=REPO_TYPE,
+                                           cache_dir=os.path.join(dest_dir, "hf-cache"), token=self.token,
+                                           endpoint=self.endpoint)
+            except hub.EntryNotFoundError:
                 raise ChainBroken(f"volume {name} is missing from {self.url}") from None
 
         return verify_volume(self._retrying(f"download {name}", download), name, size, sha256, "downloaded")
 
-    # -- publishing ----------------------------------------------------------------------------
+    # -- writing: one commit each ----------------------------------------------------------------
 
     def _ensure_repo(self) -> None:
         def create() -> None:
@@ -223,55 +276,108 @@ class HfStore(Store):
 
         self._retrying("create the repo", create)
 
+    def _commit(self, action: str, operations: list[Any], parent: str, message: str,
+                landed: Callable[[], dict | None]) -> tuple[dict, int]:
+        """ONE create_commit on `parent`, retried within the budget; (commit info, attempts).
+
+        `landed()` is asked after each transient failure before trying again: the answer may
+        have been lost while the commit went through (a dict then), or another writer moved
+        the head (it raises StoreConflict); a commit is never made twice.
+        """
+        attempts = 0
+
+        def attempt() -> dict:
+            nonlocal attempts
+            attempts += 1
+            info = self.api.create_commit(self.repo_id, operations, repo_type=REPO_TYPE, parent_commit=parent,
+                                          commit_message=message)
+            return {"commit": info.oid}
+
+        return self._retrying(action, attempt, before_retry=lambda exc: landed()), attempts
+
     def publish(self, prefix: str, snapshot_id: str, uploads: list[Upload], meta: dict,
-                pointer: dict, expect_token: str | None) -> dict:
+                pointer: dict, catalog: dict, expect_token: str | None) -> dict:
+        hub = self.hub
+        meta_file = meta_path(prefix, snapshot_id)
         if expect_token is None:
             # planned against an empty store: it must still be empty (a fresh repo's own first
-            # commit is the parent then)
+            # commit is the parent then); one look says whether the meta or a catalog is there
             self._ensure_repo()
             current = self.head()
             if current.pointer is not None:
                 raise StoreConflict(f"{self.url}: another writer published {current.snapshot_id} since this "
                                     "document was planned: re-plan")
+            if current.token is None:
+                raise RuntimeFailure(f"{self.url}: the Hub names no head commit for the repo it created")
             expect_token = current.token
-        meta_file = meta_path(prefix, snapshot_id)
-        existing = self._retrying("look for the meta", lambda: self.api.get_paths_info(
-            self.repo_id, [meta_file], repo_type=REPO_TYPE, revision=expect_token))
-        if existing:
+            found = self._paths_at([meta_file, CATALOG], expect_token)
+            self._catalog_seen = None
+            old = self._catalog_at(expect_token) if CATALOG in found else None
+        else:
+            old = self._catalog_at(expect_token)
+            # a store written before catalogs: nothing lists its snapshots, so look for the meta
+            found = self._paths_at([meta_file], expect_token) if old is None else {}
+        if meta_file in found:
             raise StoreConflict(f"snapshot {snapshot_id} already exists in {self.url}: re-plan")
-        operations = [CommitOperationAdd(f"{prefix}/{u.name}", u.path) for u in uploads]
+        check_new_catalog(catalog, snapshot_id, old, self.url)
+        operations = [hub.CommitOperationAdd(f"{prefix}/{u.name}", u.path) for u in uploads]
         for upload, operation in zip(uploads, operations):
             # the library hashes each file as it prepares it: a volume that changed in the work
             # dir since ocb-split recorded it must not be committed under that record
             if operation.upload_info.sha256.hex() != upload.sha256 or operation.upload_info.size != upload.size:
                 raise ChecksumMismatch(f"volume {upload.name}: {upload.path} no longer matches the size and sha256 "
                                        "recorded by ocb-split: run the backup pipe again")
-        operations.append(CommitOperationAdd(meta_file, encode_json(meta)))
-        operations.append(CommitOperationAdd(POINTER, encode_json(pointer)))
-        deadline = time.monotonic() + self.retry_seconds
-        backoff = FIRST_BACKOFF_SECONDS
-        attempts = 0
-        while True:
-            attempts += 1
-            try:
-                info = self.api.create_commit(
-                    self.repo_id, operations, repo_type=REPO_TYPE, parent_commit=expect_token,
-                    commit_message=f"ocb: snapshot {snapshot_id} ({meta.get('backup_type')})")
-                return {"commit": info.oid, "commits": 1, "attempts": attempts,
-                        "bytes_uploaded": sum(u.size for u in uploads)}
-            except (HfHubHTTPError, httpx2.TransportError) as exc:
-                status = _status(exc)
-                if status not in RETRIED_STATUSES and status is not None or isinstance(exc, RepositoryNotFoundError):
-                    raise self._map(exc, f"commit snapshot {snapshot_id}") from None
-                # the answer may be lost while the commit landed: look before committing again
-                current = self.head()
-                if current.snapshot_id == snapshot_id:
-                    return {"commit": current.token, "commits": 1, "attempts": attempts,
-                            "bytes_uploaded": sum(u.size for u in uploads)}
-                if current.token != expect_token:
-                    raise StoreConflict(f"{self.url}: another writer committed while this push was retried: re-plan") from None
-                wait = _retry_after(exc) or backoff
-                if time.monotonic() + wait > deadline:
-                    raise self._map(exc, f"commit snapshot {snapshot_id}") from None
-                self.sleep(wait)
-                backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        operations.append(hub.CommitOperationAdd(meta_file, encode_record(meta)))
+        operations.append(hub.CommitOperationAdd(CATALOG, encode_catalog(catalog)))
+        operations.append(hub.CommitOperationAdd(POINTER, encode_record(pointer)))
+
+        def landed() -> dict | None:
+            current = self.head()
+            if current.snapshot_id == snapshot_id:
+                return {"commit": current.token}
+            if current.token != expect_token:
+                raise StoreConflict(f"{self.url}: another writer committed while this push was retried: re-plan")
+            return None
+
+        result, attempts = self._commit(f"commit snapshot {snapshot_id}", operations, expect_token,
+                                        f"ocb: snapshot {snapshot_id} ({meta.get('backup_type')})", landed)
+        self._catalog_seen = (result["commit"], catalog)
+        return {"commit": result["commit"], "commits": 1, "attempts": attempts,
+                "bytes_uploaded": sum(u.size for u in uploads)}
+
+    def remove(self, paths: list[str], expect_token: str | None, catalog: dict | None) -> dict:
+        hub = self.hub
+        check_removable(paths)
+        if expect_token is None:
+            # planned against a repo that did not exist: nothing to remove, unless it appeared
+            if self.head().token is None:
+                raise StoreMissing(f"{self.url}: the repo {self.repo_id} does not exist or the token cannot see it")
+            raise StoreConflict(f"{self.url}: the repo was created since this removal was planned: re-plan")
+        old = self._catalog_at(expect_token)
+        check_removal_catalog(catalog, old, paths, self.url)
+        present = self._paths_at(paths, expect_token)
+        operations: list[Any] = [hub.CommitOperationDelete(path) for path in paths if path in present]
+        if catalog is not None:
+            operations.append(hub.CommitOperationAdd(CATALOG, encode_catalog(catalog)))
+        stats = {"files_removed": len(present), "bytes_removed": sum(present.values())}
+        if not operations:
+            return {**stats, "commits": 0}
+
+        def landed() -> dict | None:
+            current = self.head()
+            if current.token == expect_token:
+                return None
+            # the head moved: by our commit (its answer lost) or by another writer's; ours
+            # landed if the files are gone and the catalog is ours
+            assert current.token is not None
+            left = self._paths_at(list(present), current.token)
+            now = self._catalog_at(current.token) if catalog is not None else None
+            if not left and now == catalog:
+                return {"commit": current.token}
+            raise StoreConflict(f"{self.url}: another writer committed while this removal was retried: re-plan")
+
+        result, _ = self._commit(f"remove {len(present)} files", operations, expect_token,
+                                 f"ocb: remove {len(present)} files", landed)
+        if catalog is not None:
+            self._catalog_seen = (result["commit"], catalog)
+        return {**stats, "commits": 1}

@@ -1,8 +1,12 @@
 """The local-folder store (`file:///path`): the embedded default for demos, tests and mounts.
 
-Atomicity comes from the filesystem: volumes and meta are written under temporary names,
-fsynced and renamed; the pointer is renamed into place last, under an flock on the store, so
-a crash at any moment leaves the previous snapshot as the latest. Volumes are read in place.
+Atomicity comes from the filesystem: every file is written through fsutil.atomic_write (a
+temporary name, fsync, rename, fsync the folder), under an flock on the store; volumes and
+meta land first, then the catalog, then the pointer is renamed into place, so a crash at any
+moment leaves the previous snapshot as the latest. (A crash between the catalog and the
+pointer leaves a whole snapshot, meta and volumes fsynced, that the catalog lists and the
+pointer does not: restorable by id, like a rival's diverged snapshot; nothing is lost.)
+Volumes are read in place. The head token is the pointer's snapshot id.
 """
 
 from __future__ import annotations
@@ -10,26 +14,29 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
-import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from ..errors import ChainBroken, ChecksumMismatch, RuntimeFailure, StoreConflict, StoreLocked, io_reason
-from .base import (META_SUFFIX, POINTER, SNAPSHOT_ID, Head, Store, Upload, encode_json, file_sha256,
-                   meta_path, parse_json, verify_volume)
+from .. import retry
+from ..catalog import NAME as CATALOG
+from ..catalog import encode as encode_catalog
+from ..catalog import parse as parse_catalog
+from ..errors import (ChainBroken, ChecksumMismatch, RuntimeFailure, StoreConflict, StoreLocked, StoreMissing,
+                      UsageError, io_reason)
+from ..fsutil import TMP_MARK, atomic_write, fsync_dir, write_bytes
+from ..snapshot import META_SUFFIX, POINTER, encode_record, ids_of_meta_names, meta_path, parse_record
+from .base import (Head, Store, Upload, check_new_catalog, check_removable, check_removal_catalog, file_sha256,
+                   verify_volume)
 
+if TYPE_CHECKING:
+    from ..config import Settings, StoreSecrets
+
+SCHEME = "file://"
 LOCK_NAME = ".ocb-store.lock"
-TMP_MARK = ".ocb-tmp-"
 COPY_CHUNK = 4 * 1024 * 1024
-LOCK_WAIT_SECONDS = 60
-
-
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+LOCK_WAIT_SECONDS = 60.0
+LOCK_POLL_SECONDS = 0.1
+FILE_MODE = 0o666  # as open() would: the umask decides, as for any file the user writes
 
 
 def _io_failure(action: str, path: str, exc: OSError) -> RuntimeFailure:
@@ -37,50 +44,82 @@ def _io_failure(action: str, path: str, exc: OSError) -> RuntimeFailure:
 
 
 class LocalStore(Store):
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.root = url[len("file://"):]
+    scheme = "file"
+    forms = ("file:///path", "a path (/abs, ./rel, ~/dir)")
+
+    @classmethod
+    def canonical(cls, raw: str, var: str) -> str:
+        if raw.startswith(SCHEME):
+            path = raw[len(SCHEME):]
+            if not path.startswith("/"):
+                raise UsageError(f"{var}={raw!r}: a file store URL needs an absolute path (file:///path)")
+            return SCHEME + os.path.normpath(path)
+        if raw.startswith(("/", "./", "../", "~")) or raw in (".", ".."):
+            return SCHEME + os.path.abspath(os.path.expanduser(raw))
+        raise UsageError(f"{var}={raw!r}: expected file:///path or a path (/abs, ./rel, ~/dir)")
+
+    def __init__(self, url: str, settings: Settings | None = None, secrets: StoreSecrets | None = None) -> None:
+        self.url = self.canonical(url, "store URL")
+        self.root = self.url[len(SCHEME):]
 
     def _path(self, relative: str) -> str:
         return os.path.join(self.root, relative)
+
+    def _read(self, relative: str) -> bytes | None:
+        """A store file's bytes, None when it is not there."""
+        try:
+            with open(self._path(relative), "rb") as handle:
+                return handle.read()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise _io_failure("read", self._path(relative), exc) from None
+
+    def _missing(self) -> StoreMissing:
+        return StoreMissing(f"store {self.url}: the folder {self.root} does not exist")
 
     def exists(self) -> bool:
         return os.path.isdir(self.root)
 
     def head(self) -> Head:
-        try:
-            with open(self._path(POINTER), "rb") as handle:
-                raw = handle.read()
-        except FileNotFoundError:
+        raw = self._read(POINTER)
+        if raw is None:
             return Head(None, None)
-        except OSError as exc:
-            raise _io_failure("read", self._path(POINTER), exc) from None
-        pointer = parse_json(raw, f"{self.url}/{POINTER}")
+        pointer = parse_record(raw, f"{self.url}/{POINTER}")
         return Head(pointer, pointer.get("id"))
 
     def read_meta(self, prefix: str, snapshot_id: str) -> dict:
-        path = self._path(meta_path(prefix, snapshot_id))
-        try:
-            with open(path, "rb") as handle:
-                return parse_json(handle.read(), f"{self.url}/{meta_path(prefix, snapshot_id)}")
-        except FileNotFoundError:
-            raise ChainBroken(f"snapshot {snapshot_id} has no meta in {self.url}") from None
-        except OSError as exc:
-            raise _io_failure("read", path, exc) from None
+        raw = self._read(meta_path(prefix, snapshot_id))
+        if raw is None:
+            if not self.exists():
+                raise self._missing()
+            raise ChainBroken(f"snapshot {snapshot_id} has no meta in {self.url}")
+        return parse_record(raw, f"{self.url}/{meta_path(prefix, snapshot_id)}")
+
+    def read_catalog(self) -> dict | None:
+        raw = self._read(CATALOG)
+        return None if raw is None else parse_catalog(raw, f"{self.url}/{CATALOG}")
 
     def list_snapshot_ids(self, prefix: str) -> list[str]:
         try:
             names = os.listdir(self._path(prefix))
         except FileNotFoundError:
             return []
-        ids = [n[: -len(META_SUFFIX)] for n in names if n.endswith(META_SUFFIX)]
-        return sorted(i for i in ids if SNAPSHOT_ID.match(i))
+        except OSError as exc:
+            raise _io_failure("list", self._path(prefix), exc) from None
+        return ids_of_meta_names(names)
 
     def fetch_volume(self, prefix: str, name: str, size: int, sha256: str, dest_dir: str) -> str:
         try:
             return verify_volume(self._path(f"{prefix}/{name}"), name, size, sha256, "in the store")
         except FileNotFoundError:
+            if not self.exists():
+                raise self._missing() from None
             raise ChainBroken(f"volume {name} is missing from {self.url}") from None
+        except OSError as exc:
+            raise _io_failure("read", self._path(f"{prefix}/{name}"), exc) from None
+
+    # -- writing: under the store lock -------------------------------------------------------
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -90,52 +129,43 @@ class LocalStore(Store):
         except OSError as exc:
             raise _io_failure("write to", self.root, exc) from None
         try:
-            deadline = time.monotonic() + LOCK_WAIT_SECONDS
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise StoreLocked(f"store {self.url} is locked by another writer") from None
-                    time.sleep(0.1)
+            try:
+                retry.call(lambda: fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB),
+                           retry.Policy(LOCK_WAIT_SECONDS, first_wait=LOCK_POLL_SECONDS, max_wait=1.0),
+                           transient=lambda exc: isinstance(exc, BlockingIOError), catch=(BlockingIOError,))
+            except BlockingIOError:
+                raise StoreLocked(f"store {self.url} is locked by another writer") from None
             yield
         finally:
             os.close(fd)
 
-    def _write_new(self, path: str, data: bytes | None = None, source: str | None = None,
-                   sha256: str | None = None) -> None:
-        """Write to a temporary name, fsync, rename: readers see all of it or none.
+    def _check_head(self, expect_token: str | None) -> None:
+        current = self.head()
+        if current.token != expect_token:
+            raise StoreConflict(f"the store's latest snapshot is {current.token!r}, this document was "
+                                f"planned against {expect_token!r}: re-plan")
 
-        `sha256`: what `source` must hash to. It is checked on the copy, before the rename, so
-        a volume that changed in the work dir since its hash was recorded never lands under a
-        meta that would promise otherwise.
-        """
-        tmp = f"{os.path.dirname(path)}/{TMP_MARK}{os.getpid()}-{os.path.basename(path)}"
+    def _write(self, path: str, data: bytes) -> None:
         try:
-            with open(tmp, "wb") as out:
-                if source is not None:
-                    digest = hashlib.sha256()
-                    with open(source, "rb") as handle:
-                        while chunk := handle.read(COPY_CHUNK):
-                            out.write(chunk)
-                            digest.update(chunk)
-                    if sha256 is not None and digest.hexdigest() != sha256:
-                        raise ChecksumMismatch(f"volume {os.path.basename(path)}: {source} no longer hashes to the "
-                                               "sha256 recorded by ocb-split: run the backup pipe again")
-                else:
-                    out.write(data or b"")
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, path)
-        except (OSError, ChecksumMismatch) as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            if isinstance(exc, ChecksumMismatch):
-                raise
+            write_bytes(path, data, FILE_MODE)
+        except OSError as exc:
             raise _io_failure("write", path, exc) from None
+
+    def _copy_volume(self, upload: Upload, target: str) -> None:
+        """The volume copied in whole or not at all. Its sha256 is checked on the copy, before
+        the rename, so a volume that changed in the work dir since ocb-split hashed it never
+        lands under a meta that would promise otherwise."""
+        try:
+            with atomic_write(target, FILE_MODE) as out, open(upload.path, "rb") as source:
+                digest = hashlib.sha256()
+                while chunk := source.read(COPY_CHUNK):
+                    out.write(chunk)
+                    digest.update(chunk)
+                if digest.hexdigest() != upload.sha256:
+                    raise ChecksumMismatch(f"volume {upload.name}: {upload.path} no longer hashes to the "
+                                           "sha256 recorded by ocb-split: run the backup pipe again")
+        except OSError as exc:
+            raise _io_failure("write", target, exc) from None
 
     def _sweep_leftovers(self, folder: str) -> None:
         """Temporary files of a writer that died; safe to remove while we hold the lock."""
@@ -144,7 +174,7 @@ class LocalStore(Store):
                 os.unlink(os.path.join(folder, name))
 
     def publish(self, prefix: str, snapshot_id: str, uploads: list[Upload], meta: dict,
-                pointer: dict, expect_token: str | None) -> dict:
+                pointer: dict, catalog: dict, expect_token: str | None) -> dict:
         folder = self._path(prefix)
         try:
             os.makedirs(folder, exist_ok=True)
@@ -154,41 +184,93 @@ class LocalStore(Store):
             raise RuntimeFailure(f"store: {self.root} is not writable")
         copied = reused = 0
         with self._locked():
-            current = self.head()
-            if current.token != expect_token:
-                raise StoreConflict(f"the store's latest snapshot is {current.token!r}, this document was "
-                                    f"planned against {expect_token!r}: re-plan")
+            self._check_head(expect_token)
             meta_file = self._path(meta_path(prefix, snapshot_id))
+            old_raw = self._read(CATALOG)
+            old = None if old_raw is None else parse_catalog(old_raw, f"{self.url}/{CATALOG}")
             if os.path.exists(meta_file):
                 raise StoreConflict(f"snapshot {snapshot_id} already exists in {self.url}: re-plan")
+            check_new_catalog(catalog, snapshot_id, old, self.url)
             self._sweep_leftovers(self.root)
             self._sweep_leftovers(folder)
             landed: list[str] = []  # what this call added, taken back if the pointer never moves
+            catalog_written = False
             try:
                 for upload in uploads:
                     target = os.path.join(folder, upload.name)
                     # a push retried after a crash keeps what fully arrived before
-                    if os.path.exists(target) and os.path.getsize(target) == upload.size and file_sha256(target) == upload.sha256:
+                    if (os.path.exists(target) and os.path.getsize(target) == upload.size
+                            and file_sha256(target) == upload.sha256):
                         reused += upload.size
                         continue
-                    self._write_new(target, source=upload.path, sha256=upload.sha256)
+                    self._copy_volume(upload, target)
                     landed.append(target)
                     copied += upload.size
-                _fsync_dir(folder)
-                self._write_new(meta_file, encode_json(meta))
+                self._write(meta_file, encode_record(meta))
                 landed.append(meta_file)
-                _fsync_dir(folder)
-                self._write_new(self._path(POINTER), encode_json(pointer))
-                landed = []  # the pointer moved: the snapshot is published, nothing to take back
-                _fsync_dir(self.root)
+                self._write(self._path(CATALOG), encode_catalog(catalog))
+                catalog_written = True
+                self._write(self._path(POINTER), encode_record(pointer))
             except (OSError, ChecksumMismatch, RuntimeFailure):
                 # a failed push (a full disk, a volume changed under us) leaves the store as it
                 # was: volumes no meta lists would only fill the disk further, and a meta without
                 # the pointer would show up in --list as a snapshot nobody published
+                if catalog_written:
+                    self._put_back_catalog(old_raw)
                 for path in reversed(landed):
                     try:
                         os.unlink(path)
                     except OSError:
                         pass
                 raise
-        return {"bytes_uploaded": copied, "bytes_reused": reused, "commits": 1}
+        return {"bytes_uploaded": copied, "bytes_reused": reused, "commits": 0}
+
+    def _put_back_catalog(self, old_raw: bytes | None) -> None:
+        """The catalog as it was before a publish that failed after writing it."""
+        try:
+            if old_raw is None:
+                os.unlink(self._path(CATALOG))
+            else:
+                write_bytes(self._path(CATALOG), old_raw, FILE_MODE)
+        except OSError:
+            pass  # best effort: the pointer did not move, the snapshot is not the latest either way
+
+    def remove(self, paths: list[str], expect_token: str | None, catalog: dict | None) -> dict:
+        check_removable(paths)
+        if not self.exists():
+            raise self._missing()
+        with self._locked():
+            self._check_head(expect_token)
+            old_raw = self._read(CATALOG)
+            old = None if old_raw is None else parse_catalog(old_raw, f"{self.url}/{CATALOG}")
+            check_removal_catalog(catalog, old, paths, self.url)
+            present: list[tuple[str, int]] = []
+            for relative in paths:
+                try:
+                    present.append((relative, os.stat(self._path(relative)).st_size))
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise _io_failure("read", self._path(relative), exc) from None
+            folders = sorted({os.path.dirname(self._path(p)) for p, _ in present})
+            for folder in folders:
+                if not os.access(folder, os.W_OK):
+                    raise RuntimeFailure(f"store: {folder} is not writable")
+            if catalog is not None:
+                # first: a crash after this leaves files no catalog lists (space, not lies);
+                # the other order would leave the catalog listing snapshots that are gone
+                self._write(self._path(CATALOG), encode_catalog(catalog))
+            # metas before volumes: a meta never promises volumes that are already gone
+            for relative, _ in sorted(present, key=lambda item: not item[0].endswith(META_SUFFIX)):
+                try:
+                    os.unlink(self._path(relative))
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    raise _io_failure("remove", self._path(relative), exc) from None
+            try:
+                for folder in folders:
+                    fsync_dir(folder)
+            except OSError as exc:
+                raise _io_failure("sync", self.root, exc) from None
+        return {"files_removed": len(present), "bytes_removed": sum(size for _, size in present), "commits": 0}
