@@ -151,15 +151,18 @@ SIZE_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "kib": 1024, "m": 1024**2, "
               "mib": 1024**2, "g": 1024**3, "gb": 1024**3, "gib": 1024**3}
 
 
-def parse_size(text: str, name: str) -> int:
+def parse_size(env: Environment, names: tuple[str, ...], default: int) -> int:
     """'1G', '500M', '1048576' -> bytes (binary units, as split(1) reads them)."""
+    text, name = env.get(*names)
+    if text is None:
+        return default
     match = re.fullmatch(r"\s*(\d+)\s*([A-Za-z]*)\s*", text)
     unit = match.group(2).lower() if match else ""
     if not match or unit not in SIZE_UNITS:
         raise UsageError(f"{name}={text!r}: expected a size such as 1048576, 500M or 1G")
     size = int(match.group(1)) * SIZE_UNITS[unit]
     if size < 1024:
-        raise UsageError(f"{name}={text!r}: a volume must be at least 1 KiB")
+        raise UsageError(f"{name}={text!r}: must be at least 1 KiB")
     return size
 
 
@@ -250,11 +253,6 @@ def resolve_restore_stores(env: Environment, flag_value: str | None) -> tuple[st
 
 # -- the resolved settings: one typed object, written whole into each document ----------------
 
-DEFAULT_PREFIX = "backups"
-DEFAULT_VOLUME_SIZE = "1G"
-DEFAULT_DELTA_MIN = "4M"
-
-
 @dataclass(frozen=True)
 class Settings:
     """Every non-secret setting a stage acts on, with its one default.
@@ -267,7 +265,7 @@ class Settings:
     home: str
     work_dir: str
     cache_dir: str
-    path_prefix: str = DEFAULT_PREFIX
+    path_prefix: str = "backups"
     retry_seconds: float = 300.0
     private: bool = True
     hub_endpoint: str | None = None  # HF_ENDPOINT; None: the library's default (huggingface.co)
@@ -298,6 +296,7 @@ class Settings:
         value = dict(doc["settings"])
         known = {f.name for f in fields(cls)}
         value = {k: v for k, v in value.items() if k in known}
+        value.setdefault("home", os.path.expanduser("~"))  # older documents may lack it
         for name in ("excludes", "includes"):
             if name in value:
                 value[name] = tuple(value[name])
@@ -338,7 +337,7 @@ def resolve_settings(env: Environment, kind: str) -> Settings:
     home = env.home
     cache, _ = env.get("OCB_CACHE_DIR", "OPENCLAW_BACKUP_METADATA_DIR")
     work, _ = env.get("OCB_WORK_DIR", "OPENCLAW_BACKUP_WORK_DIR")
-    prefix_raw, prefix_name = env.get("OCB_PATH_PREFIX", "OPENCLAW_BACKUP_PATH_PREFIX", default=DEFAULT_PREFIX)
+    prefix_raw, prefix_name = env.get("OCB_PATH_PREFIX", "OPENCLAW_BACKUP_PATH_PREFIX", default=Settings.path_prefix)
     prefix = prefix_raw.strip("/")
     if not prefix or any(part in ("", ".", "..") for part in prefix.split("/")):
         raise UsageError(f"{prefix_name or 'OCB_PATH_PREFIX'}={prefix_raw!r}: expected a relative folder such as backups")
@@ -354,8 +353,6 @@ def resolve_settings(env: Environment, kind: str) -> Settings:
     if level > limits.max_level:
         _, level_name = env.get(*level_names)
         raise UsageError(f"{level_name}={level}: out of range for {compression} (1..{limits.max_level})")
-    size_raw, size_name = env.get("OCB_VOLUME_SIZE", "OPENCLAW_BACKUP_SPLIT_SIZE", default=DEFAULT_VOLUME_SIZE)
-    delta_raw, delta_name = env.get("OCB_DELTA_MIN", default=DEFAULT_DELTA_MIN)
     default_excludes = parse_bool(env, ("OCB_DEFAULT_EXCLUDES",), True)
     seal_on, log_n = resolve_seal(env)
     return Settings(
@@ -368,7 +365,7 @@ def resolve_settings(env: Environment, kind: str) -> Settings:
         hub_endpoint=endpoint.rstrip("/") if endpoint else None,
         compression=compression,
         compression_level=level,
-        volume_size=parse_size(size_raw, size_name or "OCB_VOLUME_SIZE"),
+        volume_size=parse_size(env, ("OCB_VOLUME_SIZE", "OPENCLAW_BACKUP_SPLIT_SIZE"), Settings.volume_size),
         full_every=parse_int(env, ("OCB_FULL_EVERY", "OPENCLAW_MAX_INCREMENTAL_BACKUPS"), Settings.full_every, 0),
         full_hours=parse_int(env, ("OCB_FULL_HOURS", "OPENCLAW_FULL_BACKUP_INTERVAL_HOURS"), Settings.full_hours, 0),
         incremental=parse_bool(env, ("OCB_INCREMENTAL", "OPENCLAW_INCREMENTAL_BACKUP"), Settings.incremental),
@@ -376,7 +373,7 @@ def resolve_settings(env: Environment, kind: str) -> Settings:
         includes=tuple(parse_patterns(env, "OCB_INCLUDE")),
         seal=seal_on,
         scrypt_log_n=log_n,
-        delta_min=parse_size(delta_raw, delta_name or "OCB_DELTA_MIN"),
+        delta_min=parse_size(env, ("OCB_DELTA_MIN",), Settings.delta_min),
         sqlite_timeout=parse_seconds(env, ("OCB_SQLITE_TIMEOUT",), Settings.sqlite_timeout, 0, inclusive=False),
         roots=tuple(resolve_roots(env, for_restore=True)) if kind == "restore" else (),
     )

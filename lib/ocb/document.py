@@ -85,7 +85,7 @@ def require(doc: dict, kind: str, sections: tuple[str, ...], stage: str) -> None
             raise BadDocument(f"field '{name}' is missing or not an object: run the stage that writes it before ocb-{stage}")
     for name in ("id", "store", "created_at_utc") if kind == "backup" else ("store",):
         if name not in doc:
-            raise BadDocument(f"field '{name}' is missing: ocb-{stage} reads a document from the stage before it")
+            raise BadDocument(f"field 'document.{name}' is missing: ocb-{stage} reads a document from the stage before it")
 
 
 # -- the shape of what stages hand on ---------------------------------------------------------
@@ -189,7 +189,7 @@ SETTINGS = {
 }
 SECTIONS: dict[str, tuple[dict[str, Check | None], tuple[str, ...]]] = {
     # section: (field checks, fields that must be there when the section is)
-    "settings": (SETTINGS, ("work_dir", "cache_dir", "home")),
+    "settings": (SETTINGS, ("work_dir", "cache_dir")),
     "plan": ({
         "roots": None, "changes": None, "excluded": _COUNT, "missing_roots": None,
         "base": _nullable(_text), "base_snapshot": _nullable(_ID), "type": _one_of(*BACKUP_TYPES),

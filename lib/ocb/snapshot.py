@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from . import DOC_VERSION, __version__
+from .compression import COMPRESSIONS
 from .errors import ChainBroken, ChecksumMismatch, UsageError
 
 POINTER = "latest-backup.json"
@@ -25,7 +26,6 @@ SNAPSHOT_ID = re.compile(r"^openclaw-backup-\d{8}-\d{6}(-\d+)?$")
 VOLUME_NAME = re.compile(r"^openclaw-backup-\d{8}-\d{6}(-\d+)?\.[a-z0-9.]+(\.part-\d{4})?$")
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
-COMPRESSIONS = ("zstd", "gzip")
 BACKUP_TYPES = ("full", "incremental")
 MAX_BYTES = 2**53  # JSON's exact integers; a size beyond is a damaged record
 RECORD_SUM = "record_sha256"

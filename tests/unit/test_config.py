@@ -15,13 +15,18 @@ def env(**values):
     ("1048576", 1048576), ("1K", 1024), ("500M", 500 * 1024**2), ("1G", 1024**3), ("2gib", 2 * 1024**3),
 ])
 def test_parse_size_reads_binary_units(text, expected):
-    assert config.parse_size(text, "OCB_VOLUME_SIZE") == expected
+    assert config.parse_size(env(OCB_VOLUME_SIZE=text), ("OCB_VOLUME_SIZE",), 1) == expected
 
 
-@pytest.mark.parametrize("text", ["", "lots", "1.5G", "-1", "12", "5T"])
+@pytest.mark.parametrize("text", ["lots", "1.5G", "-1", "12", "5T", "1 K B"])
 def test_parse_size_names_the_variable_on_bad_values(text):
     with pytest.raises(UsageError, match="OCB_VOLUME_SIZE"):
-        config.parse_size(text, "OCB_VOLUME_SIZE")
+        config.parse_size(env(OCB_VOLUME_SIZE=text), ("OCB_VOLUME_SIZE",), 1)
+
+
+@pytest.mark.parametrize("text", ["", "  "])
+def test_an_empty_variable_is_unset(text):
+    assert config.parse_size(env(OCB_VOLUME_SIZE=text), ("OCB_VOLUME_SIZE",), 7) == 7
 
 
 @pytest.mark.parametrize("raw, url", [
