@@ -15,7 +15,7 @@ when a file grows to a given size (the crash tests).
         them) hold BYTES bytes together; prints how many they held. Exit 1 when PID ended first.
 
 Every snapshot is published the way ocb-push publishes (the meta and pointer of
-ocb.stages.push.build_meta / build_pointer, through the store's own publish), so the only thing
+ocb.snapshot.build_meta / build_pointer, through the store's own publish), so the only thing
 wrong with a case is what it is named after. `benign` is the control: a restore takes it.
 """
 
@@ -41,7 +41,7 @@ import zstandard  # noqa: E402
 
 from ocb import seal  # noqa: E402
 from ocb.archive import INDEX_MEMBER  # noqa: E402
-from ocb.stages.push import build_meta, build_pointer  # noqa: E402
+from ocb.snapshot import build_meta, build_pointer  # noqa: E402
 from ocb.stores import open_store  # noqa: E402
 from ocb.stores.base import Upload  # noqa: E402
 
@@ -327,7 +327,7 @@ def publish(case: str, outside: str, target: str, scratch: str) -> None:
         volume = {"name": name, "size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
         doc = _document(snapshot_id, parent_meta, url, volume, archive, sealed, snap)
         meta = build_meta(doc, PREFIX)
-        pointer = build_pointer(doc, meta, PREFIX)
+        pointer = build_pointer(doc["store"], meta, PREFIX)
         store.publish(PREFIX, snapshot_id, [Upload(name, path, volume["size"], volume["sha256"])], meta,
                       pointer, store.head().token)
         parent_meta = meta

@@ -22,7 +22,7 @@ import tarfile
 import zstandard
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
-from ocb.stores.base import seal_record  # noqa: E402
+from ocb.snapshot import with_digest  # noqa: E402
 
 HEADER = 107
 TAG = 16
@@ -86,11 +86,11 @@ def rewrite_records(store: str, change) -> None:
             record = json.load(handle)
         if "meta" in record:
             change(record["meta"])
-            record["meta"] = seal_record(record["meta"])
+            record["meta"] = with_digest(record["meta"])
         else:
             change(record)
         with open(path, "w", encoding="utf-8") as handle:
-            json.dump(seal_record(record), handle)
+            json.dump(with_digest(record), handle)
 
 
 def main(argv: list[str]) -> int:
@@ -103,6 +103,8 @@ def main(argv: list[str]) -> int:
         with open(os.path.join(store, "backups", argv[4]), "rb") as handle:
             other = handle.read()
     changed = tamper(data, mode, other)
+    if changed == data:  # a tamper that changes nothing would let a test pass that cannot fail
+        raise SystemExit(f"tamper.py: {mode} left {name} as it was")
     with open(path, "wb") as handle:
         handle.write(changed)
     fix_records(store, name, changed)

@@ -14,7 +14,9 @@ setup() {
     manifest "$HOME/.openclaw" >"$BATS_TEST_TMPDIR/live"
     volume=$(find "$STORE_DIR/backups" -name '*.tar.zst' | head -n1)
     size=$(stat -c %s "$volume")
-    printf '\x00' | dd of="$volume" bs=1 seek=$((size / 2)) count=1 conv=notrunc status=none
+    cp "$volume" "$BATS_TEST_TMPDIR/pristine"
+    flip_byte "$volume" $((size / 2))
+    run -1 cmp -s "$BATS_TEST_TMPDIR/pristine" "$volume"   # the byte did change
     run -4 --separate-stderr ocb-restore
     [[ "$stderr" == *"$(basename "$volume")"* ]]
     manifest "$HOME/.openclaw" | diff "$BATS_TEST_TMPDIR/live" -
@@ -24,6 +26,7 @@ setup() {
 @test "pull refuses a truncated volume and a missing volume" {
     backup_ok
     volume=$(find "$STORE_DIR/backups" -name '*.tar.zst' | head -n1)
+    [ "$(stat -c %s "$volume")" -gt 100 ]   # so that the truncation does cut it
     truncate -s 100 "$volume"
     run -4 --separate-stderr ocb-restore --to "$BATS_TEST_TMPDIR/r"
     [ ! -e "$BATS_TEST_TMPDIR/r/.openclaw" ]

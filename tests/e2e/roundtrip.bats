@@ -80,7 +80,7 @@ setup() {
     name=$(store_volume_names | grep "^${ids[1]}\.tar\.zst" | head -n1)
     volume=$(store_file "backups/$name")
     [ -f "$volume" ]
-    printf '\xff' | dd of="$volume" bs=1 seek=100 count=1 conv=notrunc status=none
+    flip_byte "$volume" 100
     target="$BATS_TEST_TMPDIR/restore-3"
     run -4 --separate-stderr ocb-restore --to "$target"
     [[ "$stderr" == *"$name"* ]]
