@@ -10,8 +10,7 @@ PASSWORD='faults-Pa55word-that-must-not-leak'
 TOKEN='hf_faults_token_that_must_not_leak'
 
 setup_file() {
-    export OCB_TEST_STORE=hf HUB_ARGS="--token $TOKEN --lfs-threshold 4096"
-    store_setup_file
+    hub_setup_file --token "$TOKEN" --lfs-threshold 4096
 }
 
 teardown_file() {
@@ -27,9 +26,7 @@ setup() {
 
 teardown() {
     for mount in "${MOUNTS[@]}"; do umount "$mount" 2>/dev/null || true; done
-    if [ -n "${HUB_URL:-}" ]; then
-        "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="DELETE"))' "$HUB_URL/__hub/faults"
-    fi
+    hub_clear_faults
 }
 
 # on_store local|hf: a fresh store of that kind (the test Hub here wants our token)

@@ -10,8 +10,7 @@ load test_helper
 PASSWORD='hostile test password'
 
 setup_file() {
-    export OCB_TEST_STORE=hf HUB_ARGS="--token ocb-test-token --lfs-threshold 4096"
-    store_setup_file
+    hub_setup_file --token ocb-test-token --lfs-threshold 4096
 }
 
 teardown_file() {

@@ -5,10 +5,8 @@
 load test_helper
 
 setup_file() {
-    export OCB_TEST_STORE=hf
     # binary volumes go through LFS as on the real Hub, which picks LFS for binary files
-    export HUB_ARGS="--token ocb-test-token --read-only-token ocb-read-only --lfs-threshold 4096"
-    store_setup_file
+    hub_setup_file --token ocb-test-token --read-only-token ocb-read-only --lfs-threshold 4096
 }
 
 teardown_file() {
@@ -25,10 +23,9 @@ commits() { repo_state | jq .commits; }
 stats() { hub_get /__hub/stats; }
 reset_stats() { hub_post /__hub/stats/reset '{}' >/dev/null; }
 fault() { hub_post /__hub/faults "$1" >/dev/null; }
-clear_faults() { "$PYTHON" -c 'import sys, urllib.request; urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="DELETE"))' "$HUB_URL/__hub/faults"; }
 
 teardown() {
-    clear_faults
+    hub_clear_faults
 }
 
 @test "the first backup creates a private repo with exactly one commit for the snapshot" {
@@ -139,7 +136,7 @@ teardown() {
     ocb-plan 2>/dev/null | ocb-pack 2>/dev/null | ocb-seal | ocb-split >"$BATS_TEST_TMPDIR/split.json"
     fault '{"route": "commit", "status": 503}'
     OCB_RETRY_SECONDS=1 run -14 --separate-stderr ocb-push <"$BATS_TEST_TMPDIR/split.json"
-    clear_faults
+    hub_clear_faults
     reset_stats
     run -0 --separate-stderr ocb-push <"$BATS_TEST_TMPDIR/split.json"
     stats | jq -e '.commits == 1 and .lfs_bytes == 0'
@@ -150,7 +147,7 @@ teardown() {
     reset_stats
     backup_ok
     stats | jq -e '.faults_fired == 1 and .commits == 1'
-    clear_faults
+    hub_clear_faults
     fault '{"route": "resolve_get", "nth": 2, "drop_after_bytes": 50, "times": 1}'
     reset_stats
     run -0 --separate-stderr ocb-restore --to "$BATS_TEST_TMPDIR/r"

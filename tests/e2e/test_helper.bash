@@ -13,7 +13,7 @@ ocb_setup() {
     export OCB_WORK_DIR="$BATS_TEST_TMPDIR/work"
     export OCB_CACHE_DIR="$BATS_TEST_TMPDIR/cache"
     export OCB_LOG_FORMAT=text
-    unset OCB_RESTORE_STORE OPENCLAW_RESTORE_DATASET_REPO OPENCLAW_BACKUP_DATASET_REPO OCB_STATE_DIR \
+    unset OCB_UNDER_LOCK OCB_RESTORE_STORE OPENCLAW_RESTORE_DATASET_REPO OPENCLAW_BACKUP_DATASET_REPO OCB_STATE_DIR \
         OPENCLAW_STATE_DIR OCB_PASSWORD OCB_PASSWORD_FILE OCB_SEAL OCB_VOLUME_SIZE OCB_EXCLUDE
     mkdir -p "$HOME/.openclaw"
     STORE_DIR="$BATS_TEST_TMPDIR/store"
@@ -44,6 +44,68 @@ store_listing() {
 
 manifest() { "$PYTHON" "$TREE" manifest "$1"; }
 
+# wait_for SECONDS CMD...: poll CMD every 0.1 s until it succeeds; fail after SECONDS, showing
+# the file named by $WAIT_FOR_LOG if there is one (e.g. the stderr of what is awaited)
+wait_for() {
+    local tries=$(($1 * 10))
+    shift
+    until "$@"; do
+        tries=$((tries - 1))
+        if [ "$tries" -le 0 ]; then
+            echo "timed out waiting for: $*" >&2
+            if [ -f "${WAIT_FOR_LOG:-}" ]; then echo "$WAIT_FOR_LOG:" >&2; cat "$WAIT_FOR_LOG" >&2; fi
+            return 1
+        fi
+        sleep 0.1
+    done
+}
+
+# bin_with STAGE: a copy of bin/ whose STAGE (e.g. ocb-plan) is the script on stdin and whose
+# other commands are the real ones; prints the copy's dir. ocb-backup and ocb-restore find
+# their stages and lib/ next to themselves, so a test can hold or replace one stage.
+bin_with() {
+    local dir="$BATS_TEST_TMPDIR/bin-with-$1" tool
+    mkdir -p "$dir/bin"
+    [ -e "$dir/lib" ] || ln -s "$OCB_ROOT/lib" "$dir/lib"
+    for tool in "$OCB_ROOT"/bin/*; do
+        case "${tool##*/}" in
+            ocb-backup | ocb-restore) cp "$tool" "$dir/bin/" ;;
+            *) ln -sf "$tool" "$dir/bin/" ;;
+        esac
+    done
+    rm -f "$dir/bin/$1"
+    cat >"$dir/bin/$1"
+    chmod +x "$dir/bin/$1"
+    echo "$dir/bin"
+}
+
+# path_without TOOL: a dir of links to every command of /usr/bin and /bin but TOOL, for a PATH
+# on which TOOL is missing; prints the dir
+path_without() {
+    local dir="$BATS_TEST_TMPDIR/path-without-$1" tool
+    mkdir -p "$dir"
+    for tool in /usr/bin/* /bin/*; do
+        [ "${tool##*/}" != "$1" ] && [ ! -e "$dir/${tool##*/}" ] && ln -s "$tool" "$dir/" || true
+    done
+    echo "$dir"
+}
+
+# flip_byte FILE OFFSET [MASK]: xor the byte at OFFSET with MASK (default 0xff, never 0), so
+# that the byte always changes, whatever it was
+flip_byte() {
+    "$PYTHON" - "$1" "$2" "${3:-255}" <<'EOF_PY'
+import os, sys
+path, offset, mask = sys.argv[1], int(sys.argv[2]), int(sys.argv[3], 0)
+assert 0 < mask < 256, f"mask {mask} would not change the byte"
+assert 0 <= offset < os.path.getsize(path), f"offset {offset} is outside {path}"
+with open(path, "r+b") as handle:
+    handle.seek(offset)
+    byte = handle.read(1)[0]
+    handle.seek(offset)
+    handle.write(bytes([byte ^ mask]))
+EOF_PY
+}
+
 # backup_ok: run the whole pipe, keep the final document in $BATS_TEST_TMPDIR/last.json
 backup_ok() {
     ocb-backup "$@" >"$BATS_TEST_TMPDIR/last.json" 2>"$BATS_TEST_TMPDIR/last.err" || {
@@ -56,17 +118,38 @@ last_id() { jq -r .id "$BATS_TEST_TMPDIR/last.json"; }
 # --- the store under test: local folder (default) or the test Hub (OCB_TEST_STORE=hf) ------
 # A .bats file that runs against both calls store_setup_file in setup_file and
 # store_teardown_file in teardown_file; ocb_setup then points OCB_STORE at a fresh store.
+# A file whose tests all use the test Hub (or switch to it with use_store hf) calls
+# hub_setup_file [testhub options] instead, and hub_clear_faults in its teardown.
+
+# hub_start [testhub options]: start the test Hub for this file (tests/hub/start-hub.sh);
+# exports HUB_URL, HUB_PID and HUB_DATA, where its repos' bytes lie
+hub_start() {
+    export HUB_DATA="$BATS_FILE_TMPDIR/hub"
+    read -r HUB_URL HUB_PID < <("$OCB_ROOT/tests/hub/start-hub.sh" "$HUB_DATA" "$@")
+    [ -n "${HUB_PID:-}" ] || { echo "the test Hub did not start" >&2; return 1; }
+    export HUB_URL HUB_PID
+}
 
 store_setup_file() {
     if [ "${OCB_TEST_STORE:-local}" = hf ]; then
-        export HUB_DATA="$BATS_FILE_TMPDIR/hub"
-        read -r HUB_URL HUB_PID < <("$OCB_ROOT/tests/hub/start-hub.sh" "$HUB_DATA" ${HUB_ARGS:-})
-        export HUB_URL HUB_PID
+        # shellcheck disable=SC2086  # HUB_ARGS is a list of options
+        hub_start ${HUB_ARGS:-}
     fi
+}
+
+# hub_setup_file [testhub options]: the test Hub for every test of the file (OCB_TEST_STORE=hf)
+hub_setup_file() {
+    export OCB_TEST_STORE=hf HUB_ARGS="$*"
+    hub_start "$@"
 }
 
 store_teardown_file() {
     if [ -n "${HUB_PID:-}" ]; then kill "$HUB_PID" 2>/dev/null || true; fi
+}
+
+# hub_clear_faults: forget the faults a test injected into the test Hub (if one runs)
+hub_clear_faults() {
+    [ -z "${HUB_URL:-}" ] || hub_delete /__hub/faults
 }
 
 use_test_store() {
@@ -94,6 +177,12 @@ hub_post() {
     "$PYTHON" -c 'import sys, urllib.request
 req = urllib.request.Request(sys.argv[1], data=sys.argv[2].encode(), method="POST", headers={"Content-Type": "application/json"})
 print(urllib.request.urlopen(req).read().decode())' "$HUB_URL$1" "$2"
+}
+
+# hub_delete PATH: DELETE a test Hub control path
+hub_delete() {
+    "$PYTHON" -c 'import sys, urllib.request
+urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="DELETE")).read()' "$HUB_URL$1"
 }
 
 # store_file PATH: where the bytes of a store file (e.g. backups/ID.tar.zst) lie on disk
