@@ -148,7 +148,15 @@ def write_archive(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, 
     with tarfile.open(fileobj=packed, mode="w|", format=tarfile.PAX_FORMAT,
                       encoding="utf-8", errors="surrogateescape") as tar:
         writer = _ArchiveWriter(tar, options, stats)
-        for entry in sorted(plan_index.entries.values(), key=lambda e: (e.root, e.path)):
+        # sorted by path components, a directory comes right before what it holds
+        for entry in sorted(plan_index.entries.values(), key=lambda e: (e.root, e.path.split("/"))):
+            if entry.path:
+                holder = final.entries.get((entry.root, entry.path.rpartition("/")[0]))
+                if holder is None or holder.type != DIR:
+                    # its directory vanished (or is no longer one) since planning: the entry
+                    # goes with it, so the index stays one a restore accepts
+                    stats.vanished += 1
+                    continue
             if not entry.pack:
                 final.add(entry)
                 continue

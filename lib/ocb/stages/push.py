@@ -10,8 +10,10 @@ Writes:  `push`: {meta, pointer, stats}. The store gets `<prefix>/<volume>...`,
          becomes the local cache (this machine's lineage) and the snapshot's work dir is
          removed.
 Environment: HF_TOKEN for Hub stores (never written anywhere).
-Exit status: 0 ok or skip; 1 run-time failure; 3 bad input document; 5 the store moved since
-             planning (re-plan); 13 credentials refused; 14 rate limited past the budget.
+Exit status: 0 ok or skip; 1 run-time failure, or an index that a restore would refuse
+             (ocb.index.check_structure: nothing is published); 3 bad input document;
+             5 the store moved since planning (re-plan); 13 credentials refused; 14 rate
+             limited past the budget.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import time
 
 from .. import cache, catalog, config
 from ..config import Settings
-from ..errors import BadDocument
+from ..errors import BadDocument, RuntimeFailure
+from ..index import Index, check_structure
 from ..log import log
 from ..snapshot import POINTER, build_meta, build_pointer, meta_path
 from ..stores import open_store
@@ -49,6 +52,11 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     index_path = doc["archive"]["index"]
     if not os.path.isfile(index_path):
         raise BadDocument(f"the snapshot index {index_path} is gone: run the backup pipe again")
+    # the check a restore applies, before anything is published: a snapshot that restore
+    # would refuse never becomes the latest
+    unrestorable = check_structure(Index.load(index_path))
+    if unrestorable:
+        raise RuntimeFailure(f"snapshot {doc['id']} is not published: {unrestorable}")
 
     prefix = settings.path_prefix
     meta = build_meta(doc, prefix)
