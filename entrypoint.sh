@@ -165,6 +165,7 @@ backup_reap() {   # once the periodic backup has ended, say how
     status=$?
     case "$status" in
         0) log backup "done" ;;
+        6) log backup "done, but some entries could not be read and are not in it (see the ocb-* warnings above)" ;;
         11) log backup "skipped: another ocb-backup holds the lock" ;;
         *) log backup "failed with status $status (see the ocb-* messages above); next try in ${interval}s" ;;
     esac
@@ -231,6 +232,7 @@ while :; do
 done
 case "$status" in
     0) log backup "final backup done" ;;
+    6) log backup "final backup done, but some entries could not be read and are not in it (see the ocb-* warnings above)" ;;
     *) log backup "the final backup failed with status $status: changes since the last snapshot are not saved" ;;
 esac
 exit "$app_status"

@@ -17,7 +17,7 @@ import tarfile
 import time
 import urllib.parse
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import BinaryIO, Callable
 
 from .blocks import (
@@ -72,6 +72,7 @@ class FileContent(io.RawIOBase):
         self.remaining = size
         self.hasher = hasher
         self.short = False
+        self.failed: OSError | None = None
 
     def readable(self) -> bool:
         return True
@@ -81,7 +82,12 @@ class FileContent(io.RawIOBase):
             return b""
         if n < 0 or n > self.remaining:
             n = self.remaining
-        data = self.handle.read(n)
+        try:
+            data = b"" if self.failed else self.handle.read(n)
+        except OSError as exc:
+            # an I/O error part way: the member is completed with zeros so the stream stays
+            # well-formed, and the caller leaves the entry out of the index
+            self.failed, data = exc, b""
         if len(data) < n:
             self.short = True
             data += b"\0" * (n - len(data))
@@ -103,9 +109,20 @@ class PackStats:
     vanished: int = 0
     changed_while_read: int = 0
     seconds: float = 0.0
+    # entries that could not be read at pack time: {"path": "<root>/<rel>", "reason": ...}
+    unreadable: list[dict] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         return dict(self.__dict__, seconds=round(self.seconds, 3))
+
+
+class EntryUnreadable(Exception):
+    """One source entry cannot be read (permission denied, name too long, I/O error): it is
+    left out of the snapshot and named, and the pack goes on."""
+
+    def __init__(self, exc: OSError) -> None:
+        super().__init__(exc.strerror or str(exc))
+        self.reason = exc.strerror or str(exc)
 
 
 def _tarinfo(entry: Entry) -> tarfile.TarInfo:
@@ -142,7 +159,8 @@ def write_archive(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, 
     """
     started = time.monotonic()
     stats = PackStats()
-    final = Index(roots=plan_index.roots, snapshot=plan_index.snapshot)
+    final = Index(roots=plan_index.roots, snapshot=plan_index.snapshot, excludes=plan_index.excludes,
+                  includes=plan_index.includes)
     hashed = HashingWriter(out)
     packed = compressor(options.compression, options.level, hashed)  # type: ignore[arg-type]
     with tarfile.open(fileobj=packed, mode="w|", format=tarfile.PAX_FORMAT,
@@ -166,6 +184,11 @@ def write_archive(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, 
             except FileNotFoundError:
                 stats.vanished += 1  # deleted since planning: it is not part of this snapshot
                 continue
+            except EntryUnreadable as exc:
+                stats.unreadable.append({"path": entry.member_name, "reason": exc.reason})
+                continue
+            if archived.uid is None:  # re-read at pack time: the owner is the plan's
+                archived.uid, archived.gid = entry.uid, entry.gid
             final.add(archived)
             if progress and archived.type == FILE:
                 progress(archived.size)
@@ -222,7 +245,7 @@ class _ArchiveWriter:
                 raise
             if exc.errno == errno.ELOOP:  # it became a symlink since planning
                 return self.add(_relstat(entry, path), path)
-            raise RuntimeFailure(f"cannot read {path}: {exc.strerror}") from None
+            raise EntryUnreadable(exc) from None
         with os.fdopen(fd, "rb") as handle:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -281,6 +304,8 @@ class _ArchiveWriter:
             info.size = size
             content = FileContent(handle, size, hasher)
             self.tar.addfile(info, content)
+            if content.failed is not None:
+                raise EntryUnreadable(content.failed)
             short = content.short
             sha256, blocks = hasher.finish()
         if short:
@@ -328,12 +353,18 @@ class DatabaseLocked(Exception):
 
 
 def _relstat(entry: Entry, path: str) -> Entry:
-    st = os.lstat(path)
+    try:
+        st = os.lstat(path)
+        target = os.readlink(path) if stat.S_ISLNK(st.st_mode) else None
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise EntryUnreadable(exc) from None
     mode = stat.S_IMODE(st.st_mode)
     if stat.S_ISDIR(st.st_mode):
         return Entry(entry.root, entry.path, DIR, mode, 0, st.st_mtime_ns)
     if stat.S_ISLNK(st.st_mode):
-        return Entry(entry.root, entry.path, SYMLINK, mode, 0, st.st_mtime_ns, target=os.readlink(path))
+        return Entry(entry.root, entry.path, SYMLINK, mode, 0, st.st_mtime_ns, target=target)
     if stat.S_ISREG(st.st_mode):
         return Entry(entry.root, entry.path, FILE, mode, st.st_size, st.st_mtime_ns)
     raise FileNotFoundError(path)  # became a socket/fifo/device: not state we keep

@@ -113,6 +113,8 @@ def main(verb: str, argv: list[str] | None = None) -> None:
                 sys.exit(0)
             document.require(doc, stage.KIND, stage.NEEDS, verb)
         doc = stage.run(doc, args)
+        # a stage may report a success with a reservation (ocb-push: 6, entries skipped)
+        status = getattr(stage, "exit_status", lambda _doc: 0)(doc)
     except OcbError as exc:
         doc["error"] = {"stage": verb, "code": exc.code, "message": str(exc)}
         log.error(str(exc))
@@ -132,4 +134,4 @@ def main(verb: str, argv: list[str] | None = None) -> None:
         _write(doc)
         sys.exit(EXIT_INTERNAL)
     _write(doc)
-    sys.exit(0)
+    sys.exit(status)

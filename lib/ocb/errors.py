@@ -14,6 +14,7 @@ EXIT_USAGE = 2
 EXIT_BAD_DOCUMENT = 3
 EXIT_INTEGRITY = 4
 EXIT_CONFLICT = 5
+EXIT_PARTIAL = 6
 EXIT_LOCKED = 11
 EXIT_CREDENTIALS = 13
 EXIT_TEMPORARY = 14
@@ -28,6 +29,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_BAD_DOCUMENT: "bad input document (empty, not JSON, unknown version or kind, missing or mistyped field)",
     EXIT_INTEGRITY: "integrity (checksum, authentication tag, wrong password, broken chain, hostile archive)",
     EXIT_CONFLICT: "conflict (the store moved since planning: re-plan)",
+    EXIT_PARTIAL: "snapshot taken, some entries skipped (unreadable: named in the document and the meta)",
     EXIT_LOCKED: "locked by another run",
     EXIT_CREDENTIALS: "credentials refused",
     EXIT_TEMPORARY: "temporary (rate limited or unavailable past the retry budget)",

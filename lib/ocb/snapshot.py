@@ -180,7 +180,19 @@ def build_meta(doc: dict, prefix: str) -> dict:
     }
     if doc.get("openclaw_version"):
         meta["openclaw_version"] = doc["openclaw_version"]
+    skipped = skipped_entries(doc)
+    if skipped:
+        # what could not be read and is not in the snapshot; paths only when unsealed (a
+        # sealed meta names no file)
+        meta["skipped_count"] = len(skipped)
+        if not link["sealed"]:
+            meta["skipped"] = skipped
     return with_digest(meta)
+
+
+def skipped_entries(doc: dict) -> list[dict]:
+    """The entries a backup left out because they could not be read, at plan or pack time."""
+    return list((doc.get("plan") or {}).get("skipped") or []) + list((doc.get("archive") or {}).get("skipped") or [])
 
 
 def build_pointer(store_url: str, meta: dict, prefix: str) -> dict:

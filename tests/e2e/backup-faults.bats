@@ -86,3 +86,74 @@ when_packing() {
     store_listing >"$BATS_TEST_TMPDIR/after"
     diff "$BATS_TEST_TMPDIR/before" "$BATS_TEST_TMPDIR/after"
 }
+
+# as_user CMD...: run CMD as uid/gid 1000, no supplementary groups, with this test's env;
+# the venv's interpreter may lie where uid 1000 cannot go (pyenv under /root): the system
+# python3 then runs with the venv's packages, as on a machine where they are installed
+as_user() {
+    local packages
+    packages=$(echo "$OCB_ROOT"/.venv/lib/python3*/site-packages)
+    PATH="/usr/bin:$PATH" PYTHONPATH="$packages" setpriv --reuid 1000 --regid 1000 --clear-groups "$@"
+}
+
+# give_to_user: the test's dirs belong to uid 1000, and the way to them is open to it
+give_to_user() {
+    local d=$BATS_TEST_TMPDIR
+    while [ "$d" != / ]; do
+        [ -n "$(find "$d" -maxdepth 0 -perm -o+x)" ] || chmod o+x "$d"
+        d=$(dirname "$d")
+    done
+    mkdir -p "$OCB_WORK_DIR" "$OCB_CACHE_DIR" "$STORE_DIR" "$@"
+    chown -R 1000:1000 "$HOME" "$OCB_WORK_DIR" "$OCB_CACHE_DIR" "$STORE_DIR" "$@"
+}
+
+@test "unreadable entries (another owner's 0600 file, a mode-000 dir, a path over 4096 bytes) are skipped and named, exit 6, the rest restores exactly" {
+    command -v setpriv >/dev/null || skip "setpriv is not installed"
+    mkdir -p "$STATE/sessions" "$HOME/.config/app" "$STATE/locked/inner"
+    printf 'session\n' >"$STATE/sessions/s1.jsonl"
+    printf 'setting\n' >"$HOME/.config/app/settings.json"
+    printf 'in a locked dir\n' >"$STATE/locked/inner/f"
+    # a path longer than 4096 bytes: 18 components of 240 characters, made a step at a time
+    long=$(printf 'd%.0s' $(seq 240))
+    (cd "$STATE" && mkdir deep && cd deep && for _ in $(seq 18); do mkdir "$long" && cd "$long"; done && printf 'deep\n' >leaf)
+    give_to_user "$BATS_TEST_TMPDIR/restored-partial"
+    printf 'root only\n' >"$HOME/.config/app/root-secret" && chmod 600 "$HOME/.config/app/root-secret"
+    chmod 000 "$STATE/locked"
+
+    run -6 --separate-stderr as_user ocb-backup
+    printf '%s\n' "$output" >"$BATS_TEST_TMPDIR/b.json"
+    assert_doc_ok "$BATS_TEST_TMPDIR/b.json"
+    jq -e '.push.skipped >= 3' "$BATS_TEST_TMPDIR/b.json" >/dev/null
+    # named in the document, with the reason
+    jq -e '[.plan.skipped[] | select(.path == "root-config/app/root-secret" and .reason == "Permission denied")] | length == 1' "$BATS_TEST_TMPDIR/b.json" >/dev/null
+    jq -e '[.plan.skipped[] | select(.path == "openclaw-state/locked" and .reason == "Permission denied")] | length == 1' "$BATS_TEST_TMPDIR/b.json" >/dev/null
+    jq -e '[.plan.skipped[] | select((.path | startswith("openclaw-state/deep/")) and .reason == "File name too long")] | length == 1' "$BATS_TEST_TMPDIR/b.json" >/dev/null
+    [[ "$stderr" == *"warning: cannot read root-config/app/root-secret (Permission denied)"* ]]
+    [[ "$stderr" == *"warning: cannot read openclaw-state/locked (Permission denied)"* ]]
+    # and in the (unsealed) meta
+    meta="$STORE_DIR/backups/$(jq -r .id "$BATS_TEST_TMPDIR/b.json").meta.json"
+    jq -e '.skipped_count >= 3 and ([.skipped[].path] | index("openclaw-state/locked") != null)' "$meta" >/dev/null
+    keep_index partial
+    ! grep -q 'root-secret\|"path": "locked' "$BATS_TEST_TMPDIR/partial.index"
+    grep -q '"path": "sessions/s1.jsonl"' "$BATS_TEST_TMPDIR/partial.index"
+    grep -q '"path": "deep/' "$BATS_TEST_TMPDIR/partial.index"
+
+    # restored (as the same user) exactly as the index says, for both roots
+    to="$BATS_TEST_TMPDIR/restored-partial"
+    as_user ocb-restore --to "$to" >"$BATS_TEST_TMPDIR/r.json" 2>"$BATS_TEST_TMPDIR/r.err" || { cat "$BATS_TEST_TMPDIR/r.err" >&2; false; }
+    "$PYTHON" "$CHECK" "$BATS_TEST_TMPDIR/partial.index" "openclaw-state=$to/.openclaw" "root-config=$to/.config"
+
+    # every later run warns again; with nothing else changed it takes no snapshot
+    run -0 --separate-stderr as_user ocb-backup
+    [[ "$stderr" == *"warning: cannot read root-config/app/root-secret (Permission denied)"* ]]
+    [[ "$stderr" == *"warning: cannot read openclaw-state/locked (Permission denied)"* ]]
+    jq -e '.skip.stage == "plan"' <<<"$output" >/dev/null
+    # once readable again, the next snapshot holds them and exits 0
+    chmod 700 "$STATE/locked"
+    chown 1000:1000 "$HOME/.config/app/root-secret"
+    rm -rf "$STATE/deep"
+    run -0 --separate-stderr as_user ocb-backup
+    keep_index whole
+    grep -q '"path": "app/root-secret"' "$BATS_TEST_TMPDIR/whole.index"
+    grep -q '"path": "locked/inner/f"' "$BATS_TEST_TMPDIR/whole.index"
+}

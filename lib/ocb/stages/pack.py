@@ -10,6 +10,8 @@ Writes:  `archive`: {path, size, sha256, compression, level, index, stats} in th
          least settings.delta_min bytes goes in as its changed blocks only (a PAX member with
          OCB.delta.* headers). stats: files, bytes_in (what the changed files hold),
          bytes_stored (what their members carry), delta_files, blocks_changed, databases.
+         An entry that cannot be read (permission denied, name too long, I/O error) is left
+         out, warned about and named in `archive.skipped` [{path, reason}]; the rest is packed.
 Environment: none (settings travel in the document).
 Exit status: 0 ok or skip; 1 run-time failure (I/O, disk full, a database locked past
              settings.sqlite_timeout); 3 bad input document.
@@ -48,6 +50,8 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     except FileNotFoundError:
         raise BadDocument(f"the plan index {plan['index']} is gone: run ocb-plan again") from None
     root_paths = {r["name"]: r["path"] for r in plan["roots"]}
+    # recorded in the archive's index: a restore in place carries what they left out over
+    plan_index.excludes, plan_index.includes = list(settings.excludes), list(settings.includes)
     unplaced = sorted({e.root for e in plan_index.entries.values() if e.pack} - set(root_paths))
     if unplaced:
         raise BadDocument(f"field 'plan.roots' lacks {', '.join(unplaced)}, which the plan index packs")
@@ -76,6 +80,8 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         close()
     if stats.vanished:
         log.info(f"{stats.vanished} entries vanished between plan and pack: not in this snapshot")
+    for skipped in stats.unreadable:
+        log.warning(f"cannot read {skipped['path']} ({skipped['reason']}): not in this snapshot")
     if stats.changed_while_read:
         log.warning(f"{stats.changed_while_read} files shrank while read: archived as read, carried again next time")
     shutil.rmtree(options.scratch_dir, ignore_errors=True)
@@ -86,7 +92,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         "path": archive_path, "size": size, "sha256": sha256, "compression": settings.compression,
         "level": settings.compression_level, "index": index_path, "entries": len(final.entries),
         "files": sum(1 for _ in final.files()), "bytes": sum(e.size for e in final.files()),
-        "stats": stats.as_dict(),
+        "stats": stats.as_dict(), "skipped": stats.unreadable,
     }
     return doc
 

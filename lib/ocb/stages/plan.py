@@ -5,7 +5,9 @@ Usage: ocb-plan [--store URL] [--full] > plan.json
 Reads:   nothing on stdin; the sources (state dir, home-dir roots, extra dirs and files), the
          local cache of the last snapshot, and the store's pointer (one read).
 Writes:  a new backup document with `settings`, `plan` (type, parent, chain, roots, change
-         counts, the plan index in the work dir), or `skip` when nothing changed.
+         counts, the plan index in the work dir), or `skip` when nothing changed. Entries
+         that cannot be read (permission denied, name too long, I/O error) are left out with
+         what they hold, warned about on every run and named in `plan.skipped` [{path, reason}].
 Environment:
   OCB_STORE (legacy OPENCLAW_BACKUP_DATASET_REPO)   where snapshots go
   OCB_STATE_DIR (OPENCLAW_STATE_DIR, OPENCLAW_BACKUP_SOURCE_DIR)   the state dir (required)
@@ -26,7 +28,7 @@ import argparse
 import datetime as dt
 import os
 
-from .. import DOC_VERSION, __version__, cache, config, lineage
+from .. import DOC_VERSION, __version__, cache, config, journal, lineage
 from ..errors import UsageError
 from ..fsutil import fresh_run_dir
 from ..index import mark_changes, scan
@@ -55,6 +57,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     if args.show_config:
         doc["skip"] = {"stage": "plan", "reason": "show-config"}
         return doc
+    journal.recover(settings.work_dir, [r.path for r in roots])  # never back up a half-swapped restore
     state_root = roots[0]
     if not os.path.isdir(state_root.path):
         raise UsageError(f"the state dir {state_root.path} does not exist (set OCB_STATE_DIR or OPENCLAW_STATE_DIR)")
@@ -71,9 +74,12 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         log.info(f"absent roots, noted and not backed up: {', '.join(report.missing_roots)}")
     for path in report.skipped_special:
         log.warning(f"{path} is a socket, fifo or device: not backed up")
+    for skipped in report.unreadable:
+        log.warning(f"cannot read {skipped['path']} ({skipped['reason']}): not backed up")
     changes = mark_changes(current, None if full else cached.index)  # type: ignore[union-attr]
     plan = {"roots": [r.as_dict() for r in roots], "changes": changes.as_dict(),
             "excluded": report.excluded, "missing_roots": report.missing_roots,
+            "skipped": report.unreadable,
             "base": head.token, "base_snapshot": head.snapshot_id}
     if not full and not changes.any:
         doc["plan"] = plan

@@ -3,15 +3,17 @@
 Usage: ocb-split | ocb-push > pushed.json
 
 Reads:   a backup document with `plan`, `archive`, `seal` and `volumes`.
-Writes:  `push`: {meta, pointer, stats}. The store gets `<prefix>/<volume>...`,
+Writes:  `push`: {meta, pointer, stats, skipped (a count, when some were)}. The store gets `<prefix>/<volume>...`,
          `<prefix>/<id>.meta.json`, the catalog `ocb-catalog.json` and `latest-backup.json` together (one commit on the Hub;
          renames under a lock on a folder), only if the store's latest snapshot is still the
          one the plan saw. Then the new index (and the block hashes of its large files)
          becomes the local cache (this machine's lineage) and the snapshot's work dir is
          removed.
 Environment: HF_TOKEN for Hub stores (never written anywhere).
-Exit status: 0 ok or skip; 1 run-time failure, or an index that a restore would refuse
-             (ocb.index.check_structure: nothing is published); 3 bad input document;
+Exit status: 0 ok or skip; 6 published, but some entries could not be read (named in
+             `plan.skipped`, `archive.skipped` and the meta); 1 run-time failure, or an
+             index that a restore would refuse (ocb.index.check_structure: nothing is
+             published); 3 bad input document;
              5 the store moved since planning (re-plan); 13 credentials refused; 14 rate
              limited past the budget.
 """
@@ -25,10 +27,10 @@ import time
 
 from .. import cache, catalog, config
 from ..config import Settings
-from ..errors import BadDocument, RuntimeFailure
+from ..errors import EXIT_PARTIAL, BadDocument, RuntimeFailure
 from ..index import Index, check_structure
 from ..log import log
-from ..snapshot import POINTER, build_meta, build_pointer, meta_path
+from ..snapshot import POINTER, build_meta, build_pointer, meta_path, skipped_entries
 from ..stores import open_store
 from ..stores.base import Upload
 
@@ -84,4 +86,14 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     if os.path.dirname(os.path.realpath(snapshot_dir)) == os.path.realpath(settings.work_dir):
         shutil.rmtree(snapshot_dir, ignore_errors=True)
     doc["push"] = {"meta": meta_path(prefix, doc["id"]), "pointer": POINTER, "stats": stats}
+    skipped = skipped_entries(doc)
+    if skipped:
+        doc["push"]["skipped"] = len(skipped)
+        log.warning(f"snapshot {doc['id']} leaves out {len(skipped)} unreadable entries: "
+                    + ", ".join(s["path"] for s in skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
     return doc
+
+
+def exit_status(doc: dict) -> int:
+    """6 when the snapshot is published but some entries could not be read (README)."""
+    return EXIT_PARTIAL if (doc.get("push") or {}).get("skipped") else 0
