@@ -26,6 +26,7 @@
 # and everything the ocb-* commands read (OCB_STORE, HF_TOKEN, ...).
 #
 # Log lines go to stderr as "TIME entrypoint: STAGE: MESSAGE" (UTC).
+# Needs jq (documents are read as JSON): without it, exit 1 before anything runs.
 # Exit status: the app's; 2 for a bad setting (before anything runs); the restore's status
 # when it failed and OCB_ON_RESTORE_FAIL=stop; 130/143 when stopped during the restore.
 set -u
@@ -67,6 +68,7 @@ else
     interval=600
 fi
 stop_timeout=$(seconds OCB_STOP_TIMEOUT "${OCB_STOP_TIMEOUT:-30}") || exit 2
+command -v jq >/dev/null 2>&1 || { log config "jq is not installed: the entrypoint and ocb-backup/ocb-restore read documents with it (Debian: apt-get install jq)"; exit 1; }
 done_file=${OCB_RESTORE_DONE_FILE:-/tmp/openclaw-restore-completed}
 skipped_file=${OCB_RESTORE_SKIPPED_FILE:-/tmp/openclaw-restore-skipped-no-backup}
 
@@ -108,14 +110,14 @@ doc=$("$here/bin/ocb-restore")
 restore_status=$?
 backups=on
 if [ "$restore_status" -eq 0 ]; then
-    case "$doc" in
-        *'"no_snapshot": true'*)
-            log restore "the store has no snapshot yet: a first start, nothing to restore"
-            touch -- "$skipped_file" "$done_file" || log restore "warning: cannot write the readiness files" ;;
-        *)
-            log restore "done"
-            touch -- "$done_file" || log restore "warning: cannot write the readiness file $done_file" ;;
-    esac
+    # the document read as JSON: ocb-chain's skip says whether the store had no snapshot
+    if printf '%s\n' "$doc" | jq -e '.skip.no_snapshot == true' >/dev/null 2>&1; then
+        log restore "the store has no snapshot yet: a first start, nothing to restore"
+        touch -- "$skipped_file" "$done_file" || log restore "warning: cannot write the readiness files"
+    else
+        log restore "done"
+        touch -- "$done_file" || log restore "warning: cannot write the readiness file $done_file"
+    fi
 elif [ -n "$stop_signal" ]; then
     : # interrupted: said below
 elif [ "$on_fail" = stop ]; then

@@ -1,17 +1,45 @@
 # shellcheck shell=sh
 # Sourced by bin/ocb-backup and bin/ocb-restore (POSIX sh): one backup or restore at a time
-# per work dir. Defines say() and ocb_take_lock NAME; sets $work (the work dir) and $lock.
+# per work dir. Defines say() and ocb_take_lock NAME STAGE [FLAGS...]; sets $work (the work
+# dir) and $lock.
+#
+# The work dir is the one the stages will use, never worked out here: ocb_take_lock asks the
+# pipe's first stage (STAGE --show-config FLAGS: ocb-plan for a backup, ocb-chain for a
+# restore) and reads .settings.work_dir from its document with jq, so flags, OCB_*, the legacy
+# names and the env files count exactly as they count for the stages. A bad setting: that
+# stage's error document on stdout, its exit code (2), nothing done. jq missing: exit 1.
 #
 # With flock(1) the lock is WORK/.lock, released when its holder dies (fd 9 stays open for
 # the life of the calling script and its pipe). Without flock it is the directory
 # WORK/.lock.d holding the holder's pid; a lock whose pid is dead is stale and taken over.
 # When another run holds the lock: a message on stderr, exit 11, nothing touched.
+#
+# Once the lock is held, OCB_UNDER_LOCK=1 is exported: each run dir a stage then creates in the
+# work dir holds an empty file .ocb-under-lock, by which ocb-backup's sweep tells the run dirs
+# of dead runs under the lock from those of pipes someone runs or replays by hand.
 
 say() { echo "$ocb_name: $1: $2" >&2; }
 
 ocb_take_lock() {
     ocb_name=$1
-    work=${OCB_WORK_DIR:-${OPENCLAW_BACKUP_WORK_DIR:-${HOME:?HOME is not set}/.cache/ocb/work}}
+    ocb_stage=$2
+    shift 2
+    command -v jq >/dev/null 2>&1 || {
+        say error "jq is not installed: $ocb_name reads the stages' documents with it (Debian: apt-get install jq)"
+        exit 1
+    }
+    # the stage's own answer: its settings, or its error document and code
+    ocb_config=$("$ocb_stage" --show-config "$@")
+    ocb_status=$?
+    if [ "$ocb_status" -ne 0 ]; then
+        [ -z "$ocb_config" ] || printf '%s\n' "$ocb_config"
+        exit "$ocb_status"
+    fi
+    work=$(printf '%s\n' "$ocb_config" | jq -r '.settings.work_dir // empty' 2>/dev/null)
+    case "$work" in
+        /*) ;;
+        *) say error "${ocb_stage##*/} --show-config gave no absolute .settings.work_dir (a bug)"; exit 70 ;;
+    esac
     mkdir -p -- "$work" || { say error "cannot create the work dir $work"; exit 1; }
     if command -v flock >/dev/null 2>&1; then
         lock=$work/.lock
@@ -20,6 +48,8 @@ ocb_take_lock() {
             say error "another ocb-backup or ocb-restore holds the lock $lock: nothing done"
             exit 11
         fi
+        OCB_UNDER_LOCK=1
+        export OCB_UNDER_LOCK
         return 0
     fi
     # mkdir is atomic: exactly one run creates the dir. The pid inside tells whether the
@@ -40,4 +70,6 @@ ocb_take_lock() {
     trap 'rm -rf -- "$lock"' EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
+    OCB_UNDER_LOCK=1
+    export OCB_UNDER_LOCK
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bats
 # entrypoint.sh as a container's ENTRYPOINT (under dash, and bash for the main scenario), with
-# tests/e2e/fixtures/app/app.sh standing in for the app; and the lock of bin/ocb-backup.
+# tests/e2e/fixtures/app/app.sh standing in for the app, and the crontab line. (The lock and
+# the sweep of bin/ocb-backup: backup.bats.)
 # Nothing here sleeps for a fixed time: every wait polls a condition with a timeout.
 
 load test_helper
@@ -17,28 +18,13 @@ setup() {
     export OCB_RESTORE_SKIPPED_FILE="$BATS_TEST_TMPDIR/restore-skipped-no-backup"
     mkdir -p "$APP_RUN"
     EP_PID=""
+    WAIT_FOR_LOG="$BATS_TEST_TMPDIR/ep.err"   # what wait_for shows when it times out
 }
 
 teardown() {
     # a failed test must not leave an entrypoint or an app behind
     if [ -n "$EP_PID" ]; then kill -s KILL "$EP_PID" 2>/dev/null || true; fi
-    touch "$BATS_TEST_TMPDIR/release"  # lets a held ocb-backup (the lock test) finish
     for pid in $(leftovers); do kill -s KILL "$pid" 2>/dev/null || true; done
-}
-
-# wait_for SECONDS CMD...: poll CMD every 0.1 s until it succeeds; fail after SECONDS
-wait_for() {
-    local tries=$(($1 * 10))
-    shift
-    until "$@"; do
-        tries=$((tries - 1))
-        if [ "$tries" -le 0 ]; then
-            echo "timed out waiting for: $*" >&2
-            [ ! -f "$BATS_TEST_TMPDIR/ep.err" ] || { echo "entrypoint stderr:" >&2; cat "$BATS_TEST_TMPDIR/ep.err" >&2; }
-            return 1
-        fi
-        sleep 0.1
-    done
 }
 
 # start_entrypoint SHELL: run SHELL entrypoint.sh APP in the background, marked so that every
@@ -275,83 +261,44 @@ main_scenario() {
     done
 }
 
-# --- bin/ocb-backup: the lock -----------------------------------------------------------------
-
-@test "two ocb-backup at once: the second exits 11 touching nothing, the first completes" {
-    printf 'state\n' >"$HOME/.openclaw/a.txt"
-    # a copy of bin/ whose ocb-plan holds the first run (lock taken) until we release it
-    held="$BATS_TEST_TMPDIR/held/bin"
-    mkdir -p "$held"
-    ln -s "$OCB_ROOT/lib" "$BATS_TEST_TMPDIR/held/lib"
-    cp "$OCB_ROOT/bin/ocb-backup" "$held/"
-    for stage in pack seal split push; do ln -s "$OCB_ROOT/bin/ocb-$stage" "$held/"; done
-    cat >"$held/ocb-plan" <<EOF
+# entrypoint_with_pull DOC: a copy of the entrypoint and bin/ whose ocb-pull answers with the
+# document in the file DOC; prints the copy of entrypoint.sh
+entrypoint_with_pull() {
+    local bin
+    bin=$(bin_with ocb-pull <<EOF
 #!/bin/sh
-touch "$BATS_TEST_TMPDIR/first-holds-lock"
-until [ -e "$BATS_TEST_TMPDIR/release" ]; do sleep 0.1; done
-exec "$OCB_ROOT/bin/ocb-plan" "\$@"
+cat >/dev/null
+cat "$1"
 EOF
-    chmod +x "$held/ocb-plan"
-    "$held/ocb-backup" >"$BATS_TEST_TMPDIR/first.json" 2>"$BATS_TEST_TMPDIR/first.err" &
-    first=$!
-    wait_for 15 test -e "$BATS_TEST_TMPDIR/first-holds-lock"
-
-    mkdir -p "$OCB_WORK_DIR/openclaw-backup-20200101-000000"   # looks like a dead run's leftover
-    store_listing >"$BATS_TEST_TMPDIR/store-before"
-    (cd "$OCB_WORK_DIR" && find . | sort) >"$BATS_TEST_TMPDIR/work-before"
-    run -11 --separate-stderr ocb-backup
-    [ -z "$output" ]
-    [[ "$stderr" == *"ocb-backup: error: another ocb-backup or ocb-restore holds the lock"* ]]
-    # a restore waits its turn too: it would race the backup over the same state
-    run -11 --separate-stderr ocb-restore
-    [[ "$stderr" == *"ocb-restore: error: another ocb-backup or ocb-restore holds the lock"* ]]
-    diff "$BATS_TEST_TMPDIR/store-before" <(store_listing)
-    diff "$BATS_TEST_TMPDIR/work-before" <(cd "$OCB_WORK_DIR" && find . | sort)
-
-    touch "$BATS_TEST_TMPDIR/release"
-    wait "$first"
-    assert_doc_ok "$BATS_TEST_TMPDIR/first.json"
-    [ -n "$(store_listing)" ]
-    # once the lock is free, the next run clears what dead runs left
-    backup_ok
-    [ ! -e "$OCB_WORK_DIR/openclaw-backup-20200101-000000" ]
+)
+    cp "$EP" "$bin/../entrypoint.sh"
+    echo "$bin/../entrypoint.sh"
 }
 
-@test "ocb-backup removes the work dirs of dead runs before the pipe" {
-    mkdir -p "$OCB_WORK_DIR/openclaw-backup-20200101-000000/x" "$OCB_WORK_DIR/restore-openclaw-backup-20200101-000000"
-    printf 'keep\n' >"$OCB_WORK_DIR/unrelated.txt"
-    backup_ok
-    [ ! -e "$OCB_WORK_DIR/openclaw-backup-20200101-000000" ]
-    [ ! -e "$OCB_WORK_DIR/restore-openclaw-backup-20200101-000000" ]
-    [ -f "$OCB_WORK_DIR/unrelated.txt" ]
-    grep -q 'left by an earlier run' "$BATS_TEST_TMPDIR/last.err"
+@test "the entrypoint reads the restore's document as JSON: a no_snapshot skip however written, and never those words elsewhere" {
+    export APP_RUN_FOR=0
+    # compact JSON: no space after the colon
+    printf '%s\n' '{"ocb":1,"kind":"restore","skip":{"stage":"chain","no_snapshot":true}}' >"$BATS_TEST_TMPDIR/compact.json"
+    run -0 --separate-stderr dash "$(entrypoint_with_pull "$BATS_TEST_TMPDIR/compact.json")" "$APP"
+    [[ "$stderr" == *"no snapshot yet"* ]]
+    [ -f "$OCB_RESTORE_SKIPPED_FILE" ] && [ -f "$OCB_RESTORE_DONE_FILE" ]
+    # the same words outside .skip, in the document of a restore that did happen, are no skip
+    rm -rf "$APP_RUN" "$OCB_RESTORE_SKIPPED_FILE" "$OCB_RESTORE_DONE_FILE" && mkdir -p "$APP_RUN"
+    jq -n '{ocb: 1, kind: "restore", chain: {target: "openclaw-backup-20200101-000000"},
+        pull: {restored: 40}, earlier: {no_snapshot: true}}' >"$BATS_TEST_TMPDIR/restored.json"
+    grep -qF '"no_snapshot": true' "$BATS_TEST_TMPDIR/restored.json"
+    run -0 --separate-stderr dash "$(entrypoint_with_pull "$BATS_TEST_TMPDIR/restored.json")" "$APP"
+    [[ "$stderr" == *"entrypoint: restore: done"* && "$stderr" != *"no snapshot yet"* ]]
+    [ ! -e "$OCB_RESTORE_SKIPPED_FILE" ] && [ -f "$OCB_RESTORE_DONE_FILE" ]
 }
 
-@test "without flock, the lock is a dir with the holder's pid, and a dead holder's lock is stale" {
-    # a PATH with what ocb-backup and the stages need, but no flock
-    nofl="$BATS_TEST_TMPDIR/no-flock-bin"
-    mkdir -p "$nofl"
-    ln -s "$PYTHON" "$nofl/python3"
-    for tool in env dirname readlink mkdir cat rm sed sleep date uname; do
-        ln -s "$(command -v "$tool")" "$nofl/$tool"
-    done
-    lockdir="$OCB_WORK_DIR/.lock.d"
-    mkdir -p "$lockdir"
-    store_listing >"$BATS_TEST_TMPDIR/store-before"
-
-    sleep 30 &
-    holder=$!
-    echo "$holder" >"$lockdir/pid"
-    run -11 --separate-stderr env PATH="$nofl" "$OCB_ROOT/bin/ocb-backup"
-    [[ "$stderr" == *"(pid $holder) holds the lock"* ]]
-    diff "$BATS_TEST_TMPDIR/store-before" <(store_listing)
-    kill "$holder" && wait "$holder" || true
-
-    # the holder is gone: its lock is stale, taken over, and released at the end
-    run -0 --separate-stderr env PATH="$nofl" "$OCB_ROOT/bin/ocb-backup"
-    [[ "$stderr" == *"removing the stale lock $lockdir of pid $holder"* ]]
-    [ ! -e "$lockdir" ]
-    [ -n "$(store_listing)" ]
+@test "without jq the entrypoint exits 1 saying so, before the restore or the app" {
+    nojq=$(path_without jq)
+    run -1 --separate-stderr env PATH="$nojq" dash "$EP" "$APP"
+    [[ "$stderr" == *"entrypoint: config: jq is not installed"* ]]
+    [[ "$stderr" != *"entrypoint: restore:"* ]]
+    [ ! -e "$APP_RUN/app.pid" ]
+    [ -z "$(store_listing)" ]
 }
 
 @test "the crontab line of examples/crontab works as written, in cron's bare environment" {

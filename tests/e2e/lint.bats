@@ -17,3 +17,18 @@ SH_FILES="entrypoint.sh bin/ocb-backup bin/ocb-restore lib/sh/lock.sh examples/d
         run -0 dash -n "$f"
     done
 }
+
+@test "the repository tracks no ignored path and no build output" {
+    cd "$OCB_ROOT"
+    run -0 git ls-files -ci --exclude-standard
+    [ -z "$output" ] || { echo "tracked although .gitignore lists them:" >&2; echo "$output" >&2; return 1; }
+    run -0 git ls-files
+    [ -n "$output" ]
+    built=$(grep -E '(^|/)(\.venv|build|__pycache__)/|(^|/)[^/]*\.egg-info(/|$)' <<<"$output" || true)
+    [ -z "$built" ] || { echo "tracked build output:" >&2; echo "$built" >&2; return 1; }
+}
+
+@test "examples/Dockerfile installs jq, which ocb-backup, ocb-restore and the entrypoint read documents with" {
+    run -0 grep -E '^\s*(RUN|&&).*apt-get install .*\bjq\b' "$OCB_ROOT/examples/Dockerfile"
+    grep -q 'jq' <(sed -n '/^## Running it/,/^## Snapshots/p' "$OCB_ROOT/README.md")
+}

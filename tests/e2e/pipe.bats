@@ -71,3 +71,67 @@ setup() {
     [ "$(cat "$STORE_DIR")" = "in the way" ]
     diff -r "$BATS_TEST_TMPDIR/cache-before" "$OCB_CACHE_DIR"
 }
+
+# work_dir_is_empty: no stage left anything in the work dir (or it was never made)
+work_dir_is_empty() { [ ! -e "$OCB_WORK_DIR" ] || [ -z "$(ls -A "$OCB_WORK_DIR")" ]; }
+
+@test "an unknown flag is a usage error document from its stage: the backup pipe exits 2 naming plan" {
+    run -2 --separate-stderr sh -c 'ocb-plan --bogus | ocb-pack | ocb-seal | ocb-split | ocb-push'
+    echo "$output" >"$BATS_TEST_TMPDIR/doc.json"
+    assert_doc_error plan 2 "$BATS_TEST_TMPDIR/doc.json"
+    jq -e '.kind == "backup" and (.error.message | contains("--bogus"))' "$BATS_TEST_TMPDIR/doc.json"
+    [[ "$stderr" == *"ocb-plan: error: "*"--bogus"* ]]
+    # the later stages only passed it on
+    [[ "$stderr" != *"ocb-pack: error"* && "$stderr" != *"ocb-push: error"* ]]
+    [ ! -e "$STORE_DIR" ]
+    work_dir_is_empty
+}
+
+@test "an unknown flag is a usage error document from its stage: the restore pipe exits 2 naming chain" {
+    backup_ok
+    manifest "$HOME/.openclaw" >"$BATS_TEST_TMPDIR/live"
+    before=$(store_listing)
+    run -2 --separate-stderr sh -c 'ocb-chain --bogus | ocb-pull'
+    echo "$output" >"$BATS_TEST_TMPDIR/doc.json"
+    assert_doc_error chain 2 "$BATS_TEST_TMPDIR/doc.json"
+    jq -e '.kind == "restore" and (.error.message | contains("--bogus"))' "$BATS_TEST_TMPDIR/doc.json"
+    [[ "$stderr" != *"ocb-pull: error"* ]]
+    [ "$(store_listing)" = "$before" ]
+    manifest "$HOME/.openclaw" | diff "$BATS_TEST_TMPDIR/live" -
+}
+
+@test "a bad flag value and a bad env value are usage error documents naming them: exit 2 through the pipe" {
+    OCB_VOLUME_SIZE=1X run -2 --separate-stderr sh -c 'ocb-plan | ocb-pack | ocb-seal | ocb-split | ocb-push'
+    echo "$output" >"$BATS_TEST_TMPDIR/doc.json"
+    assert_doc_error plan 2 "$BATS_TEST_TMPDIR/doc.json"
+    jq -e '.error.message | contains("OCB_VOLUME_SIZE")' "$BATS_TEST_TMPDIR/doc.json"
+    [[ "$stderr" == *"OCB_VOLUME_SIZE"* ]]
+    [ ! -e "$STORE_DIR" ]
+    work_dir_is_empty
+    # a legacy name is named as it was set
+    OPENCLAW_BACKUP_SPLIT_SIZE=lots run -2 --separate-stderr sh -c 'ocb-plan | ocb-pack | ocb-seal | ocb-split | ocb-push'
+    echo "$output" >"$BATS_TEST_TMPDIR/doc.json"
+    assert_doc_error plan 2 "$BATS_TEST_TMPDIR/doc.json"
+    jq -e '.error.message | contains("OPENCLAW_BACKUP_SPLIT_SIZE")' "$BATS_TEST_TMPDIR/doc.json"
+    # a flag's bad value: ocb-chain --at
+    backup_ok
+    run -2 --separate-stderr sh -c 'ocb-chain --at yesterday | ocb-pull'
+    echo "$output" >"$BATS_TEST_TMPDIR/doc.json"
+    assert_doc_error chain 2 "$BATS_TEST_TMPDIR/doc.json"
+    jq -e '.error.message | contains("--at")' "$BATS_TEST_TMPDIR/doc.json"
+}
+
+@test "a saved plan can be replayed after an ocb-backup: the sweep leaves hand-run work dirs alone" {
+    ocb-plan >"$BATS_TEST_TMPDIR/plan.json" 2>/dev/null
+    assert_doc_ok "$BATS_TEST_TMPDIR/plan.json"
+    run_dir=$(jq -r '.plan.dir' "$BATS_TEST_TMPDIR/plan.json")
+    [ -d "$run_dir" ] && [ ! -e "$run_dir/.ocb-under-lock" ]   # run by hand: no marker
+    # an ocb-backup in the same work dir, to another store, sweeps while the plan waits
+    OCB_STORE="file://$BATS_TEST_TMPDIR/other-store" OCB_CACHE_DIR="$BATS_TEST_TMPDIR/other-cache" backup_ok
+    [ -d "$run_dir" ]
+    run -0 --separate-stderr sh -c "ocb-pack <'$BATS_TEST_TMPDIR/plan.json' | ocb-seal | ocb-split | ocb-push"
+    echo "$output" >"$BATS_TEST_TMPDIR/doc.json"
+    assert_doc_ok "$BATS_TEST_TMPDIR/doc.json"
+    run -0 --separate-stderr ocb-restore --to "$BATS_TEST_TMPDIR/r"
+    manifest "$HOME/.openclaw" | diff - <(manifest "$BATS_TEST_TMPDIR/r/.openclaw")
+}
