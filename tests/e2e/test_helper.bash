@@ -137,9 +137,11 @@ store_setup_file() {
     fi
 }
 
-# hub_setup_file [testhub options]: the test Hub for every test of the file (OCB_TEST_STORE=hf)
+# hub_setup_file [testhub options]: the test Hub for every test of the file (OCB_TEST_STORE=hf).
+# Its faults and counters are the Hub's, not a repo's: under bats --jobs the file's tests run
+# one at a time, so that one test's injected fault or counted request is never another's.
 hub_setup_file() {
-    export OCB_TEST_STORE=hf HUB_ARGS="$*"
+    export OCB_TEST_STORE=hf HUB_ARGS="$*" BATS_NO_PARALLELIZE_WITHIN_FILE=true
     hub_start "$@"
 }
 
