@@ -211,6 +211,7 @@ def test_a_missing_store_is_not_there_and_empty(backend, store, tmp_path):
     head = store.head()
     assert head.pointer is None and head.token is None
     assert store.read_catalog() is None and store.list_snapshot_ids("backups") == []
+    assert store.list_files("backups") == {}
     with pytest.raises(StoreMissing, match="does not exist"):
         store.read_meta("backups", SNAP)
     with pytest.raises(StoreMissing, match="does not exist"):
@@ -240,6 +241,10 @@ def test_publish_writes_pointer_meta_catalog_and_volume_and_reads_them_back(back
     assert again.read_meta("backups", SNAP) == meta
     assert again.read_catalog() == on_disk
     assert again.list_snapshot_ids("backups") == [SNAP]
+    # the files under the prefix with their sizes, from one listing
+    assert again.list_files("backups") == {upload.name: upload.size,
+                                           f"{SNAP}.meta.json": len(raw.read(meta_path("backups", SNAP)))}
+    assert again.list_files("elsewhere") == {}
     fetched = again.fetch_volume("backups", upload.name, upload.size, upload.sha256, str(tmp_path / "work"))
     assert Path(fetched).read_bytes() == b"volume of " + SNAP.encode()
 

@@ -150,6 +150,11 @@ class Store(ABC):
         in the order they were taken; [] for a missing store."""
 
     @abstractmethod
+    def list_files(self, prefix: str) -> dict[str, int]:
+        """{name: size} of every file directly under `prefix` (volumes and metas), from one
+        listing, nothing downloaded; {} for a missing store or prefix."""
+
+    @abstractmethod
     def fetch_volume(self, prefix: str, name: str, size: int, sha256: str, dest_dir: str) -> str:
         """A local path holding the volume, verified against size and sha256."""
 

@@ -255,6 +255,21 @@ class HfStore(Store):
             return []
         return ids_of_meta_names(names)
 
+    def list_files(self, prefix: str) -> dict[str, int]:
+        hub = self.hub
+
+        def listing() -> dict[str, int]:
+            try:
+                items = self.api.list_repo_tree(self.repo_id, path_in_repo=prefix, repo_type=REPO_TYPE)
+                return {item.path.rsplit("/", 1)[-1]: item.size for item in items if isinstance(item, hub.RepoFile)}
+            except hub.EntryNotFoundError:
+                return {}
+
+        try:
+            return self._retrying("list files", listing)
+        except StoreMissing:
+            return {}
+
     def fetch_volume(self, prefix: str, name: str, size: int, sha256: str, dest_dir: str) -> str:
         hub = self.hub
 

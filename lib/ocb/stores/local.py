@@ -109,6 +109,15 @@ class LocalStore(Store):
             raise _io_failure("list", self._path(prefix), exc) from None
         return ids_of_meta_names(names)
 
+    def list_files(self, prefix: str) -> dict[str, int]:
+        try:
+            with os.scandir(self._path(prefix)) as listing:
+                return {e.name: e.stat(follow_symlinks=False).st_size for e in listing if e.is_file(follow_symlinks=False)}
+        except FileNotFoundError:
+            return {}
+        except OSError as exc:
+            raise _io_failure("list", self._path(prefix), exc) from None
+
     def fetch_volume(self, prefix: str, name: str, size: int, sha256: str, dest_dir: str) -> str:
         try:
             return verify_volume(self._path(f"{prefix}/{name}"), name, size, sha256, "in the store")
