@@ -19,7 +19,8 @@ that is whole but does not hold together.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from .errors import ChainBroken, StoreConflict
 from .snapshot import (
@@ -187,11 +188,11 @@ def check(value: Any, what: str) -> dict:
         if item["seq"] <= previous_seq:
             raise ChainBroken(f"{where}.seq is {item['seq']}, not after {previous_seq}: not in publish order")
         parent = seen.get(item.get("parent_id") or "")
-        if parent is not None and not parent.get(FROM_LISTING):
-            # the parent is listed (prune keeps whole chains; an older store may not list it):
-            # the two must agree on the chain they are part of
-            if parent["chain_id"] != item["chain_id"] or parent["chain_length"] + 1 != item["chain_length"]:
-                raise ChainBroken(f"{where} does not continue the chain of its parent {parent['id']}")
+        # a parent that is listed (prune keeps whole chains; an older store may not list it)
+        # must agree with its child on the chain they are part of
+        if (parent is not None and not parent.get(FROM_LISTING)
+                and (parent["chain_id"] != item["chain_id"] or parent["chain_length"] + 1 != item["chain_length"])):
+            raise ChainBroken(f"{where} does not continue the chain of its parent {parent['id']}")
         if parent is None and position.get(item.get("parent_id") or "", -1) > number:
             raise ChainBroken(f"{where} is listed before its parent {item['parent_id']}")
         seen[item["id"]] = item

@@ -25,9 +25,16 @@ import pytest
 
 from ocb import catalog
 from ocb.config import Settings, StoreSecrets
-from ocb.errors import BadDocument, ChainBroken, ChecksumMismatch, CredentialsRefused, StoreConflict, StoreMissing, \
-    UsageError
-from ocb.snapshot import POINTER, build_pointer, meta_path, parse_record
+from ocb.errors import (
+    BadDocument,
+    ChainBroken,
+    ChecksumMismatch,
+    CredentialsRefused,
+    StoreConflict,
+    StoreMissing,
+    UsageError,
+)
+from ocb.snapshot import POINTER, build_pointer, meta_path, parse_record, with_digest
 from ocb.stores import canonical_url, open_store
 from ocb.stores.base import Upload
 from tests.unit.test_catalog import make_meta
@@ -169,23 +176,14 @@ def volume(tmp_path: Path, snapshot_id: str, data: bytes) -> Upload:
 
 
 def snapshot(tmp_path: Path, snapshot_id: str, parent: dict | None = None, data: bytes | None = None):
-    """(upload, meta) of a one-volume snapshot, the meta built as ocb-push builds it."""
-    data = data if data is not None else f"volume of {snapshot_id}".encode()
-    upload = volume(tmp_path, snapshot_id, data)
-    meta = make_meta(snapshot_id, parent=parent, size=upload.size)
-    meta = make_meta_with_volume(meta, upload)
-    return upload, meta
-
-
-def make_meta_with_volume(meta: dict, upload: Upload) -> dict:
-    """The meta with its volume's real sha256 (make_meta invents one)."""
-    from ocb.snapshot import with_digest
-
-    value = {k: v for k, v in json.loads(json.dumps(meta)).items() if k != "record_sha256"}
-    value["chain"][-1]["volumes"] = [{"name": upload.name, "size": upload.size, "sha256": upload.sha256}]
-    value["volume_info"] = value["chain"][-1]["volumes"]
-    value["volumes"] = [upload.name]
-    return with_digest(value)
+    """(upload, meta) of a one-volume snapshot, the meta built as ocb-push builds it, naming
+    the volume's real size and sha256."""
+    upload = volume(tmp_path, snapshot_id, data if data is not None else f"volume of {snapshot_id}".encode())
+    meta = {k: v for k, v in make_meta(snapshot_id, parent=parent).items() if k != "record_sha256"}
+    meta["chain"][-1]["volumes"] = [{"name": upload.name, "size": upload.size, "sha256": upload.sha256}]
+    meta["volume_info"] = meta["chain"][-1]["volumes"]
+    meta["volumes"] = [upload.name]
+    return upload, with_digest(meta)
 
 
 def publish(store, url: str, tmp_path: Path, snapshot_id: str, parent: dict | None = None,
@@ -360,7 +358,7 @@ def test_remove_on_a_stale_head_is_a_conflict_and_deletes_nothing(backend, store
 
 
 @pytest.mark.parametrize("paths", [[POINTER], [catalog.NAME], ["../outside"], ["/abs"], ["backups/../x"],
-                                   ["backups/a", "backups/a"]])
+                                   ["backups/a", "backups/a"], ["backups"], [f"backups/.ocb-tmp-1-{SNAP}.tar.zst"]])
 def test_remove_refuses_what_is_not_a_snapshot_file(backend, store, tmp_path, paths):
     publish(store, backend.url, tmp_path, SNAP, token=None, old_catalog=None)
     files = backend.raw.files()
@@ -611,6 +609,6 @@ def test_the_endpoint_comes_from_the_settings_with_hf_endpoint_unset(locked_hub,
     env = {k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT", "HF_TOKEN", "HUGGINGFACE_HUB_TOKEN")}
     env.update({"HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_XET": "1"})
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=120)
+                         timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [NEXT]

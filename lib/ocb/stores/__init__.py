@@ -27,9 +27,6 @@ BACKENDS = {
     "file": "ocb.stores.local:LocalStore",
     "hf": "ocb.stores.hf:HfStore",
 }
-# what a value without "scheme://" is: a path, else the legacy OPENCLAW_BACKUP_DATASET_REPO OWNER/NAME
-PATH_FORM = re.compile(r"^(/|\./|\.\./|~)|^\.\.?$")
-BARE_FORMS = (("file", PATH_FORM), ("hf", re.compile(r"^[^/]+/[^/]+$")))
 SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://")
 
 
@@ -52,9 +49,10 @@ def canonical_url(raw: str, var: str) -> str:
         if scheme not in BACKENDS:
             raise UsageError(f"{var}={raw!r}: unknown store scheme {scheme}://; expected {_known_forms()}")
         return backend(scheme).canonical(value, var)
-    for scheme, form in BARE_FORMS:
-        if form.search(value):
-            return backend(scheme).canonical(value, var)
+    for scheme in BACKENDS:  # a value without "scheme://": the first backend that claims it
+        cls = backend(scheme)
+        if cls.bare is not None and cls.bare.search(value):
+            return cls.canonical(value, var)
     raise UsageError(f"{var}={raw!r}: not a store; expected {_known_forms()}")
 
 

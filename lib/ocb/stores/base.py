@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import ClassVar
@@ -119,6 +120,7 @@ class Store(ABC):
     url: str
     scheme: ClassVar[str]
     forms: ClassVar[tuple[str, ...]]  # the URL forms `canonical` accepts, for people
+    bare: ClassVar[re.Pattern[str] | None] = None  # what it claims of values without "scheme://"
 
     @classmethod
     @abstractmethod

@@ -23,15 +23,24 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import retry
 from ..catalog import NAME as CATALOG
 from ..catalog import encode as encode_catalog
 from ..catalog import parse as parse_catalog
-from ..errors import (ChainBroken, ChecksumMismatch, CredentialsRefused, RuntimeFailure, StoreConflict,
-                      StoreMissing, TemporarilyUnavailable, UsageError)
+from ..errors import (
+    ChainBroken,
+    ChecksumMismatch,
+    CredentialsRefused,
+    RuntimeFailure,
+    StoreConflict,
+    StoreMissing,
+    TemporarilyUnavailable,
+    UsageError,
+)
 from ..snapshot import POINTER, encode_record, ids_of_meta_names, meta_path, parse_record
 from .base import Head, Store, Upload, check_new_catalog, check_removable, check_removal_catalog, verify_volume
 
@@ -95,6 +104,7 @@ def _retry_after(exc: BaseException) -> str | None:
 class HfStore(Store):
     scheme = "hf"
     forms = ("hf://datasets/OWNER/NAME", "hf://OWNER/NAME", "OWNER/NAME")
+    bare = re.compile(r"^[^/]+/[^/]+$")  # the legacy OPENCLAW_BACKUP_DATASET_REPO form
 
     @classmethod
     def canonical(cls, raw: str, var: str) -> str:
@@ -123,7 +133,8 @@ class HfStore(Store):
         self.repo_id = self.url[len(PREFIX):]
         self.work_dir = settings.work_dir
         self.private = settings.private
-        self.endpoint = settings.hub_endpoint  # None: the library's default (huggingface.co)
+        # None: the library's default (huggingface.co)
+        self.endpoint = settings.hub_endpoint.rstrip("/") if settings.hub_endpoint else None
         # False, not None, when there is none: the library would look for one itself
         self.token: str | bool = secrets.hf_token or False
         self.policy = retry.Policy(settings.retry_seconds)  # tests replace its sleep and clock
@@ -237,7 +248,14 @@ class HfStore(Store):
             return {}
         infos = self._retrying("look up files", lambda: self.api.get_paths_info(
             self.repo_id, paths, repo_type=REPO_TYPE, revision=revision))
-        return {info.path: info.size for info in infos if isinstance(info, self.hub.RepoFile) and info.path in paths}
+        found = {}
+        for info in infos:
+            if info.path not in paths:
+                continue
+            if not isinstance(info, self.hub.RepoFile):
+                raise ValueError(f"{info.path} in {self.url} is not a file: a removal deletes files only")
+            found[info.path] = info.size
+        return found
 
     def list_snapshot_ids(self, prefix: str) -> list[str]:
         hub = self.hub

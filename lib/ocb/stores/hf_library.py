@@ -9,9 +9,14 @@ from __future__ import annotations
 
 import httpx2  # the HTTP stack huggingface_hub 2.x is built on
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, constants, hf_hub_download, hf_hub_url
+from huggingface_hub.errors import (
+    EntryNotFoundError,
+    HfHubHTTPError,
+    LocalEntryNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from huggingface_hub.hf_api import RepoFile
-from huggingface_hub.errors import (EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError,
-                                    RepositoryNotFoundError, RevisionNotFoundError)
 from huggingface_hub.utils import build_hf_headers, disable_progress_bars, get_session, hf_raise_for_status
 
 # No telemetry: it would add a round trip (to the default endpoint, whatever HF_ENDPOINT says)
@@ -22,7 +27,8 @@ TransportError = httpx2.TransportError
 # what a Hub call raises that the store maps to an ocb error
 ERRORS = (HfHubHTTPError, httpx2.TransportError, LocalEntryNotFoundError)
 
-__all__ = ["CommitOperationAdd", "CommitOperationDelete", "ERRORS", "EntryNotFoundError", "HfApi", "HfHubHTTPError",
-           "LocalEntryNotFoundError", "RepoFile", "RepositoryNotFoundError", "RevisionNotFoundError", "TransportError",
-           "build_hf_headers", "disable_progress_bars", "get_session", "hf_hub_download", "hf_hub_url",
-           "hf_raise_for_status"]
+__all__ = [
+    "ERRORS", "CommitOperationAdd", "CommitOperationDelete", "EntryNotFoundError", "HfApi", "HfHubHTTPError",
+    "LocalEntryNotFoundError", "RepoFile", "RepositoryNotFoundError", "RevisionNotFoundError", "TransportError",
+    "build_hf_headers", "disable_progress_bars", "get_session", "hf_hub_download", "hf_hub_url", "hf_raise_for_status",
+]

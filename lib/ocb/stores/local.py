@@ -14,19 +14,38 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import re
+import stat
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from .. import retry
 from ..catalog import NAME as CATALOG
 from ..catalog import encode as encode_catalog
 from ..catalog import parse as parse_catalog
-from ..errors import (ChainBroken, ChecksumMismatch, RuntimeFailure, StoreConflict, StoreLocked, StoreMissing,
-                      UsageError, io_reason)
+from ..errors import (
+    ChainBroken,
+    ChecksumMismatch,
+    RuntimeFailure,
+    StoreConflict,
+    StoreLocked,
+    StoreMissing,
+    UsageError,
+    io_reason,
+)
 from ..fsutil import TMP_MARK, atomic_write, fsync_dir, write_bytes
 from ..snapshot import META_SUFFIX, POINTER, encode_record, ids_of_meta_names, meta_path, parse_record
-from .base import (Head, Store, Upload, check_new_catalog, check_removable, check_removal_catalog, file_sha256,
-                   verify_volume)
+from .base import (
+    Head,
+    Store,
+    Upload,
+    check_new_catalog,
+    check_removable,
+    check_removal_catalog,
+    file_sha256,
+    verify_volume,
+)
 
 if TYPE_CHECKING:
     from ..config import Settings, StoreSecrets
@@ -46,6 +65,7 @@ def _io_failure(action: str, path: str, exc: OSError) -> RuntimeFailure:
 class LocalStore(Store):
     scheme = "file"
     forms = ("file:///path", "a path (/abs, ./rel, ~/dir)")
+    bare = re.compile(r"^(/|\./|\.\./|~)|^\.\.?$")
 
     @classmethod
     def canonical(cls, raw: str, var: str) -> str:
@@ -54,7 +74,7 @@ class LocalStore(Store):
             if not path.startswith("/"):
                 raise UsageError(f"{var}={raw!r}: a file store URL needs an absolute path (file:///path)")
             return SCHEME + os.path.normpath(path)
-        if raw.startswith(("/", "./", "../", "~")) or raw in (".", ".."):
+        if cls.bare.search(raw):
             return SCHEME + os.path.abspath(os.path.expanduser(raw))
         raise UsageError(f"{var}={raw!r}: expected file:///path or a path (/abs, ./rel, ~/dir)")
 
@@ -256,11 +276,14 @@ class LocalStore(Store):
             present: list[tuple[str, int]] = []
             for relative in paths:
                 try:
-                    present.append((relative, os.stat(self._path(relative)).st_size))
+                    info = os.lstat(self._path(relative))
                 except FileNotFoundError:
                     continue
                 except OSError as exc:
                     raise _io_failure("read", self._path(relative), exc) from None
+                if not stat.S_ISREG(info.st_mode):
+                    raise ValueError(f"{relative} in {self.url} is not a file: a removal deletes files only")
+                present.append((relative, info.st_size))
             folders = sorted({os.path.dirname(self._path(p)) for p, _ in present})
             for folder in folders:
                 if not os.access(folder, os.W_OK):
