@@ -18,7 +18,7 @@ from typing import ClassVar
 from .. import catalog
 from ..errors import ChecksumMismatch, StoreConflict
 from ..fsutil import TMP_MARK
-from ..snapshot import POINTER
+from ..snapshot import POINTER, ids_of_meta_names
 
 READ_CHUNK = 4 * 1024 * 1024
 
@@ -146,10 +146,10 @@ class Store(ABC):
         """The catalog (one read), checked by catalog.parse; None when the store has none
         (a store written before catalogs, an empty or a missing store)."""
 
-    @abstractmethod
     def list_snapshot_ids(self, prefix: str) -> list[str]:
         """Ids of every snapshot meta in the store, from one listing (metas are not read),
         in the order they were taken; [] for a missing store."""
+        return ids_of_meta_names(list(self.list_files(prefix)))
 
     @abstractmethod
     def list_files(self, prefix: str) -> dict[str, int]:

@@ -41,7 +41,7 @@ from ..errors import (
     TemporarilyUnavailable,
     UsageError,
 )
-from ..snapshot import POINTER, encode_record, ids_of_meta_names, meta_path, parse_record
+from ..snapshot import POINTER, encode_record, meta_path, parse_record
 from .base import Head, Store, Upload, check_new_catalog, check_removable, check_removal_catalog, verify_volume
 
 if TYPE_CHECKING:
@@ -256,22 +256,6 @@ class HfStore(Store):
                 raise ValueError(f"{info.path} in {self.url} is not a file: a removal deletes files only")
             found[info.path] = info.size
         return found
-
-    def list_snapshot_ids(self, prefix: str) -> list[str]:
-        hub = self.hub
-
-        def listing() -> list[str]:
-            try:
-                items = self.api.list_repo_tree(self.repo_id, path_in_repo=prefix, repo_type=REPO_TYPE)
-                return [item.path.rsplit("/", 1)[-1] for item in items]
-            except hub.EntryNotFoundError:
-                return []
-
-        try:
-            names = self._retrying("list snapshots", listing)
-        except StoreMissing:
-            return []
-        return ids_of_meta_names(names)
 
     def list_files(self, prefix: str) -> dict[str, int]:
         hub = self.hub

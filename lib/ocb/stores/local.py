@@ -35,7 +35,7 @@ from ..errors import (
     io_reason,
 )
 from ..fsutil import TMP_MARK, atomic_write, fsync_dir, write_bytes
-from ..snapshot import META_SUFFIX, POINTER, encode_record, ids_of_meta_names, meta_path, parse_record
+from ..snapshot import META_SUFFIX, POINTER, encode_record, meta_path, parse_record
 from .base import (
     Head,
     Store,
@@ -119,15 +119,6 @@ class LocalStore(Store):
     def read_catalog(self) -> dict | None:
         raw = self._read(CATALOG)
         return None if raw is None else parse_catalog(raw, f"{self.url}/{CATALOG}")
-
-    def list_snapshot_ids(self, prefix: str) -> list[str]:
-        try:
-            names = os.listdir(self._path(prefix))
-        except FileNotFoundError:
-            return []
-        except OSError as exc:
-            raise _io_failure("list", self._path(prefix), exc) from None
-        return ids_of_meta_names(names)
 
     def list_files(self, prefix: str) -> dict[str, int]:
         try:
