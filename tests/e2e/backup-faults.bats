@@ -58,8 +58,8 @@ when_packing() {
     jq -e '.plan.type == "incremental" and .archive.stats.vanished >= 4' "$BATS_TEST_TMPDIR/b.json" >/dev/null || {
         cat "$BATS_TEST_TMPDIR/b.json" >&2; false; }
     keep_index second
-    ! grep -q '"path": "sessions' "$BATS_TEST_TMPDIR/second.index"
-    ! grep -q '"path": "tmp' "$BATS_TEST_TMPDIR/second.index"
+    run -1 grep -q '"path": "sessions' "$BATS_TEST_TMPDIR/second.index"
+    run -1 grep -q '"path": "tmp' "$BATS_TEST_TMPDIR/second.index"
     restored_matches second
     # the next backup sees the rename and restores exactly too
     unset OCB_COMPRESSION_LEVEL
@@ -134,7 +134,7 @@ give_to_user() {
     meta="$STORE_DIR/backups/$(jq -r .id "$BATS_TEST_TMPDIR/b.json").meta.json"
     jq -e '.skipped_count >= 3 and ([.skipped[].path] | index("openclaw-state/locked") != null)' "$meta" >/dev/null
     keep_index partial
-    ! grep -q 'root-secret\|"path": "locked' "$BATS_TEST_TMPDIR/partial.index"
+    run -1 grep -q 'root-secret\|"path": "locked' "$BATS_TEST_TMPDIR/partial.index"
     grep -q '"path": "sessions/s1.jsonl"' "$BATS_TEST_TMPDIR/partial.index"
     grep -q '"path": "deep/' "$BATS_TEST_TMPDIR/partial.index"
 
@@ -156,4 +156,32 @@ give_to_user() {
     keep_index whole
     grep -q '"path": "app/root-secret"' "$BATS_TEST_TMPDIR/whole.index"
     grep -q '"path": "locked/inner/f"' "$BATS_TEST_TMPDIR/whole.index"
+}
+
+@test "a volume of a middle snapshot deleted by hand: the next backup is a full one naming it, and restores exactly" {
+    mkdir -p "$STATE/sessions"
+    printf 'one\n' >"$STATE/sessions/s1.jsonl"
+    backup_ok
+    printf 'two\n' >"$STATE/sessions/s2.jsonl"
+    backup_ok
+    middle=$(last_id)
+    printf 'three\n' >"$STATE/sessions/s3.jsonl"
+    backup_ok
+    [ "$(jq -r .plan.type "$BATS_TEST_TMPDIR/last.json")" = incremental ]
+    volume=$(cd "$STORE_DIR/backups" && ls "$middle".tar.*)
+    rm "$STORE_DIR/backups/$volume"
+    run -4 --separate-stderr ocb-restore --to "$BATS_TEST_TMPDIR/broken"
+    printf 'four\n' >"$STATE/sessions/s4.jsonl"
+    backup_ok
+    jq -e '.plan.type == "full" and (.plan.reasons | any(contains("broken in the store") and contains("'"$volume"'")))' \
+        "$BATS_TEST_TMPDIR/last.json" >/dev/null
+    grep -q "warning: the chain of .* is broken in the store: missing volume $volume" "$BATS_TEST_TMPDIR/last.err"
+    keep_index fresh
+    restored_matches fresh
+    # and the next one builds on the new, whole chain again
+    printf 'five\n' >"$STATE/sessions/s5.jsonl"
+    backup_ok
+    [ "$(jq -r .plan.type "$BATS_TEST_TMPDIR/last.json")" = incremental ]
+    keep_index after
+    restored_matches after
 }

@@ -18,6 +18,7 @@ setup() {
     export OCB_RESTORE_SKIPPED_FILE="$BATS_TEST_TMPDIR/restore-skipped-no-backup"
     mkdir -p "$APP_RUN"
     EP_PID=""
+    # shellcheck disable=SC2034  # read by wait_for (test_helper.bash)
     WAIT_FOR_LOG="$BATS_TEST_TMPDIR/ep.err"   # what wait_for shows when it times out
 }
 

@@ -32,3 +32,8 @@ SH_FILES="entrypoint.sh bin/ocb-backup bin/ocb-restore lib/sh/lock.sh examples/d
     run -0 grep -E '^\s*(RUN|&&).*apt-get install .*\bjq\b' "$OCB_ROOT/examples/Dockerfile"
     grep -q 'jq' <(sed -n '/^## Running it/,/^## Snapshots/p' "$OCB_ROOT/README.md")
 }
+
+@test "every bats file and the helper pass shellcheck at warning level: no bare ! that cannot fail a test" {
+    cd "$OCB_ROOT"
+    run -0 "$OCB_ROOT/.venv/bin/shellcheck" -S warning -s bash -x tests/e2e/test_helper.bash tests/e2e/*.bats
+}
