@@ -1,8 +1,8 @@
 """What the next snapshot builds on: full or incremental, diverged or not, and its new id.
 
 A pure decision over the settings, this machine's cache (the snapshot its state descends
-from) and the store's head; the only I/O is the store listing asked for when the id's second
-is already taken. ocb-plan calls it; the table tests in tests/unit/test_lineage.py pin it.
+from), the store's head and (chain_gaps) one listing of the store's prefix; the only I/O is
+the store listing asked for when the id's second is already taken. ocb-plan calls it; the table tests in tests/unit/test_lineage.py pin it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import datetime as dt
 
 from .cache import CachedSnapshot
 from .config import Settings
-from .snapshot import id_second, make_id, parse_utc
+from .snapshot import META_SUFFIX, id_second, make_id, parse_utc
 from .stores.base import Head, Store
 
 
@@ -37,7 +37,28 @@ def full_reasons(settings: Settings, cached: CachedSnapshot | None, head_id: str
         age = now - parse_utc(full_time)
         if age >= dt.timedelta(hours=settings.full_hours):
             reasons.append(f"the full snapshot is {age.total_seconds() / 3600:.1f} h old (OCB_FULL_HOURS={settings.full_hours})")
+        elif age < dt.timedelta(0):
+            # taken while the clock was ahead: its age cannot be told, so it counts as due
+            # (else OCB_FULL_HOURS would never fire again)
+            reasons.append(f"the full snapshot's time {full_time} lies in the future (the clock went back): "
+                           f"counted as due for OCB_FULL_HOURS={settings.full_hours}")
     return reasons
+
+
+def chain_gaps(chain: list[dict], listing: dict[str, int]) -> list[str]:
+    """What of `chain` (the links of a meta) the store's listing of its prefix lacks: each
+    snapshot's meta, and each volume with its recorded size. Empty: the chain is whole."""
+    gaps = []
+    for link in chain:
+        if f"{link['id']}{META_SUFFIX}" not in listing:
+            gaps.append(f"the meta of {link['id']}")
+        for volume in link.get("volumes") or []:
+            size = listing.get(volume["name"])
+            if size is None:
+                gaps.append(f"volume {volume['name']}")
+            elif size != volume["size"]:
+                gaps.append(f"volume {volume['name']} ({size} bytes, {volume['size']} recorded)")
+    return gaps
 
 
 def diverged_from(cached: CachedSnapshot | None, head_id: str | None) -> str | None:

@@ -40,6 +40,9 @@ def cached(incrementals=0, full_created="2026-12-01T10:00:00Z", snapshot=BASE):
     ("OCB_FULL_HOURS exactly", {"full_hours": 2}, cached(full_created="2026-12-01T10:00:00Z"), BASE, False,
      ["the full snapshot is 2.0 h old (OCB_FULL_HOURS=2)"]),
     ("OCB_FULL_HOURS not yet", {"full_hours": 3}, cached(), BASE, False, []),
+    ("a full from the future (the clock went back)", {"full_hours": 24}, cached(full_created="2027-12-01T12:00:00Z"),
+     BASE, False, ["the full snapshot's time 2027-12-01T12:00:00Z lies in the future (the clock went back): "
+                   "counted as due for OCB_FULL_HOURS=24"]),
     ("OCB_FULL_HOURS=0: no age limit", {"full_hours": 0}, cached(full_created="2020-01-01T00:00:00Z"), BASE,
      False, []),
     ("diverged lineage", {}, cached(), OTHER, False,
@@ -86,3 +89,27 @@ def test_new_ids_never_collide(pointer_chain, listed, expected, asked):
     store = Listing(listed)
     assert lineage.new_snapshot_id(NOW, head, None, store, "backups") == expected
     assert store.asked == asked
+
+
+FULL, INC = "openclaw-backup-20261201-100000", "openclaw-backup-20261201-110000"
+CHAIN = [{"id": FULL, "volumes": [{"name": f"{FULL}.tar.zst.part-0000", "size": 10},
+                                  {"name": f"{FULL}.tar.zst.part-0001", "size": 3}]},
+         {"id": INC, "volumes": [{"name": f"{INC}.tar.zst", "size": 5}]}]
+WHOLE = {f"{FULL}.meta.json": 900, f"{FULL}.tar.zst.part-0000": 10, f"{FULL}.tar.zst.part-0001": 3,
+         f"{INC}.meta.json": 950, f"{INC}.tar.zst": 5, "openclaw-backup-20261201-120000.meta.json": 1}
+
+
+def without(name):
+    return {k: v for k, v in WHOLE.items() if k != name}
+
+
+@pytest.mark.parametrize("case, listing, expected", [
+    ("whole (other files do not matter)", WHOLE, []),
+    ("a middle volume missing", without(f"{FULL}.tar.zst.part-0001"), [f"volume {FULL}.tar.zst.part-0001"]),
+    ("a meta missing", without(f"{INC}.meta.json"), [f"the meta of {INC}"]),
+    ("a volume of another size", dict(WHOLE, **{f"{INC}.tar.zst": 4}), [f"volume {INC}.tar.zst (4 bytes, 5 recorded)"]),
+    ("an empty store", {}, [f"the meta of {FULL}", f"volume {FULL}.tar.zst.part-0000",
+                            f"volume {FULL}.tar.zst.part-0001", f"the meta of {INC}", f"volume {INC}.tar.zst"]),
+])
+def test_chain_gaps(case, listing, expected):
+    assert lineage.chain_gaps(CHAIN, listing) == expected, case

@@ -3,7 +3,9 @@
 Usage: ocb-plan [--store URL] [--full] > plan.json
 
 Reads:   nothing on stdin; the sources (state dir, home-dir roots, extra dirs and files), the
-         local cache of the last snapshot, and the store's pointer (one read).
+         local cache of the last snapshot, the store's pointer (one read) and, before an
+         incremental, one listing of the snapshot prefix: a chain that lacks a meta or a
+         volume (or holds one of another size) is not built upon, a full snapshot is taken.
 Writes:  a new backup document with `settings`, `plan` (type, parent, chain, roots, change
          counts, the plan index in the work dir), or `skip` when nothing changed. Entries
          that cannot be read (permission denied, name too long, I/O error) are left out with
@@ -66,6 +68,14 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     head = store.head()
     cached = cache.load(settings.cache_dir, store_url)
     reasons = lineage.full_reasons(settings, cached, head.snapshot_id, args.full, now)
+    if not reasons:
+        # an incremental builds on the whole chain: one listing tells whether the store still
+        # holds every meta and volume of it, at the recorded sizes (nothing is downloaded)
+        gaps = lineage.chain_gaps(cached.meta.get("chain") or [], store.list_files(settings.path_prefix))  # type: ignore[union-attr]
+        if gaps:
+            reasons.append(f"the chain of {cached.meta['id']} is broken in the store: missing "  # type: ignore[union-attr]
+                           + ", ".join(gaps))
+            log.warning(f"{reasons[-1]}: a new full snapshot starts a whole chain")
     full = bool(reasons)
 
     current, report = scan(roots, list(settings.excludes), list(settings.includes), cached.index if cached else None)
