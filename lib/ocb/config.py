@@ -383,7 +383,23 @@ def store_secrets(env: Environment | None = None) -> StoreSecrets:
     """The store credentials (secrets: handed to the store, never written into a document or log)."""
     env = env or load_environment()
     token, _ = env.get("HF_TOKEN", "HUGGINGFACE_HUB_TOKEN")
+    if token is None:
+        token = _saved_hf_token(env)
     return StoreSecrets(hf_token=token)
+
+
+def _saved_hf_token(env: Environment) -> str | None:
+    """The token `hf auth login` saved (HF_TOKEN_PATH, else $HF_HOME/token, else
+    ~/.cache/huggingface/token), as the library itself would find it."""
+    path, _ = env.get("HF_TOKEN_PATH")
+    if path is None:
+        hf_home, _ = env.get("HF_HOME")
+        path = os.path.join(hf_home or os.path.join(env.home, ".cache", "huggingface"), "token")
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
 
 
 def under_lock(env: Environment | None = None) -> bool:

@@ -180,3 +180,12 @@ def test_the_password_never_enters_settings():
 def test_password_file_is_read_without_its_newline(tmp_path):
     (tmp_path / "pw").write_bytes(b"from file\n")
     assert config.seal_password(env(OCB_PASSWORD_FILE=str(tmp_path / "pw"))) == b"from file"
+
+
+def test_a_token_saved_by_hf_auth_login_is_found(tmp_path):
+    (tmp_path / ".cache" / "huggingface").mkdir(parents=True)
+    (tmp_path / ".cache" / "huggingface" / "token").write_text("hf_saved\n")
+    assert config.store_secrets(config.Environment(values={}, home=str(tmp_path))).hf_token == "hf_saved"
+    values = {"HF_TOKEN": "hf_env"}
+    assert config.store_secrets(config.Environment(values=values, home=str(tmp_path))).hf_token == "hf_env"
+    assert config.store_secrets(config.Environment(values={}, home=str(tmp_path / "none"))).hf_token is None

@@ -19,9 +19,15 @@ from huggingface_hub.errors import (
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import build_hf_headers, disable_progress_bars, get_session, hf_raise_for_status
 
+from ..log import adopt_library_logger
+
 # No telemetry: it would add a round trip (to the default endpoint, whatever HF_ENDPOINT says)
 # to the first request of every command. Read by the library on each call, not only at import.
 constants.HF_HUB_DISABLE_TELEMETRY = True
+
+# The library puts a handler of its own on its logger at import: its records go through
+# ocb's instead (one format; JSON lines stay JSON under OCB_LOG_FORMAT=json).
+adopt_library_logger("huggingface_hub")
 
 TransportError = httpx2.TransportError
 # what a Hub call raises that the store maps to an ocb error
