@@ -2,7 +2,8 @@
 
 A pure decision over the settings, this machine's cache (the snapshot its state descends
 from), the store's head and (chain_gaps) one listing of the store's prefix; the only I/O is
-the store listing asked for when the id's second is already taken. ocb-plan calls it; the table tests in tests/unit/test_lineage.py pin it.
+the store listing asked for when the id's second is already taken, and, for a store that
+lost its pointer, newest_complete's listing and meta reads. ocb-plan calls it; the table tests in tests/unit/test_lineage.py pin it.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import datetime as dt
 
 from .cache import CachedSnapshot
 from .config import Settings
-from .snapshot import META_SUFFIX, id_second, make_id, parse_utc
+from . import catalog
+from .errors import IntegrityError
+from .snapshot import META_SUFFIX, check_meta, id_second, make_id, meta_path, parse_utc
 from .stores.base import Head, Store
 
 
@@ -59,6 +62,34 @@ def chain_gaps(chain: list[dict], listing: dict[str, int]) -> list[str]:
             elif size != volume["size"]:
                 gaps.append(f"volume {volume['name']} ({size} bytes, {volume['size']} recorded)")
     return gaps
+
+
+def publish_order(store: Store, prefix: str) -> list[str]:
+    """Every snapshot id of the store, oldest first, in the order they were published: the
+    catalog's (seq), whatever the clock said when each was taken; from the listing, by id,
+    for a store without a catalog. Ids the listing holds and the catalog lacks go first."""
+    listed = store.list_snapshot_ids(prefix)
+    ordered = catalog.ids(store.read_catalog())
+    known = set(ordered)
+    return [i for i in listed if i not in known] + [i for i in ordered if i in set(listed)]
+
+
+def newest_complete(store: Store, prefix: str) -> tuple[str, list[dict]] | None:
+    """The newest snapshot (publish order) whose whole chain the store holds, and that chain:
+    for a store that lost its pointer. One listing; metas are read newest first until one
+    is whole. None when no snapshot is."""
+    listing = store.list_files(prefix)
+    for snapshot_id in reversed(publish_order(store, prefix)):
+        if f"{snapshot_id}{META_SUFFIX}" not in listing:
+            continue
+        try:
+            snapshots = check_meta(store.read_meta(prefix, snapshot_id), snapshot_id,
+                                   f"{store.url}/{meta_path(prefix, snapshot_id)}")
+        except IntegrityError:
+            continue
+        if not chain_gaps(snapshots, listing):
+            return snapshot_id, snapshots
+    return None
 
 
 def diverged_from(cached: CachedSnapshot | None, head_id: str | None) -> str | None:

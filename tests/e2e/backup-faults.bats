@@ -186,3 +186,42 @@ give_to_user() {
     keep_index after
     restored_matches after
 }
+
+@test "the pointer deleted: restore is exit 4 naming the newest complete snapshot, --id and --at still work, a backup builds on it and writes the pointer again" {
+    mkdir -p "$STATE/sessions"
+    printf 'one\n' >"$STATE/sessions/s1.jsonl"
+    backup_ok
+    printf 'two\n' >"$STATE/sessions/s2.jsonl"
+    backup_ok
+    newest=$(last_id)
+    keep_index newest
+    sleep 1  # the next id is of a later second, so --at can tell them apart
+    printf 'three\n' >"$STATE/sessions/s3.jsonl"
+    backup_ok
+    broken=$(last_id)
+    # the newest snapshot loses a volume and the pointer goes: the one before is the newest complete
+    rm "$STORE_DIR/latest-backup.json" "$STORE_DIR/backups/$broken".tar.*
+    run -4 --separate-stderr ocb-restore --to "$BATS_TEST_TMPDIR/latest"
+    [[ "$stderr" == *"holds snapshots but no latest-backup.json"*"the newest complete snapshot is $newest"* ]]
+    [ ! -e "$BATS_TEST_TMPDIR/latest" ]
+    restored_matches newest --id "$newest"
+    stamp=${newest#openclaw-backup-}
+    restored_matches newest --at "${stamp:0:4}-${stamp:4:2}-${stamp:6:2}T${stamp:9:2}:${stamp:11:2}:${stamp:13:2}Z"
+    # a backup builds on the newest complete snapshot (the cache descends from the broken one,
+    # so a full one), and its pointer makes the store whole again
+    printf 'four\n' >"$STATE/sessions/s4.jsonl"
+    backup_ok
+    grep -q "holds snapshots but no pointer: building on its newest complete snapshot $newest" "$BATS_TEST_TMPDIR/last.err"
+    jq -e --arg n "$newest" '.plan.base_snapshot == $n and .plan.type == "full"' "$BATS_TEST_TMPDIR/last.json" >/dev/null
+    [ -f "$STORE_DIR/latest-backup.json" ]
+    keep_index repaired
+    restored_matches repaired
+    # the pointer lost again, the cache descending from the newest: an incremental on it
+    repaired_id=$(last_id)
+    rm "$STORE_DIR/latest-backup.json"
+    printf 'five\n' >"$STATE/sessions/s5.jsonl"
+    backup_ok
+    jq -e --arg n "$repaired_id" '.plan.type == "incremental" and .plan.parent == $n' "$BATS_TEST_TMPDIR/last.json" >/dev/null
+    keep_index again
+    restored_matches again
+}

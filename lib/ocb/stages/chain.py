@@ -6,7 +6,9 @@ Reads:   nothing on stdin; the store's pointer and ONE meta (each meta lists its
          --at and --list read one listing of the snapshot folder, never every meta.
 Writes:  a new restore document with `settings` (roots to restore, work and cache dirs) and
          `chain`: {target, snapshots: [{id, backup_type, volumes, ...}, ...]}.
-         An empty store gives `skip` with `no_snapshot: true` (a normal first start).
+         An empty store gives `skip` with `no_snapshot: true` (a normal first start); a
+         store with snapshots but no readable pointer is exit 4 naming its newest complete
+         snapshot (--id and --at still work).
          --list writes `list`: {snapshots: [{id, created_at_utc, latest}]} and `skip`.
 Environment:
   OCB_STORE (legacy OPENCLAW_BACKUP_DATASET_REPO); OCB_RESTORE_STORE (legacy
@@ -23,8 +25,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import DOC_VERSION, config
-from ..errors import ChainBroken
+from .. import DOC_VERSION, config, lineage
+from ..errors import ChainBroken, IntegrityError
 from ..log import log
 from ..snapshot import (
     POINTER,
@@ -39,6 +41,7 @@ from ..snapshot import (
     utc_text,
 )
 from ..stores import open_store
+from ..stores.base import Head
 
 STARTS_DOCUMENT = True
 KIND = "restore"
@@ -73,7 +76,12 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         store_url, store = fallback_url, open_store(fallback_url, settings, secrets)
     doc.update({"ocb": DOC_VERSION, "store": store_url, "settings": settings.as_dict()})
     prefix = settings.path_prefix
-    head = store.head()
+    try:
+        head = store.head()
+        pointer_problem = None
+    except IntegrityError as exc:
+        # a damaged pointer: --id and --at do not need it, the latest is named below
+        head, pointer_problem = Head(None, None), str(exc)
 
     if args.list:
         known = store.read_catalog()
@@ -95,6 +103,14 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         target = head.snapshot_id
         if target is None and head.pointer is not None:
             raise ChainBroken("the store's latest-backup.json names no snapshot id (damaged?)")
+        if target is None and (pointer_problem or store.list_snapshot_ids(prefix)):
+            # snapshots but no readable pointer: not an empty store, never "no snapshot yet"
+            newest = lineage.newest_complete(store, prefix)
+            problem = pointer_problem or f"{store_url} holds snapshots but no {POINTER}"
+            raise ChainBroken(f"{problem}: " + (
+                f"the newest complete snapshot is {newest[0]} (ocb-restore --id {newest[0]}; "
+                "the next backup builds on it and writes the pointer again)" if newest
+                else "no snapshot in it is complete"))
     if target is None:
         doc["skip"] = {"stage": "chain", "reason": f"no snapshot in {store_url} yet", "no_snapshot": True}
         log.info(doc["skip"]["reason"])

@@ -66,8 +66,17 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     now = dt.datetime.now(dt.timezone.utc)
     store = open_store(store_url, settings, config.store_secrets(env))
     head = store.head()
+    latest = head.snapshot_id
+    if head.pointer is None and store.list_snapshot_ids(settings.path_prefix):
+        # snapshots but no pointer: the store is not empty. The newest complete snapshot is
+        # the latest (built upon as ever); this snapshot's pointer replaces the lost one
+        newest = lineage.newest_complete(store, settings.path_prefix)
+        latest = newest[0] if newest else None
+        log.warning(f"{store_url} holds snapshots but no pointer: " + (
+            f"building on its newest complete snapshot {latest}, and writing the pointer again" if latest
+            else "none of them is complete, taking a full snapshot"))
     cached = cache.load(settings.cache_dir, store_url)
-    reasons = lineage.full_reasons(settings, cached, head.snapshot_id, args.full, now)
+    reasons = lineage.full_reasons(settings, cached, latest, args.full, now)
     if not reasons:
         # an incremental builds on the whole chain: one listing tells whether the store still
         # holds every meta and volume of it, at the recorded sizes (nothing is downloaded)
@@ -89,7 +98,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     plan = {"roots": [r.as_dict() for r in roots], "changes": changes.as_dict(),
             "excluded": report.excluded, "missing_roots": report.missing_roots,
             "skipped": report.unreadable,
-            "base": head.token, "base_snapshot": head.snapshot_id}
+            "base": head.token, "base_snapshot": latest}
     if not full and not changes.any:
         doc["plan"] = plan
         doc["skip"] = {"stage": "plan", "reason": f"nothing changed since {cached.state['snapshot']}"}  # type: ignore[union-attr]
@@ -106,7 +115,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         parent_chain = parent.get("chain", [])
         log.info(f"incremental snapshot {new_id} on {parent['id']}: {changes.new} new, "
                  f"{changes.changed} changed, {changes.deleted} deleted")
-    diverged = lineage.diverged_from(cached, head.snapshot_id)
+    diverged = lineage.diverged_from(cached, latest)
     if diverged:
         log.warning(f"the store's latest snapshot {diverged} is not the one this machine descends from "
                     f"({cached.state['snapshot']}): taking a full snapshot; both stay restorable by id")  # type: ignore[union-attr]
