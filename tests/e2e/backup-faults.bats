@@ -99,10 +99,13 @@ as_user() {
 
 # give_to_user: the test's dirs belong to uid 1000, and the way to them is open to it
 give_to_user() {
-    local d=$BATS_TEST_TMPDIR
-    while [ "$d" != / ]; do
-        [ -n "$(find "$d" -maxdepth 0 -perm -o+x)" ] || chmod o+x "$d"
-        d=$(dirname "$d")
+    local d
+    # the test's dirs, and the checkout the commands run from (a clone in a 0700 mktemp dir)
+    for d in "$BATS_TEST_TMPDIR" "$OCB_ROOT"; do
+        while [ "$d" != / ]; do
+            [ -n "$(find "$d" -maxdepth 0 -perm -o+x)" ] || chmod o+x "$d"
+            d=$(dirname "$d")
+        done
     done
     mkdir -p "$OCB_WORK_DIR" "$OCB_CACHE_DIR" "$STORE_DIR" "$@"
     chown -R 1000:1000 "$HOME" "$OCB_WORK_DIR" "$OCB_CACHE_DIR" "$STORE_DIR" "$@"
@@ -224,4 +227,53 @@ give_to_user() {
     jq -e --arg n "$repaired_id" '.plan.type == "incremental" and .plan.parent == $n' "$BATS_TEST_TMPDIR/last.json" >/dev/null
     keep_index again
     restored_matches again
+}
+
+@test "a sealed store refuses an unsealed backup (exit 2, nothing written) unless OCB_SEAL=off; ocb's env file is never archived unsealed" {
+    mkdir -p "$HOME/.env.d"
+    printf 'HF_TOKEN=hf_env_file_token_never_in_clear\n' >"$HOME/.env.d/openclaw-backup.env"
+    printf 'OTHER=1\n' >"$HOME/.env.d/other.env"
+    printf 'state\n' >"$STATE/a.txt"
+    OCB_PASSWORD=sealed-store-password backup_ok
+    keep_index sealed
+    # sealed, the env file is state like any other
+    grep -q '"path": "openclaw-backup.env"' "$BATS_TEST_TMPDIR/sealed.index"
+    store_listing >"$BATS_TEST_TMPDIR/before"
+    printf 'more\n' >"$STATE/b.txt"
+    run -2 --separate-stderr ocb-backup
+    printf '%s\n' "$output" >"$BATS_TEST_TMPDIR/refused.json"
+    assert_doc_error plan 2 "$BATS_TEST_TMPDIR/refused.json"
+    [[ "$stderr" == *"is sealed, and this one would not be"*"OCB_SEAL=off"* ]]
+    store_listing >"$BATS_TEST_TMPDIR/after"
+    diff "$BATS_TEST_TMPDIR/before" "$BATS_TEST_TMPDIR/after"
+    [ -z "$(ls -A "$OCB_WORK_DIR" | grep -v '^\.lock')" ]
+    # on purpose: unsealed, without the env file, the token nowhere in the store
+    OCB_SEAL=off backup_ok
+    jq -e '.seal.sealed != true' "$BATS_TEST_TMPDIR/last.json" >/dev/null
+    meta="$STORE_DIR/backups/$(last_id).meta.json"
+    jq -e '.sealed == false' "$meta" >/dev/null
+    keep_index plain
+    run -1 grep -q '"path": "openclaw-backup.env"' "$BATS_TEST_TMPDIR/plain.index"
+    grep -q '"path": "other.env"' "$BATS_TEST_TMPDIR/plain.index"
+    run -1 grep -rq hf_env_file_token_never_in_clear "$STORE_DIR"
+    for volume in "$STORE_DIR"/backups/"$(last_id)".tar.zst*; do
+        [ -s "$volume" ]
+        run -1 sh -c 'zstd -q -t "$1" || exit 9; zstd -dc <"$1" | grep -q hf_env_file_token_never_in_clear' - "$volume"
+    done
+}
+
+@test "the entrypoint checks the whole ocb configuration first: a bad value is exit 2, nothing restored or started" {
+    printf 'state\n' >"$STATE/a.txt"
+    backup_ok
+    export OCB_RESTORE_DONE_FILE="$BATS_TEST_TMPDIR/done" OCB_RESTORE_SKIPPED_FILE="$BATS_TEST_TMPDIR/skipped"
+    store_listing >"$BATS_TEST_TMPDIR/before"
+    OCB_VOLUME_SIZE=1X run -2 --separate-stderr "$OCB_ROOT/entrypoint.sh" touch "$BATS_TEST_TMPDIR/app-ran"
+    [[ "$stderr" == *"OCB_VOLUME_SIZE"* ]]
+    [[ "$stderr" == *"ocb-plan --show-config failed with status 2"* ]]
+    [ ! -e "$BATS_TEST_TMPDIR/app-ran" ] && [ ! -e "$BATS_TEST_TMPDIR/done" ]
+    store_listing >"$BATS_TEST_TMPDIR/after"
+    diff "$BATS_TEST_TMPDIR/before" "$BATS_TEST_TMPDIR/after"
+    # a restore-only setting is checked too
+    OCB_RESTORE_STORE=bogus://x run -2 --separate-stderr "$OCB_ROOT/entrypoint.sh" touch "$BATS_TEST_TMPDIR/app-ran"
+    [ ! -e "$BATS_TEST_TMPDIR/app-ran" ]
 }
