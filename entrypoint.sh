@@ -27,7 +27,8 @@
 #
 # Log lines go to stderr as "TIME entrypoint: STAGE: MESSAGE" (UTC).
 # Needs jq (documents are read as JSON): without it, exit 1 before anything runs.
-# Exit status: the app's; 2 for a bad setting (before anything runs); the restore's status
+# Exit status: the app's; 2 for a bad setting, of the entrypoint or of ocb (ocb-plan and
+# ocb-chain --show-config check them all before anything runs); the restore's status
 # when it failed and OCB_ON_RESTORE_FAIL=stop; 130/143 when stopped during the restore.
 set -u
 [ "${OCB_DEBUG:-}" = 1 ] && set -x
@@ -69,6 +70,15 @@ else
 fi
 stop_timeout=$(seconds OCB_STOP_TIMEOUT "${OCB_STOP_TIMEOUT:-30}") || exit 2
 command -v jq >/dev/null 2>&1 || { log config "jq is not installed: the entrypoint and ocb-backup/ocb-restore read documents with it (Debian: apt-get install jq)"; exit 1; }
+# the whole ocb configuration, as the backup and the restore will read it: a bad value is their
+# error document's message and exit 2 now, not a restored app whose every backup fails
+for stage in ocb-plan ocb-chain; do
+    "$here/bin/$stage" --show-config >/dev/null || {
+        status=$?
+        log config "$stage --show-config failed with status $status (its message is above): nothing is restored or started"
+        exit "$status"
+    }
+done
 done_file=${OCB_RESTORE_DONE_FILE:-/tmp/openclaw-restore-completed}
 skipped_file=${OCB_RESTORE_SKIPPED_FILE:-/tmp/openclaw-restore-skipped-no-backup}
 

@@ -435,6 +435,16 @@ def seal_password(env: Environment | None = None) -> bytes | None:
     return password.encode("utf-8") if password is not None else None
 
 
+# ocb's own env file holds the token (README: cron users put it there): it never goes into
+# an unsealed snapshot (plan adds this exclude when a snapshot is not sealed)
+OWN_ENV_FILE_NAME = os.path.basename(LEGACY_ENV_FILES[1])
+
+
+def seal_explicitly_off(env: Environment) -> bool:
+    """OCB_SEAL=off: unsealed snapshots on purpose, even onto a store whose latest is sealed."""
+    return env.get("OCB_SEAL", default="auto")[0] == "off"
+
+
 def resolve_seal(env: Environment) -> tuple[bool, int]:
     """Whether snapshots are sealed (on when a password is set), and the KDF cost."""
     mode, name = env.get("OCB_SEAL", default="auto")

@@ -21,16 +21,21 @@ Environment:
   OCB_DELTA_MIN (default 4M): files this big are stored as changed blocks in incrementals
   OCB_SQLITE_TIMEOUT (default 30 s): how long a locked SQLite database is waited for
   --show-config  write the resolved settings and stop (the sh porcelain reads its work dir there)
-Exit status: 0 planned or skip; 1 run-time failure; 2 bad flag or env value, missing state dir.
+  Not sealed (no password, or OCB_SEAL=off), ocb's own env file (openclaw-backup.env, which
+  holds the token) is excluded. A store whose latest snapshot is sealed refuses a backup that
+  would not be, unless OCB_SEAL=off says so (exit 2, nothing written).
+Exit status: 0 planned or skip; 1 run-time failure; 2 bad flag or env value, missing state dir,
+             an unsealed backup onto a sealed store without OCB_SEAL=off.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 
-from .. import DOC_VERSION, __version__, cache, config, journal, lineage
+from .. import DOC_VERSION, __version__, cache, config, lineage
 from ..errors import UsageError
 from ..fsutil import fresh_run_dir
 from ..index import mark_changes, scan
@@ -53,13 +58,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(doc: dict, args: argparse.Namespace) -> dict:
     env = config.load_environment()
     settings = config.resolve_settings(env, KIND)
+    if not settings.seal:
+        # ocb's own env file holds the token: never in a snapshot that is not sealed
+        settings = dataclasses.replace(settings, excludes=settings.excludes + (config.OWN_ENV_FILE_NAME,))
     roots = config.resolve_roots(env)
     store_url = config.resolve_store(env, args.store)
     doc.update({"store": store_url, "settings": settings.as_dict()})
     if args.show_config:
         doc["skip"] = {"stage": "plan", "reason": "show-config"}
         return doc
-    journal.recover(settings.work_dir, [r.path for r in roots])  # never back up a half-swapped restore
     state_root = roots[0]
     if not os.path.isdir(state_root.path):
         raise UsageError(f"the state dir {state_root.path} does not exist (set OCB_STATE_DIR or OPENCLAW_STATE_DIR)")
@@ -67,7 +74,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     now = dt.datetime.now(dt.timezone.utc)
     store = open_store(store_url, settings, config.store_secrets(env))
     head = store.head()
-    latest = head.snapshot_id
+    latest, newest = head.snapshot_id, None
     if head.pointer is None and store.list_snapshot_ids(settings.path_prefix):
         # snapshots but no pointer: the store is not empty. The newest complete snapshot is
         # the latest (built upon as ever); this snapshot's pointer replaces the lost one
@@ -76,6 +83,11 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         log.warning(f"{store_url} holds snapshots but no pointer: " + (
             f"building on its newest complete snapshot {latest}, and writing the pointer again" if latest
             else "none of them is complete, taking a full snapshot"))
+    latest_sealed = (head.pointer.get("meta") or {}).get("sealed") if head.pointer else newest and newest[1][-1].get("sealed")
+    if latest_sealed and not settings.seal and not config.seal_explicitly_off(env):
+        # a lost password must not turn a sealed store into a plaintext one without a word
+        raise UsageError(f"the latest snapshot in {store_url} ({latest}) is sealed, and this one would not be: "
+                         "set OCB_PASSWORD or OCB_PASSWORD_FILE, or OCB_SEAL=off to store unsealed snapshots on purpose")
     cached = cache.load(settings.cache_dir, store_url)
     reasons = lineage.full_reasons(settings, cached, latest, args.full, now)
     if not reasons:
