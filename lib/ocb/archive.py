@@ -159,7 +159,8 @@ def write_archive(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, 
     """
     started = time.monotonic()
     stats = PackStats()
-    final = Index(roots=plan_index.roots, snapshot=plan_index.snapshot)
+    final = Index(roots=plan_index.roots, snapshot=plan_index.snapshot, excludes=plan_index.excludes,
+                  includes=plan_index.includes)
     hashed = HashingWriter(out)
     packed = compressor(options.compression, options.level, hashed)  # type: ignore[arg-type]
     with tarfile.open(fileobj=packed, mode="w|", format=tarfile.PAX_FORMAT,
@@ -186,6 +187,8 @@ def write_archive(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, 
             except EntryUnreadable as exc:
                 stats.unreadable.append({"path": entry.member_name, "reason": exc.reason})
                 continue
+            if archived.uid is None:  # re-read at pack time: the owner is the plan's
+                archived.uid, archived.gid = entry.uid, entry.gid
             final.add(archived)
             if progress and archived.type == FILE:
                 progress(archived.size)

@@ -233,13 +233,15 @@ def read_spooled_index(path: str, origin: str) -> Index:
 
 
 def make_equal(staging: str, root: str, index: Index, blocks_dir: str | None = None,
-               delta_min: int | None = None) -> None:
+               delta_min: int | None = None, private_root: bool = False) -> None:
     """Make one root's staging tree hold exactly the index's entries, verified, with their metadata.
 
     Removes what the index lacks, checks type, size and sha256 of every file and the target of
     every link, then applies modes and mtimes (directories deepest first, after their contents).
     With `blocks_dir`, files of at least `delta_min` bytes get their block hashes written there
-    in the same read, so the next backup on this machine can store deltas.
+    in the same read, so the next backup on this machine can store deltas. With
+    `private_root`, a directory root keeps its staging mode (0700) and gets its own mode once
+    it is in place (journal.py).
     """
     wanted = {e.path: e for e in index.entries.values() if e.root == root}
     if "" not in wanted:
@@ -278,7 +280,7 @@ def make_equal(staging: str, root: str, index: Index, blocks_dir: str | None = N
             dirs.append((rel, entry))
     for rel, entry in sorted(dirs, key=lambda item: item[0].count("/") + (item[0] != ""), reverse=True):
         path = staging if rel == "" else os.path.join(staging, rel)
-        os.chmod(path, entry.mode, follow_symlinks=False)
+        os.chmod(path, STAGING_DIR_MODE if rel == "" and private_root else entry.mode, follow_symlinks=False)
         os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
 
 

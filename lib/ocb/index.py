@@ -56,6 +56,10 @@ class Entry:
     # set by ocb-plan on changed files: the parent's hash of this path, so ocb-pack can tell
     # whether the cached block hashes describe the version a restore will build upon
     base_sha256: str | None = None
+    # numeric owner (None in indexes written before owners were recorded); a restore run as
+    # root sets it, one run as another user leaves its own
+    uid: int | None = None
+    gid: int | None = None
 
     @property
     def content_size(self) -> int:
@@ -82,6 +86,8 @@ class Entry:
             record["target"] = self.target
         if self.db:
             record.update(db=True, wal=self.wal, stored_size=self.stored_size)
+        if self.uid is not None:
+            record.update(uid=self.uid, gid=self.gid)
         if with_pack and self.pack:
             record["pack"] = True
             if self.base_sha256:
@@ -96,7 +102,8 @@ class Entry:
                         mtime_ns=int(record["mtime_ns"]), sha256=record.get("sha256"),
                         target=record.get("target"), pack=bool(record.get("pack", False)),
                         db=bool(record.get("db", False)), wal=record.get("wal"),
-                        stored_size=record.get("stored_size"), base_sha256=record.get("base_sha256"))
+                        stored_size=record.get("stored_size"), base_sha256=record.get("base_sha256"),
+                        uid=_owner(record.get("uid")), gid=_owner(record.get("gid")))
         except (KeyError, TypeError, ValueError) as exc:
             raise BadDocument(f"index entry is malformed ({exc!r}): {str(record)[:200]}") from None
         if entry.type not in (FILE, DIR, SYMLINK) or not isinstance(entry.root, str) or not isinstance(entry.path, str):
@@ -111,6 +118,10 @@ class Index:
     roots: dict[str, dict] = field(default_factory=dict)  # name -> {"kind", "present"}
     entries: dict[tuple[str, str], Entry] = field(default_factory=dict)
     snapshot: str | None = None
+    # the patterns the snapshot was taken with: a restore in place carries what they left out
+    # over from the target (None: an index from before they were recorded)
+    excludes: list[str] | None = None
+    includes: list[str] | None = None
 
     def add(self, entry: Entry) -> None:
         self.entries[entry.key] = entry
@@ -120,6 +131,8 @@ class Index:
 
     def write(self, handle: IO[str], with_pack: bool = False) -> None:
         header = {"ocb_index": INDEX_VERSION, "snapshot": self.snapshot, "roots": self.roots}
+        if self.excludes is not None:
+            header.update(excludes=list(self.excludes), includes=list(self.includes or ()))
         handle.write(json.dumps(header) + "\n")
         for entry in sorted(self.entries.values(), key=lambda e: (e.root, e.path)):
             handle.write(json.dumps(entry.to_json(with_pack)) + "\n")
@@ -141,7 +154,8 @@ class Index:
             raise BadDocument(f"index {origin} is empty or not JSON lines") from None
         if not isinstance(header, dict) or header.get("ocb_index") != INDEX_VERSION:
             raise BadDocument(f"index {origin} has an unknown header: {str(header)[:200]}")
-        index = cls(roots=dict(header.get("roots") or {}), snapshot=header.get("snapshot"))
+        index = cls(roots=dict(header.get("roots") or {}), snapshot=header.get("snapshot"),
+                    excludes=_patterns(header.get("excludes"), origin), includes=_patterns(header.get("includes"), origin))
         for number, line in enumerate(iterator, start=2):
             try:
                 record = json.loads(line)
@@ -154,6 +168,27 @@ class Index:
     def load(cls, path: str) -> "Index":
         with open(path, encoding="utf-8") as handle:
             return cls.read(handle, path)
+
+
+def _owner(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**32:
+        raise BadDocument(f"index entry has a bad uid or gid: {value!r}")
+    return value
+
+
+def _patterns(value: object, origin: str) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise BadDocument(f"index {origin} has bad exclude or include patterns")
+    return value
+
+
+def is_excluded(excludes: list[str], includes: list[str], rel: str, name: str) -> bool:
+    """Whether the scan leaves `rel` (its last component `name`) out."""
+    return bool(excludes) and _matches(excludes, rel, name) and not _matches(includes, rel, name)
 
 
 def _matches(patterns: list[str], rel: str, name: str) -> bool:
@@ -182,11 +217,12 @@ class ScanReport:
 def _entry_from_stat(root: str, rel: str, st: os.stat_result, full_path: str) -> Entry | None:
     mode = stat.S_IMODE(st.st_mode)
     if stat.S_ISREG(st.st_mode):
-        return Entry(root, rel, FILE, mode, st.st_size, st.st_mtime_ns)
+        return Entry(root, rel, FILE, mode, st.st_size, st.st_mtime_ns, uid=st.st_uid, gid=st.st_gid)
     if stat.S_ISDIR(st.st_mode):
-        return Entry(root, rel, DIR, mode, 0, st.st_mtime_ns)
+        return Entry(root, rel, DIR, mode, 0, st.st_mtime_ns, uid=st.st_uid, gid=st.st_gid)
     if stat.S_ISLNK(st.st_mode):
-        return Entry(root, rel, SYMLINK, mode, 0, st.st_mtime_ns, target=os.readlink(full_path))
+        return Entry(root, rel, SYMLINK, mode, 0, st.st_mtime_ns, target=os.readlink(full_path),
+                     uid=st.st_uid, gid=st.st_gid)
     return None
 
 

@@ -2,19 +2,22 @@
 swap it into place; or, dry, say what would change.
 
 The target is not touched until every volume of the chain has been verified and extracted
-and the staging tree equals the final index; then each root's staging tree is exchanged
-with its target in one renameat2(RENAME_EXCHANGE) (two renames where the kernel lacks it),
-and the old tree is removed. Decoder and tar errors of a damaged or hostile stream are
-mapped to integrity errors here; a full disk while extracting is a run-time failure.
+and every root's staging tree equals the final index; then all roots are swapped together
+as one transaction under a journal (journal.py): each staging tree exchanged with its target
+in one renameat2(RENAME_EXCHANGE) (two renames where the file system lacks it), a mount point
+by its top-level entries, the paths the snapshot's excludes left out carried over from the
+old tree; a failure swaps back the roots already done. A root that is a symlink is followed:
+its target receives the tree and the link stays. Decoder and tar errors of a damaged or
+hostile stream are mapped to integrity errors here; a full disk while extracting is a
+run-time failure.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import hashlib
 import io
 import os
+import re
 import shutil
 import tarfile
 import time
@@ -24,7 +27,7 @@ from typing import BinaryIO, Iterable
 
 import zstandard
 
-from . import cache, seal
+from . import cache, journal, seal
 from .compression import decompressor
 from .config import Root
 from .errors import (
@@ -39,39 +42,54 @@ from .errors import (
     io_reason,
 )
 from .extract import StagingWriter, make_equal, read_spooled_index
-from .index import Index, check_structure, scan
+from .index import SQLITE_COMPANIONS, Index, check_structure, is_excluded, scan
 from .log import log
 from .stores.base import Store
 
-STAGING_SUFFIX = ".ocb-staging"
-OLD_SUFFIX = ".ocb-old"
 READ_CHUNK = 1024 * 1024
-AT_FDCWD = -100
-RENAME_EXCHANGE = 2
 
 
 @dataclass(frozen=True)
 class Placement:
-    """Where one root goes: its final target and the staging path beside it."""
+    """Where one root goes. `target` is where the tree is written: for a root that is a
+    symlink (`link`), the path the link resolves to; the link itself stays. `inside`: the
+    target is a mount point, which cannot be renamed: staging goes inside it."""
 
     root: str
     kind: str
     target: str
+    link: str | None = None
+    inside: bool = False
 
-    @property
-    def staging(self) -> str:
+    def swap(self, tx: str) -> journal.RootSwap:
         head, tail = os.path.split(self.target)
-        return os.path.join(head, f".{tail}{STAGING_SUFFIX}")
+        if self.inside:
+            return journal.RootSwap(self.root, self.target, os.path.join(self.target, f"{journal.STAGING_MARK}.{tx}"),
+                                    True, os.path.join(self.target, f"{journal.OLD_MARK}.{tx}"),
+                                    old_mtimes={"": os.lstat(self.target).st_mtime_ns})
+        return journal.RootSwap(self.root, self.target, os.path.join(head, f".{tail}{journal.STAGING_MARK}.{tx}"),
+                                False, os.path.join(head, f".{tail}{journal.OLD_MARK}.{tx}"))
 
-    @property
-    def old(self) -> str:
-        head, tail = os.path.split(self.target)
-        return os.path.join(head, f".{tail}{OLD_SUFFIX}")
+
+def mount_points() -> set[str]:
+    """Every mount point of this process's namespace (bind mounts included, which st_dev misses)."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return set()
+    found = set()
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) > 4:
+            found.add(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
+    return found
 
 
 def placements(roots: Iterable[Root], home: str, to_dir: str | None) -> dict[str, Placement]:
     """Root name -> placement; with `to_dir`, roots under HOME keep their place relative to it."""
     result = {}
+    mounts = mount_points()
     for root in roots:
         target = root.path
         if to_dir is not None:
@@ -79,15 +97,86 @@ def placements(roots: Iterable[Root], home: str, to_dir: str | None) -> dict[str
             if relative.startswith(".."):
                 relative = root.name
             target = os.path.join(to_dir, relative)
-        result[root.name] = Placement(root.name, root.kind, os.path.abspath(target))
+        target = os.path.abspath(target)
+        link = target if os.path.islink(target) else None
+        real = os.path.realpath(target)
+        inside = root.kind == "dir" and os.path.isdir(real) and (real in mounts or os.path.ismount(real))
+        result[root.name] = Placement(root.name, root.kind, real if link else target, link, inside)
     return result
 
 
-def remove_path(path: str) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
+def open_holders(paths: Iterable[str]) -> dict[int, list[str]]:
+    """pid -> the paths it holds open (or has as its cwd) under any of `paths` (Linux /proc);
+    processes this user cannot see are not listed."""
+    tops = [p.rstrip("/") for p in paths]
+    mine = {os.getpid(), os.getppid()}
+    found: dict[int, list[str]] = {}
+    try:
+        pids = [int(n) for n in os.listdir("/proc") if n.isdigit()]
+    except OSError:
+        return found
+    for pid in pids:
+        if pid in mine:
+            continue
+        names = []
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                names.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+            except OSError:
+                continue
+        for name in names:
+            if any(name == top or name.startswith(top + "/") for top in tops):
+                found.setdefault(pid, []).append(name)
+    return found
+
+
+def refuse_if_open(places: Iterable[Placement]) -> None:
+    held = open_holders(p.target for p in places)
+    if held:
+        shown = "; ".join(f"pid {pid} ({_command(pid)}): {', '.join(sorted(set(names))[:3])}"
+                          for pid, names in sorted(held.items()))
+        raise RuntimeFailure(f"files under the targets are open in other processes ({shown}): stop them, or "
+                             "restore with --force (their writes would be lost); nothing was changed")
+
+
+def _command(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as handle:
+            return handle.read().strip()
+    except OSError:
+        return "?"
+
+
+def carried_paths(target: str, excludes: list[str], includes: list[str], final: Index, root: str) -> list[str]:
+    """The topmost paths under `target` that the snapshot's excludes left out: they are carried
+    into the new tree, never deleted. A SQLite database's -wal/-shm/-journal companions are
+    never carried: replayed onto the restored copy they would corrupt it."""
+    found: list[str] = []
+    databases = {e.path for e in final.entries.values() if e.root == root and e.db}
+
+    def walk(path: str, rel_dir: str) -> None:
+        try:
+            with os.scandir(path) as listing:
+                children = sorted(listing, key=lambda d: d.name)
+        except OSError:
+            return
+        for child in children:
+            rel = child.name if not rel_dir else f"{rel_dir}/{child.name}"
+            if not rel_dir and (journal.INSIDE_LEFTOVER.match(child.name)):
+                continue
+            if is_excluded(excludes, includes, rel, child.name):
+                if not any(rel == db + suffix for db in databases for suffix in SQLITE_COMPANIONS):
+                    found.append(rel)
+            elif child.is_dir(follow_symlinks=False):
+                walk(child.path, rel)
+
+    if excludes and os.path.isdir(target) and not os.path.islink(target):
+        walk(target, "")
+    return found
 
 
 class VolumeStream(io.RawIOBase):
@@ -139,37 +228,6 @@ class VolumeStream(io.RawIOBase):
         super().close()
 
 
-def _renameat2_exchange(first: str, second: str) -> bool:
-    """Atomically swap two paths; False when the kernel or libc cannot."""
-    libc_name = ctypes.util.find_library("c")
-    if not libc_name:
-        return False
-    libc = ctypes.CDLL(libc_name, use_errno=True)
-    if not hasattr(libc, "renameat2"):
-        return False
-    result = libc.renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE)
-    return result == 0
-
-
-def swap_into_place(placement: Placement) -> None:
-    """Make the staging tree the target; the old target is removed afterwards."""
-    staging, target = placement.staging, placement.target
-    try:
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        if not os.path.lexists(target):
-            os.rename(staging, target)
-            return
-        if _renameat2_exchange(staging, target):
-            remove_path(staging)  # now holds the old target
-            return
-        remove_path(placement.old)
-        os.rename(target, placement.old)
-        os.rename(staging, target)
-        remove_path(placement.old)
-    except OSError as exc:
-        raise RuntimeFailure(f"cannot move the restored {placement.root} into {target}: {exc.strerror}") from None
-
-
 # What a damaged or hostile byte stream raises inside the decoders and the tar reader.
 DECODE_ERRORS = (zstandard.ZstdError, zlib.error, EOFError, tarfile.TarError, UnicodeDecodeError,
                  ValueError, OSError)
@@ -186,6 +244,10 @@ class Job:
     keyring: seal.KeyRing | None
     run_dir: str  # a fresh folder of the work dir; removed when the job ends, however it ends
     delta_min: int
+    work_dir: str = ""  # where the transaction's journal lives (default: the run dir's parent)
+    excludes: tuple[str, ...] = ()  # what to carry over when the snapshot's index does not say
+    includes: tuple[str, ...] = ()
+    force: bool = False  # swap even while other processes hold files open under the targets
 
     @property
     def target_id(self) -> str:
@@ -200,8 +262,7 @@ def apply(job: Job, record: tuple[str, str, dict] | None) -> dict:
         fetched = _fetch_all(job.store, job.prefix, job.snapshots, job.run_dir)
         spool = os.path.join(job.run_dir, "index.jsonl")
         blocks_dir = os.path.join(job.run_dir, cache.BLOCKS_DIR) if record is not None else None
-        result = _apply(job.snapshots, fetched, spool, job.target_id, job.places, job.keyring, blocks_dir,
-                        job.delta_min)
+        result = _apply(job, fetched, spool, blocks_dir, in_place=record is not None)
         if record is not None:
             cache_dir, store_url, meta = record
             cache.save(cache_dir, spool, meta, cache.state_for(meta, store_url, "restore"), blocks_dir)
@@ -216,8 +277,7 @@ def dry_run(job: Job) -> dict:
     started = time.monotonic()
     try:
         fetched = _fetch_all(job.store, job.prefix, job.snapshots, job.run_dir)
-        result = _dry_run(job.snapshots[-1], fetched, os.path.join(job.run_dir, "index.jsonl"), job.target_id,
-                          job.places, job.keyring)
+        result = _dry_run(job, fetched, os.path.join(job.run_dir, "index.jsonl"))
         result["stats"] = _stats(job, fetched, started)
         return result
     finally:
@@ -283,65 +343,116 @@ def _check_index(index: Index, target_id: str) -> None:
         raise HostileArchive(problem)
 
 
-def _apply(snapshots: list[dict], fetched: dict, spool: str, target_id: str, places: dict[str, Placement],
-           keyring: seal.KeyRing | None, blocks_dir: str | None, delta_min: int) -> dict:
-    """Extract the chain into staging, make it equal the final index, swap it into place.
+def _patterns(job: Job, final: Index) -> tuple[list[str], list[str]]:
+    """The excludes and includes the snapshot was taken with (its index header records them);
+    an index from before that record: this restore's own settings."""
+    if final.excludes is not None:
+        return list(final.excludes), list(final.includes or ())
+    return list(job.excludes), list(job.includes)
+
+
+def _check_links(places: dict[str, Placement], names: Iterable[str]) -> None:
+    """A root that is a link keeps it: the tree goes where it points. Pointing nowhere is
+    refused, unless only the last step is missing (a fresh volume): that folder is created."""
+    for name in names:
+        place = places[name]
+        if place.link and not os.path.lexists(place.target):
+            if not os.path.isdir(os.path.dirname(place.target)):
+                raise RuntimeFailure(f"root {name} is the link {place.link} -> {os.readlink(place.link)}, which points "
+                                     f"nowhere ({os.path.dirname(place.target)} does not exist): not replaced; "
+                                     "nothing was changed")
+            log.info(f"root {name} is the link {place.link}: restoring into {place.target}, which it names")
+
+
+def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place: bool) -> dict:
+    """Extract the chain into staging, make it equal the final index, swap every root in one
+    transaction.
 
     With `blocks_dir` (an in-place restore), the block hashes of large files are written there
     and the spooled index is rewritten to describe the restored files as they now are (a
     database is its restored copy, with no -wal), so the next backup here is incremental."""
+    places, target_id = job.places, job.target_id
+    tx = journal.new_tx()
+    swaps = {name: place.swap(tx) for name, place in places.items()}
     for place in places.values():
-        remove_path(place.staging)  # a dead restore's leftover
-    writer = StagingWriter({name: place.staging for name, place in places.items()}, spool)
+        if not place.inside:
+            os.makedirs(os.path.dirname(place.target), exist_ok=True)
+    txn = journal.Transaction.begin(job.work_dir or os.path.dirname(job.run_dir), tx, target_id, list(swaps.values()))
+    writer = StagingWriter({name: swap.staging for name, swap in swaps.items()}, spool)
+    kept: dict[str, list[str]] = {}
     try:
-        for link in snapshots:
-            _stream_archive(link, fetched[link["id"]], writer, keyring)
+        for link in job.snapshots:
+            _stream_archive(link, fetched[link["id"]], writer, job.keyring)
         final = read_spooled_index(spool, f"snapshot {target_id}")
         _check_index(final, target_id)
-        restored = []
-        for name, info in sorted(final.roots.items()):
-            if not info.get("present") or name not in places:
-                continue
+        restored = [name for name, info in sorted(final.roots.items()) if info.get("present") and name in places]
+        _check_links(places, restored)
+        for name in restored:
             if blocks_dir is not None:
                 os.makedirs(blocks_dir, mode=0o700, exist_ok=True)
-            make_equal(places[name].staging, name, final, blocks_dir, delta_min)
-            restored.append(name)
+            make_equal(swaps[name].staging, name, final, blocks_dir, job.delta_min, private_root=True)
+        for name in sorted(writer.stats.skipped_roots):
+            log.warning(f"the snapshot holds root {name}, which is not configured here: not restored")
+        for name in places:
+            if name not in restored:
+                journal.remove_tree(swaps[name].staging)
+        txn.roots = [swaps[name] for name in restored]
+        txn.save()
+        if in_place and not job.force:
+            refuse_if_open(places[name] for name in restored)
+        excludes, includes = _patterns(job, final)
+        for name in restored:
+            swap = swaps[name]
+            swap.new_root = _root_meta(final, name)  # the staging root stays 0700 until in place
+            kept[name] = swap.prepare(carried_paths(places[name].target, excludes, includes, final, name))
+        txn.swap()
     except BaseException:
-        for place in places.values():
-            remove_path(place.staging)
+        if txn.state == "swapping":
+            txn.rollback()
+        elif txn.state != "staging" or os.path.lexists(txn.path):
+            txn.discard()
         raise
-    for name in sorted(writer.stats.skipped_roots):
-        log.warning(f"the snapshot holds root {name}, which is not configured here: not restored")
-    for name, place in places.items():
-        if name not in restored:
-            remove_path(place.staging)
+    txn.finish()
     for name in restored:
-        swap_into_place(places[name])
-        log.info(f"restored {name} into {places[name].target}")
+        log.info(f"restored {name} into {places[name].target}"
+                 + (f" (kept {len(kept[name])} paths the snapshot left out)" if kept.get(name) else ""))
     if blocks_dir is not None:
         for entry in final.files():
             if entry.db:
                 entry.size, entry.wal = entry.content_size, None
         final.save(spool)
     return {"dry_run": False, "roots": {n: places[n].target for n in restored},
-            "files": sum(1 for _ in final.files()), "bytes_extracted": writer.stats.bytes}
+            "files": sum(1 for _ in final.files()), "bytes_extracted": writer.stats.bytes,
+            "kept": {n: len(paths) for n, paths in kept.items() if paths}}
 
 
-def _dry_run(last: dict, fetched: dict, spool: str, target_id: str, places: dict[str, Placement],
-             keyring: seal.KeyRing | None) -> dict:
+def _root_meta(final: Index, name: str) -> list[int]:
+    entry = final.entries[(name, "")]
+    uid = entry.uid if entry.uid is not None and os.geteuid() == 0 else os.geteuid()
+    gid = entry.gid if entry.gid is not None and os.geteuid() == 0 else os.getegid()
+    return [entry.mode, uid, gid]
+
+
+def _dry_run(job: Job, fetched: dict, spool: str) -> dict:
     """Read only the final index (the last archive's last member) and compare with the targets."""
+    last, target_id, places = job.snapshots[-1], job.target_id, job.places
     writer = StagingWriter({}, spool)  # no staging roots: members are read past, not written
-    _stream_archive(last, fetched[last["id"]], writer, keyring)
+    _stream_archive(last, fetched[last["id"]], writer, job.keyring)
     final = read_spooled_index(spool, f"snapshot {target_id}")
     _check_index(final, target_id)
     live_roots = [Root(name, place.target, place.kind) for name, place in places.items()
                   if final.roots.get(name, {}).get("present")]
-    live, _ = scan(live_roots, [], [])
+    excludes, includes = _patterns(job, final)
+    live, _ = scan(live_roots, excludes, includes)
     added = sorted(k for k in final.entries if k not in live.entries)
     removed = sorted(k for k in live.entries if k not in final.entries)
     changed = sorted(k for k, e in final.entries.items() if k in live.entries and not e.same_as(live.entries[k]))
-    for mark, keys in (("+", added), ("~", changed), ("-", removed)):
+    kept = sorted((root.name, rel) for root in live_roots
+                  for rel in carried_paths(root.path, excludes, includes, final, root.name))
+    for mark, keys in (("+", added), ("~", changed), ("-", removed), ("=", kept)):
         for root, path in keys:
-            log.info(f"would {'add' if mark == '+' else 'change' if mark == '~' else 'remove'} {root}/{path}")
+            word = {"+": "add", "~": "change", "-": "remove", "=": "keep"}[mark]
+            note = " (left out of the snapshot by its excludes)" if mark == "=" else ""
+            log.info(f"would {word} {root}/{path}{note}")
     return {"dry_run": True, "roots": {n: places[n].target for n in sorted(final.roots) if n in places},
-            "changes": {"add": len(added), "change": len(changed), "remove": len(removed)}}
+            "changes": {"add": len(added), "change": len(changed), "remove": len(removed), "keep": len(kept)}}

@@ -233,7 +233,7 @@ crash_pull() {
     echo "[$1] pull killed at $offset bytes" >&3
     ocb-chain >"$BATS_TEST_TMPDIR/chain.json" 2>/dev/null
     ocb-pull <"$BATS_TEST_TMPDIR/chain.json" >/dev/null 2>"$BATS_TEST_TMPDIR/pull.err" &
-    kill_when_written $! "$offset" "$OCB_WORK_DIR/restore-*" "$HOME/..openclaw.ocb-staging" \
+    kill_when_written $! "$offset" "$OCB_WORK_DIR/restore-*" "$HOME/..openclaw.ocb-staging*" \
         || { echo "[$1] offset $offset" >&2; return 1; }
     # wholly old or wholly new
     manifest "$HOME/.openclaw" >"$BATS_TEST_TMPDIR/target"
@@ -244,6 +244,8 @@ crash_pull() {
     run -0 --separate-stderr ocb-restore
     manifest "$HOME/.openclaw" | diff "$SNAPS/$PREVIOUS" -
     [ ! -e "$HOME/..openclaw.ocb-staging" ] && [ ! -e "$HOME/..openclaw.ocb-old" ]
+    [ -z "$(find "$HOME" -maxdepth 1 -name '*.ocb-staging*' -o -maxdepth 1 -name '*.ocb-old*')" ]
+    [ ! -e "$OCB_WORK_DIR/restore-journal.json" ]
     [ -z "$(find "$OCB_WORK_DIR" -mindepth 1 -maxdepth 1 -name 'restore-*')" ]
     # and the next backup too
     printf 'after\n' >"$HOME/.openclaw/after-restore.txt"

@@ -108,7 +108,7 @@ damaged_restore() {
         echo "[$name @ $offset] exit $status: $stderr" >&2
         return 1
     fi
-    [ -z "$(find "$HOME" -maxdepth 1 -name '*.ocb-staging')" ]
+    [ -z "$(find "$HOME" -maxdepth 1 -name '*.ocb-staging*')" ]
 }
 
 # bats test_tags=matrix
@@ -183,7 +183,7 @@ damaged_restore() {
         [ "$status" -eq 1 ] || { echo "[$store] exit $status: $stderr" >&2; return 1; }
         [[ "$stderr" == *"no space left on device"* ]]
         manifest "$HOME/.openclaw" | diff "$BATS_TEST_TMPDIR/live" -
-        [ -z "$(find "$HOME" -maxdepth 1 -name '*.ocb-staging')" ]
+        [ -z "$(find "$HOME" -maxdepth 1 -name '*.ocb-staging*')" ]
         rm "$HOME/.openclaw/big.bin"
     done
 }

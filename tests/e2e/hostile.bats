@@ -212,7 +212,8 @@ restored_invalid_utf8() {
     hostile_case benign 0 "" restored_ok_txt
     reset_world
     export HOME="$WORLD/home-local"
-    # a root's staging path is its target's name with a dot before and .ocb-staging after
+    # a root's staging path was its target's name with a dot before and .ocb-staging after
+    # (now also a transaction id after it): the next run sweeps both
     mkdir -p "$HOME/..openclaw.ocb-staging"
     ln -s "$OUTSIDE" "$HOME/..openclaw.ocb-staging/link"
     ln -s "$OUTSIDE" "$HOME/..config.ocb-staging"
@@ -221,5 +222,6 @@ restored_invalid_utf8() {
     restored_ok_txt
     [ ! -e "$HOME/..openclaw.ocb-staging" ]
     [ ! -L "$HOME/..config.ocb-staging" ]
+    [ -z "$(find "$HOME" -maxdepth 1 -name '*.ocb-staging*')" ]
     world_listing | but_targets | diff <(but_targets <"$BATS_TEST_TMPDIR/before") -
 }

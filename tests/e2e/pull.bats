@@ -20,7 +20,7 @@ setup() {
     run -4 --separate-stderr ocb-restore
     [[ "$stderr" == *"$(basename "$volume")"* ]]
     manifest "$HOME/.openclaw" | diff "$BATS_TEST_TMPDIR/live" -
-    [ -z "$(find "$HOME" -maxdepth 1 -name '*.ocb-staging')" ]
+    [ -z "$(find "$HOME" -maxdepth 1 -name '*.ocb-staging*')" ]
 }
 
 @test "pull refuses a truncated volume and a missing volume" {

@@ -96,6 +96,7 @@ setup() {
     run -0 --separate-stderr ocb-restore
     manifest "$state" | diff "$BATS_TEST_TMPDIR/before" -
     [ ! -e "$(dirname "$state")/.openclaw.ocb-staging" ]
+    [ -z "$(find "$(dirname "$state")" -maxdepth 1 -name '*.ocb-staging*' -o -maxdepth 1 -name '*.ocb-old*')" ]
     run -0 --separate-stderr ocb-backup
     jq -e '.skip.stage == "plan"' <<<"$output"
     printf 'changed\n' >>"$state/with space.txt"

@@ -50,6 +50,8 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     except FileNotFoundError:
         raise BadDocument(f"the plan index {plan['index']} is gone: run ocb-plan again") from None
     root_paths = {r["name"]: r["path"] for r in plan["roots"]}
+    # recorded in the archive's index: a restore in place carries what they left out over
+    plan_index.excludes, plan_index.includes = list(settings.excludes), list(settings.includes)
     unplaced = sorted({e.root for e in plan_index.entries.values() if e.pack} - set(root_paths))
     if unplaced:
         raise BadDocument(f"field 'plan.roots' lacks {', '.join(unplaced)}, which the plan index packs")

@@ -35,7 +35,7 @@ import dataclasses
 import datetime as dt
 import os
 
-from .. import DOC_VERSION, __version__, cache, config, lineage
+from .. import DOC_VERSION, __version__, cache, config, journal, lineage
 from ..errors import UsageError
 from ..fsutil import fresh_run_dir
 from ..index import mark_changes, scan
@@ -67,6 +67,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     if args.show_config:
         doc["skip"] = {"stage": "plan", "reason": "show-config"}
         return doc
+    journal.recover(settings.work_dir, [r.path for r in roots])  # never back up a half-swapped restore
     state_root = roots[0]
     if not os.path.isdir(state_root.path):
         raise UsageError(f"the state dir {state_root.path} does not exist (set OCB_STATE_DIR or OPENCLAW_STATE_DIR)")

@@ -1,22 +1,32 @@
 """Summary: fetch, verify and apply a chain into staging, then swap each target into place.
 
-Usage: ocb-chain | ocb-pull [--to DIR] [--dry-run]
+Usage: ocb-chain | ocb-pull [--to DIR] [--dry-run] [--force]
 
 Reads:   a restore document with `chain` (from ocb-chain).
 Writes:  `pull`: {roots, dry_run, changes, stats}. Every volume of the chain is fetched and
          checked against its sha256 first; the archives are extracted full -> latest into a
          staging path beside each target; the staging tree is made equal to the final index
          (removing what it lacks, checking every file's size and sha256, setting modes and
-         mtimes); only then is each target swapped with its staging tree. On any failure the
-         targets are untouched. An in-place restore records the snapshot as this machine's
-         base in the local cache, so the next backup is incremental.
+         mtimes); only then are all targets swapped with their staging trees, as one
+         transaction under a journal (settings.work_dir/restore-journal.json): a failure swaps
+         back the roots already done, so every root is wholly old or wholly new. A restore
+         killed mid-swap is finished (when every root was swapped) or rolled back by the next
+         ocb-pull or ocb-plan, which says which on stderr before going on. An in-place restore
+         carries over from each target what the snapshot's excludes left out (`kept`), follows
+         a root that is a symlink into its target (the link stays), swaps a root that is a
+         mount point by its top-level entries, and records the snapshot as this machine's base
+         in the local cache, so the next backup is incremental.
   --to DIR   restore under DIR instead of in place (roots under $HOME keep their path relative
              to it, others go to DIR/<root name>); the cache is not touched.
-  --dry-run  verify the chain and say what would change; write nothing.
+  --dry-run  verify the chain and say what would change (and what would be kept); write nothing.
+  --force    restore in place even while other processes hold files open under a target
+             (without it: exit 1 naming their pids; their writes would be lost).
 Environment: HF_TOKEN for Hub stores; OCB_PASSWORD or OCB_PASSWORD_FILE (legacy
   OPENCLAW_BACKUP_ENCRYPTION_PASSWORD) for sealed snapshots: the meta says which are sealed
   and with what, so the password is all a restore needs.
-Exit status: 0 restored or nothing to restore; 1 run-time failure (I/O, disk full);
+Exit status: 0 restored or nothing to restore; 1 run-time failure (I/O, disk full, files
+             open under a target, a root link that points nowhere, a swap that failed and
+             was undone); 11 another restore is swapping its roots right now;
              2 sealed snapshot but no password; 3 bad input document; 4 integrity
              (checksum, wrong password, tampered seal, broken chain, hostile archive);
              13 credentials refused; 14 store unavailable.
@@ -27,7 +37,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import config, restore, seal
+from .. import config, journal, restore, seal
 from ..config import Settings
 from ..errors import UsageError
 from ..fsutil import fresh_run_dir
@@ -42,6 +52,8 @@ NEEDS = ("chain", "meta")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", metavar="DIR", help="restore under DIR instead of in place")
     parser.add_argument("--dry-run", action="store_true", help="verify and report what would change; write nothing")
+    parser.add_argument("--force", action="store_true",
+                        help="restore in place even while other processes hold files open under a target")
 
 
 def run(doc: dict, args: argparse.Namespace) -> dict:
@@ -57,10 +69,15 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         keyring = seal.KeyRing(password)
     to_dir = os.path.abspath(args.to) if args.to else None
     places = restore.placements(settings.roots, settings.home, to_dir)
+    if not args.dry_run:  # a restore killed mid-swap: finished or rolled back first
+        journal.recover(settings.work_dir, [p.target for p in places.values()])
+    if to_dir is None and not args.dry_run and not args.force:
+        restore.refuse_if_open(places.values())  # before anything is fetched; again before the swap
     store = open_store(doc["store"], settings, config.store_secrets(env))
     run_dir = fresh_run_dir(os.path.join(settings.work_dir, f"restore-{target_id}"), config.under_lock(env))
     job = restore.Job(store=store, prefix=settings.path_prefix, snapshots=snapshots, places=places,
-                      keyring=keyring, run_dir=run_dir, delta_min=settings.delta_min)
+                      keyring=keyring, run_dir=run_dir, delta_min=settings.delta_min, work_dir=settings.work_dir,
+                      excludes=settings.excludes, includes=settings.includes, force=args.force)
     if args.dry_run:
         doc["pull"] = restore.dry_run(job)
     else:
