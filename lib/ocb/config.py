@@ -37,9 +37,14 @@ STATE_ROOT = "openclaw-state"
 # Regenerable bulk that dominates real installs. A pattern without "/" matches any path
 # component; one with "/" matches the path relative to its root. SQLite -wal/-shm companions
 # need no pattern: a database is archived as its backup-API copy, its companions never.
+# Regenerable bulk. node_modules covers what `openclaw backup create` itself leaves out (the
+# nested node_modules of extensions/, reinstalled by npm); cache is the gateway's cache/ (UI
+# assets, 54 MB in a 2026.9.6 install, issue 12: taken as rebuilt by the gateway, not checked
+# here); the rest: caches, logs and browser profiles of the tools under $HOME.
 DEFAULT_EXCLUDES = (
     "node_modules",
     "__pycache__",
+    "cache",
     ".cache",
     "Cache",
     "Code Cache",

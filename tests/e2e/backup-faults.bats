@@ -277,3 +277,20 @@ give_to_user() {
     OCB_RESTORE_STORE=bogus://x run -2 --separate-stderr "$OCB_ROOT/entrypoint.sh" touch "$BATS_TEST_TMPDIR/app-ran"
     [ ! -e "$BATS_TEST_TMPDIR/app-ran" ]
 }
+
+@test "the gateway's cache/ and the node_modules of extensions/ are left out by default, kept with OCB_DEFAULT_EXCLUDES=off" {
+    mkdir -p "$STATE/cache/ui" "$STATE/extensions/chat/node_modules/dep"
+    printf 'asset\n' >"$STATE/cache/ui/app.js"
+    printf 'dep\n' >"$STATE/extensions/chat/node_modules/dep/index.js"
+    printf '{}\n' >"$STATE/extensions/chat/package.json"
+    backup_ok
+    keep_index default
+    run -1 grep -q '"path": "cache' "$BATS_TEST_TMPDIR/default.index"
+    run -1 grep -q '"path": "extensions/chat/node_modules' "$BATS_TEST_TMPDIR/default.index"
+    grep -q '"path": "extensions/chat/package.json"' "$BATS_TEST_TMPDIR/default.index"
+    restored_matches default
+    OCB_DEFAULT_EXCLUDES=off backup_ok --full
+    keep_index all
+    grep -q '"path": "cache/ui/app.js"' "$BATS_TEST_TMPDIR/all.index"
+    grep -q '"path": "extensions/chat/node_modules/dep/index.js"' "$BATS_TEST_TMPDIR/all.index"
+}
