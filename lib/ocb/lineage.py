@@ -14,7 +14,7 @@ from .cache import CachedSnapshot
 from .config import Settings
 from . import catalog
 from .errors import IntegrityError
-from .snapshot import META_SUFFIX, check_meta, id_second, make_id, meta_path, parse_utc
+from .snapshot import META_SUFFIX, check_meta, id_second, id_time, make_id, meta_path, parse_utc
 from .stores.base import Head, Store
 
 
@@ -109,6 +109,10 @@ def new_snapshot_id(now: dt.datetime, head: Head, cached: CachedSnapshot | None,
     taken = {head.snapshot_id, *((head.pointer or {}).get("chain") or []),
              *(cached.state.get("chain", []) if cached else [])}
     second = id_second(now)
-    if any(i and i.startswith(second) for i in taken):
+    known = [i for i in taken if i]
+    clock_back = any(id_time(i) >= now.replace(microsecond=0) for i in known)
+    if clock_back or any(i.startswith(second) for i in known):
+        # this second is in use, or the clock went back (an older snapshot outside these
+        # chains may hold it): every id in the store counts
         taken.update(store.list_snapshot_ids(prefix))
     return make_id(now, {i for i in taken if i})

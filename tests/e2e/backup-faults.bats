@@ -294,3 +294,38 @@ give_to_user() {
     grep -q '"path": "cache/ui/app.js"' "$BATS_TEST_TMPDIR/all.index"
     grep -q '"path": "extensions/chat/node_modules/dep/index.js"' "$BATS_TEST_TMPDIR/all.index"
 }
+
+# faked CMD...: run CMD with the clock moved by $SHIFT (libfaketime, e.g. -2h, +365d)
+faked() {
+    local lib
+    lib=$(find /usr/lib /usr/lib64 -name libfaketime.so.1 2>/dev/null | head -n1)
+    [ -n "$lib" ] || { echo "libfaketime is missing: make test installs Debian's faketime" >&2; return 1; }
+    FAKETIME="$SHIFT" LD_PRELOAD="$lib" FAKETIME_DONT_FAKE_MONOTONIC=1 "$@"
+}
+
+@test "the clock goes back: ids stay unique, --list, --at and the latest follow publish order; a full from the future is due" {
+    printf 'one\n' >"$STATE/a.txt"
+    backup_ok
+    first=$(last_id)
+    # the clock set back two hours: a later snapshot with an earlier id
+    printf 'two\n' >"$STATE/b.txt"
+    SHIFT=-2h faked ocb-backup >"$BATS_TEST_TMPDIR/back.json" 2>"$BATS_TEST_TMPDIR/back.err" || { cat "$BATS_TEST_TMPDIR/back.err" >&2; false; }
+    second=$(jq -r .id "$BATS_TEST_TMPDIR/back.json")
+    [ "$second" != "$first" ] && [[ "$second" < "$first" ]]
+    keep_index back
+    run -0 --separate-stderr ocb-chain --list
+    [ "$(jq -r '.list.snapshots | map(.id) | join(" ")' <<<"$output")" = "$first $second" ]
+    [ "$(jq -r '.list.snapshots[-1] | "\(.id) \(.latest)"' <<<"$output")" = "$second true" ]
+    # "now" and the latest both mean the one published last
+    restored_matches back --at "$(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    restored_matches back
+    # a full taken with the clock a year ahead: back on time, OCB_FULL_HOURS counts it as due
+    printf 'three\n' >"$STATE/c.txt"
+    SHIFT=+365d faked ocb-backup --full >"$BATS_TEST_TMPDIR/ahead.json" 2>"$BATS_TEST_TMPDIR/ahead.err" || { cat "$BATS_TEST_TMPDIR/ahead.err" >&2; false; }
+    printf 'four\n' >"$STATE/d.txt"
+    backup_ok
+    jq -e '.plan.type == "full" and (.plan.reasons | any(contains("lies in the future")))' "$BATS_TEST_TMPDIR/last.json" >/dev/null
+    keep_index now
+    restored_matches now
+    [ "$(ocb-chain --list | jq -r '.list.snapshots | length')" = 4 ]
+}

@@ -3,7 +3,8 @@
 Usage: ocb-chain [--store URL] [--id ID | --at TIME | --list] > chain.json
 
 Reads:   nothing on stdin; the store's pointer and ONE meta (each meta lists its whole chain);
-         --at and --list read one listing of the snapshot folder, never every meta.
+         --at and --list read the catalog (publish order: seq), or for a store without
+         one a listing of the snapshot folder (id order), never every meta.
 Writes:  a new restore document with `settings` (roots to restore, work and cache dirs) and
          `chain`: {target, snapshots: [{id, backup_type, volumes, ...}, ...]}.
          An empty store gives `skip` with `no_snapshot: true` (a normal first start); a
@@ -95,7 +96,14 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     if args.id is not None:
         target = args.id
     elif moment is not None:
-        found = pick_at(store.list_snapshot_ids(prefix), moment)
+        known = store.read_catalog()
+        if known is not None:
+            # publish order, not the clock's: the last published of those stamped at or before
+            # the moment (a snapshot taken after the clock went back is still the later one)
+            stamped = [e["id"] for e in known["snapshots"] if id_time(e["id"]) <= moment]
+            found = stamped[-1] if stamped else None
+        else:
+            found = pick_at(store.list_snapshot_ids(prefix), moment)
         if found is None:
             raise ChainBroken(f"no snapshot in {store_url} was taken at or before {args.at}")
         target = found
