@@ -329,3 +329,50 @@ faked() {
     restored_matches now
     [ "$(ocb-chain --list | jq -r '.list.snapshots | length')" = 4 ]
 }
+
+@test "backups while a writer renames, creates and deletes directories at random: every snapshot restores exactly as its index says" {
+    "$PYTHON" "$TREE" generate "$STATE/base" 300 5
+    mkdir -p "$STATE/churn"
+    # the writer: random mkdir, file writes, renames and rm -rf under churn/ until told to stop
+    "$PYTHON" - "$STATE/churn" "$BATS_TEST_TMPDIR/stop" <<'EOF_PY' &
+import os, random, shutil, sys, time
+top, stop = sys.argv[1], sys.argv[2]
+rng = random.Random(12)
+def dirs():
+    found = [top]
+    for current, names, _ in os.walk(top):
+        found += [os.path.join(current, n) for n in names]
+    return found
+while not os.path.exists(stop):
+    try:
+        place = rng.choice(dirs())
+        act = rng.random()
+        if act < 0.35:
+            new = os.path.join(place, f"d{rng.randrange(10**6)}")
+            os.mkdir(new)
+            for n in range(rng.randrange(1, 5)):
+                with open(os.path.join(new, f"f{n}"), "wb") as handle:
+                    handle.write(os.urandom(rng.randrange(1, 20000)))
+        elif act < 0.7 and place != top:
+            os.rename(place, os.path.join(os.path.dirname(place), f"r{rng.randrange(10**6)}"))
+        elif place != top:
+            shutil.rmtree(place)
+    except OSError:
+        pass  # raced with itself: a path it chose moved on
+    time.sleep(rng.random() / 50)
+EOF_PY
+    writer=$!
+    ids=()
+    for n in 1 2 3 4 5; do
+        printf 'round %s\n' "$n" >>"$STATE/base/rounds.txt"
+        backup_ok || { touch "$BATS_TEST_TMPDIR/stop"; wait "$writer"; false; }
+        ids+=("$(last_id)")
+        keep_index "round$n"
+    done
+    touch "$BATS_TEST_TMPDIR/stop"
+    wait "$writer"
+    [ "$(jq -r .plan.type "$BATS_TEST_TMPDIR/last.json")" = incremental ]
+    for n in 1 2 3 4 5; do
+        restored_matches "round$n" --id "${ids[$((n - 1))]}"
+    done
+}
