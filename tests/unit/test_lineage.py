@@ -83,6 +83,10 @@ class Listing:
     (["openclaw-backup-20261201-120000-2"], ["openclaw-backup-20261201-120000",
                                              "openclaw-backup-20261201-120000-2"], "openclaw-backup-20261201-120000-3", 1),
     (["openclaw-backup-20261201-115959"], ["openclaw-backup-20261201-120000"], "openclaw-backup-20261201-120000", 0),
+    # the clock went back behind the latest: an older snapshot of another chain holds this
+    # second, and only the store's listing knows it
+    (["openclaw-backup-20261201-130000"], ["openclaw-backup-20261201-120000", "openclaw-backup-20261201-130000"],
+     "openclaw-backup-20261201-120000-2", 1),
 ])
 def test_new_ids_never_collide(pointer_chain, listed, expected, asked):
     head = Head({"id": pointer_chain[-1], "chain": pointer_chain} if pointer_chain else None, None)
