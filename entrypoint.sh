@@ -2,7 +2,7 @@
 # Summary: a container's entrypoint: restore the agent's state, run the app, back it up every
 # OCB_INTERVAL while it runs and once more when it stops.
 #
-# Usage: entrypoint.sh CMD [ARGS...]
+# Usage: entrypoint.sh CMD [ARGS...]    (--help, --version: answer and exit, nothing run)
 #
 # 1. Restores the latest snapshot (bin/ocb-restore). No snapshot yet is a normal first start.
 # 2. Starts CMD as a child and backs up (bin/ocb-backup, never two at once) every OCB_INTERVAL.
@@ -34,6 +34,8 @@ set -u
 [ "${OCB_DEBUG:-}" = 1 ] && set -x
 case "${1:-}" in -h|--help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;; esac
 here=$(dirname -- "$(readlink -f -- "$0")")
+# --version answers before anything runs (never a restore, never "--version" run as the app)
+case "${1:-}" in --version) "$here/bin/ocb-chain" --version | sed 's/^ocb-chain/entrypoint.sh (ocb)/'; exit 0 ;; esac
 
 log() { printf '%s entrypoint: %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" "$2" >&2; }
 now() { date +%s; }

@@ -286,6 +286,7 @@ class Settings:
     scrypt_log_n: int = 17
     delta_min: int = 4 * 1024**2
     sqlite_timeout: float = 30.0
+    lock_wait: float = 900.0  # ocb-restore waits this long for the lock: one backup's worth
     roots: tuple[Root, ...] = ()  # restore documents: where each root goes back
 
     def as_dict(self) -> dict:
@@ -336,6 +337,17 @@ def parse_seconds(env: Environment, names: tuple[str, ...], default: float, mini
     return value
 
 
+def parse_wait(env: Environment, name: str, default: float) -> float:
+    """Seconds (600), or a number with s, m or h (90s, 10m, 1h), as the entrypoint reads times."""
+    raw, _ = env.get(name)
+    if raw is None:
+        return default
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([smh]?)", raw)
+    if not match or float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)] > 10**6:
+        raise UsageError(f"{name}={raw!r}: expected seconds, or a number with s, m or h (90s, 10m, 1h)")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
 def resolve_settings(env: Environment, kind: str) -> Settings:
     """The settings of a `kind` ("backup" or "restore") document, every value checked here,
     each bad one named by its variable."""
@@ -380,6 +392,7 @@ def resolve_settings(env: Environment, kind: str) -> Settings:
         scrypt_log_n=log_n,
         delta_min=parse_size(env, ("OCB_DELTA_MIN",), Settings.delta_min),
         sqlite_timeout=parse_seconds(env, ("OCB_SQLITE_TIMEOUT",), Settings.sqlite_timeout, 0, inclusive=False),
+        lock_wait=parse_wait(env, "OCB_LOCK_WAIT", Settings.lock_wait),
         roots=tuple(resolve_roots(env, for_restore=True)) if kind == "restore" else (),
     )
 

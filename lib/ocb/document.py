@@ -183,7 +183,7 @@ SETTINGS = {
     "retry_seconds": _number(0, 10**9), "private": _bool, "hub_endpoint": _nullable(_text), "compression": _COMPRESSION,
     "compression_level": _LEVEL, "volume_size": _int(1024, MAX_BYTES), "full_every": _COUNT,
     "full_hours": _COUNT, "incremental": _bool, "seal": _bool, "scrypt_log_n": _int(10, 22),
-    "delta_min": _SIZE, "sqlite_timeout": _number(0, 10**6),
+    "delta_min": _SIZE, "sqlite_timeout": _number(0, 10**6), "lock_wait": _number(0, 10**6),
     # lists checked item by item below
     "excludes": None, "includes": None, "roots": None,
 }

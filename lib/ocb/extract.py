@@ -35,6 +35,8 @@ STAGING_FILE_MODE = 0o600
 MAX_INDEX_BYTES = 2 * 1024**3
 MAX_DELTA_BLOCK = 64 * 1024**2
 MAX_DELTA_LENGTH = 1024**4
+HOLE_BLOCK = 4096  # zero blocks of this size are left as holes when a file is written
+ZERO_BLOCK = bytes(HOLE_BLOCK)
 
 
 @dataclass
@@ -217,12 +219,24 @@ class StagingWriter:
             target.truncate(length)
 
     def _copy_member(self, tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int) -> None:
+        """Write a member's data; runs of zero blocks become holes (a sparse file stays sparse)."""
         source = tar.extractfile(member)
         assert source is not None
+        offset = 0
         with os.fdopen(fd, "wb") as out:
             while chunk := source.read(COPY_CHUNK):
-                out.write(chunk)
+                view = memoryview(chunk)
+                start = 0
+                for at in range(0, len(chunk), HOLE_BLOCK):
+                    if view[at:at + HOLE_BLOCK] == ZERO_BLOCK[:len(view[at:at + HOLE_BLOCK])]:
+                        if at > start:
+                            os.pwrite(fd, view[start:at], offset + start)
+                        start = at + HOLE_BLOCK
+                if start < len(chunk):
+                    os.pwrite(fd, view[start:], offset + start)
+                offset += len(chunk)
                 self.stats.bytes += len(chunk)
+            out.truncate(offset)  # a file that ends in a hole gets its length
 
 
 def read_spooled_index(path: str, origin: str) -> Index:
@@ -243,6 +257,7 @@ def make_equal(staging: str, root: str, index: Index, blocks_dir: str | None = N
     `private_root`, a directory root keeps its staging mode (0700) and gets its own mode once
     it is in place (journal.py).
     """
+    as_root = os.geteuid() == 0  # only root may give files away; anyone else owns what it writes
     wanted = {e.path: e for e in index.entries.values() if e.root == root}
     if "" not in wanted:
         raise ChainBroken(f"the index has no entry for root {root}")
@@ -270,18 +285,26 @@ def make_equal(staging: str, root: str, index: Index, blocks_dir: str | None = N
                 raise ChecksumMismatch(f"{root}/{rel}: sha256 differs from the index")
             if blocks is not None:
                 blocks.save(os.path.join(blocks_dir, sidecar_name(root, rel)))  # type: ignore[arg-type]
+            _chown(path, entry, as_root)  # before chmod: chown clears set-id bits
             os.chmod(path, entry.mode, follow_symlinks=False)
             os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
         elif entry.type == SYMLINK:
             if os.readlink(path) != entry.target:
                 raise ChecksumMismatch(f"{root}/{rel}: symlink target differs from the index")
+            _chown(path, entry, as_root)
             os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
         else:
             dirs.append((rel, entry))
     for rel, entry in sorted(dirs, key=lambda item: item[0].count("/") + (item[0] != ""), reverse=True):
         path = staging if rel == "" else os.path.join(staging, rel)
+        _chown(path, entry, as_root)
         os.chmod(path, STAGING_DIR_MODE if rel == "" and private_root else entry.mode, follow_symlinks=False)
         os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+
+
+def _chown(path: str, entry: Entry, as_root: bool) -> None:
+    if as_root and entry.uid is not None and entry.gid is not None:
+        os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
 
 
 def _hash_file(path: str, with_blocks: bool) -> tuple[str, BlockHashes | None]:

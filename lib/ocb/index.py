@@ -254,23 +254,28 @@ def scan(roots: list[Root], excludes: list[str], includes: list[str],
     index = Index()
     report = ScanReport()
     for root in roots:
+        path, link = root.path, None
         try:
-            st = os.lstat(root.path)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                # a root that is a link (state on a volume): what it points to is the root
+                link, path = os.readlink(path), os.path.realpath(path)
+                st = os.lstat(path)
         except FileNotFoundError:
-            index.roots[root.name] = {"kind": root.kind, "present": False}
-            report.missing_roots.append(root.name)
+            index.roots[root.name] = {"kind": root.kind, "present": False, **({"link": link} if link else {})}
+            report.missing_roots.append(root.name if not link else f"{root.name} (the link {root.path} points nowhere)")
             continue
         expected_dir = root.kind == "dir"
         if expected_dir and not stat.S_ISDIR(st.st_mode) or not expected_dir and not stat.S_ISREG(st.st_mode):
             raise RuntimeFailure(f"root {root.name} ({root.path}) is not a {'directory' if expected_dir else 'regular file'}")
-        index.roots[root.name] = {"kind": root.kind, "present": True}
-        top = _entry_from_stat(root.name, "", st, root.path)
-        if top is not None and top.type == FILE and _is_sqlite(root.path, top, previous):
+        index.roots[root.name] = {"kind": root.kind, "present": True, **({"link": link} if link else {})}
+        top = _entry_from_stat(root.name, "", st, path)
+        if top is not None and top.type == FILE and _is_sqlite(path, top, previous):
             top.db = True
-            top.wal = wal_signature(root.path)
+            top.wal = wal_signature(path)
         index.add(top)
         if expected_dir:
-            _walk(root, root.path, "", index, report, excludes, includes, previous)
+            _walk(root, path, "", index, report, excludes, includes, previous)
     return index, report
 
 

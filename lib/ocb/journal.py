@@ -30,7 +30,7 @@ import stat
 from dataclasses import asdict, dataclass, field
 
 from .errors import RuntimeFailure, StoreLocked
-from .fsutil import fsync_dir, write_bytes
+from .fsutil import TMP_MARK, fsync_dir, write_bytes
 from .log import log
 
 JOURNAL = "restore-journal.json"
@@ -406,6 +406,9 @@ def recover(work_dir: str, targets: list[str] = ()) -> str | None:  # type: igno
             outcome = "rolled back"
             log.warning(f"an earlier restore of {txn.snapshot} was killed while {was}: rolled back; {names} "
                         "are as they were before it")
+    for name in os.listdir(work_dir) if os.path.isdir(work_dir) else []:
+        if name.startswith(TMP_MARK) and name.endswith(f"-{JOURNAL}"):  # a journal write cut short
+            os.unlink(os.path.join(work_dir, name))
     for target in targets:
         sweep(target)
     return outcome

@@ -373,6 +373,7 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
     database is its restored copy, with no -wal), so the next backup here is incremental."""
     places, target_id = job.places, job.target_id
     tx = journal.new_tx()
+    _check_links(places, places)  # before anything is made on the way to a link's target
     swaps = {name: place.swap(tx) for name, place in places.items()}
     for place in places.values():
         if not place.inside:
@@ -386,7 +387,6 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
         final = read_spooled_index(spool, f"snapshot {target_id}")
         _check_index(final, target_id)
         restored = [name for name, info in sorted(final.roots.items()) if info.get("present") and name in places]
-        _check_links(places, restored)
         for name in restored:
             if blocks_dir is not None:
                 os.makedirs(blocks_dir, mode=0o700, exist_ok=True)

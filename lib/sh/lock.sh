@@ -12,7 +12,11 @@
 # With flock(1) the lock is WORK/.lock, released when its holder dies (fd 9 stays open for
 # the life of the calling script and its pipe). Without flock it is the directory
 # WORK/.lock.d holding the holder's pid; a lock whose pid is dead is stale and taken over.
-# When another run holds the lock: a message on stderr, exit 11, nothing touched.
+# When another run holds the lock: a message on stderr, exit 11, nothing touched. A caller
+# that sets ocb_lock_wait=1 first (ocb-restore) waits for it up to the stage's
+# .settings.lock_wait seconds (OCB_LOCK_WAIT, default 15 minutes: one backup), saying so,
+# so that a restarted container waits out an orphaned backup; ocb-backup never waits (a
+# backup that is due while one runs is simply skipped).
 #
 # Once the lock is held, OCB_UNDER_LOCK=1 is exported: each run dir a stage then creates in the
 # work dir holds an empty file .ocb-under-lock, by which ocb-backup's sweep tells the run dirs
@@ -45,6 +49,16 @@ ocb_take_lock() {
         lock=$work/.lock
         exec 9>>"$lock" || { say error "cannot open the lock file $lock"; exit 1; }
         if ! flock -n 9; then
+            ocb_wait=$(printf '%s\n' "$ocb_config" | jq -r '.settings.lock_wait // 0' 2>/dev/null)
+            if [ "${ocb_lock_wait:-}" = 1 ] && [ "${ocb_wait:-0}" != 0 ]; then
+                say info "another ocb-backup or ocb-restore holds the lock $lock: waiting up to ${ocb_wait}s (OCB_LOCK_WAIT)"
+                if flock -w "$ocb_wait" 9; then
+                    say info "got the lock"
+                    OCB_UNDER_LOCK=1
+                    export OCB_UNDER_LOCK
+                    return 0
+                fi
+            fi
             say error "another ocb-backup or ocb-restore holds the lock $lock: nothing done"
             exit 11
         fi
@@ -56,8 +70,17 @@ ocb_take_lock() {
     # holder still lives; a dir with no pid yet is a holder between mkdir and its write.
     lock=$work/.lock.d
     tries=0
+    waited=0
+    ocb_wait=$(printf '%s\n' "$ocb_config" | jq -r '.settings.lock_wait // 0 | floor' 2>/dev/null)
+    [ "${ocb_lock_wait:-}" = 1 ] || ocb_wait=0
     until mkdir -- "$lock" 2>/dev/null; do
         holder=$(cat -- "$lock/pid" 2>/dev/null)
+        if { [ -z "$holder" ] || kill -0 "$holder" 2>/dev/null; } && [ "$waited" -lt "${ocb_wait:-0}" ]; then
+            [ "$waited" -gt 0 ] || say info "another ocb-backup or ocb-restore holds the lock $lock: waiting up to ${ocb_wait}s (OCB_LOCK_WAIT)"
+            sleep 1
+            waited=$((waited + 1))
+            continue
+        fi
         if [ -z "$holder" ] || kill -0 "$holder" 2>/dev/null || [ "$tries" -gt 0 ]; then
             say error "another ocb-backup or ocb-restore (pid ${holder:-unknown}) holds the lock $lock: nothing done"
             exit 11

@@ -81,6 +81,7 @@ no_staging() {
     [ -z "$(find "$HOME" -maxdepth 2 -name '*ocb-staging*' -o -maxdepth 2 -name '*ocb-old*')" ] || {
         echo "left behind:" >&2; find "$HOME" -maxdepth 2 -name '*ocb-*' >&2; return 1; }
     [ ! -e "$OCB_WORK_DIR/restore-journal.json" ]
+    [ -z "$(find "$OCB_WORK_DIR" -maxdepth 1 -name '.ocb-tmp-*journal*' 2>/dev/null)" ]
 }
 
 # pull_dies_at SYSCALL N: run ocb-pull, SIGKILLed just before its Nth SYSCALL (strace counts
@@ -251,4 +252,149 @@ in_mount_ns() {
         echo "kill points: $((n - 1))"
     '
     echo "$output" >&3
+}
+
+@test "a root that is a symlink is backed up as what it points to; a restore writes there and keeps the link; pointing nowhere is refused" {
+    rm -rf "$HOME/.config" "$HOME/.ssh" "$HOME/.openclaw" "$OCB_CACHE_DIR"
+    data="$BATS_TEST_TMPDIR/volume/openclaw"
+    "$PYTHON" "$TREE" generate "$data" 40 7
+    ln -s "$data" "$HOME/.openclaw"
+    backup_ok
+    jq -e --arg d "$data" '.roots["openclaw-state"] == {"kind": "dir", "present": true, "link": $d}' \
+        <(head -n1 "$OCB_CACHE_DIR/index.jsonl")
+    manifest "$data" >"$BATS_TEST_TMPDIR/snap"
+    printf 'stray\n' >"$data/stray.txt" && rm -r "$data/dir03"
+    run -0 --separate-stderr ocb-restore
+    [ -L "$HOME/.openclaw" ] && [ "$(readlink "$HOME/.openclaw")" = "$data" ]
+    manifest "$data" | diff "$BATS_TEST_TMPDIR/snap" -
+    [ -z "$(find "$HOME" "$BATS_TEST_TMPDIR/volume" -maxdepth 1 -name '*ocb-*')" ]
+    # a fresh volume: the link's folder is missing, its parent is there: made and filled
+    rm -rf "$data"
+    run -0 --separate-stderr ocb-restore
+    [ -L "$HOME/.openclaw" ]
+    manifest "$data" | diff "$BATS_TEST_TMPDIR/snap" -
+    # no volume at all: reported, the link not replaced, nothing written
+    rm -rf "$BATS_TEST_TMPDIR/volume"
+    run -1 --separate-stderr ocb-restore
+    [[ "$stderr" == *"is the link $HOME/.openclaw -> $data, which points nowhere"* ]]
+    [ -L "$HOME/.openclaw" ] && [ ! -e "$BATS_TEST_TMPDIR/volume" ]
+    [ -z "$(find "$HOME" -maxdepth 1 -name '*ocb-*')" ]
+}
+
+# as_user CMD...: CMD as uid/gid 1000, no supplementary groups (as backup-faults.bats does:
+# the system python3 with the venv's packages, the venv may lie where uid 1000 cannot go)
+as_user() {
+    local packages
+    packages=$(echo "$OCB_ROOT"/.venv/lib/python3*/site-packages)
+    PATH="/usr/bin:$PATH" PYTHONPATH="$packages" setpriv --reuid 1000 --regid 1000 --clear-groups "$@"
+}
+
+# open_way: the way to the test's dirs and the checkout is open to uid 1000
+open_way() {
+    local d
+    for d in "$BATS_TEST_TMPDIR" "$OCB_ROOT"; do
+        while [ "$d" != / ]; do
+            [ -n "$(find "$d" -maxdepth 0 -perm -o+x)" ] || chmod o+x "$d"
+            d=$(dirname "$d")
+        done
+    done
+}
+
+owners() { (cd "$1" && find . -printf '%P %U:%G\n' | sort); }
+
+@test "owners: the index records numeric uid/gid, a restore as root restores them, one as another user owns what it writes" {
+    command -v setpriv >/dev/null || skip "setpriv is not installed"
+    [ "$(id -u)" = 0 ] || skip "needs root"
+    rm -rf "$HOME/.config" "$HOME/.ssh" "$OCB_CACHE_DIR" "$HOME/.openclaw/logs"  # logs: kept, not restored
+    chown -R 1000:1000 "$HOME/.openclaw"
+    chown 1001:1002 "$HOME/.openclaw/dir01"
+    ln -s dir01 "$HOME/.openclaw/owned-link" && chown -h 1003:1003 "$HOME/.openclaw/owned-link"
+    backup_ok
+    head -n2 "$OCB_CACHE_DIR/index.jsonl" | tail -n1 | jq -e '.uid == 1000 and .gid == 1000'
+    owners "$HOME/.openclaw" >"$BATS_TEST_TMPDIR/owners"
+    chown -R 0:0 "$HOME/.openclaw"
+    run -0 --separate-stderr ocb-restore
+    owners "$HOME/.openclaw" | diff "$BATS_TEST_TMPDIR/owners" -
+    # as uid 1000: every file is its own, modes and content as in the snapshot
+    open_way
+    to="$BATS_TEST_TMPDIR/as-user"
+    mkdir -p "$to" "$BATS_TEST_TMPDIR/user-work" "$BATS_TEST_TMPDIR/user-cache"
+    chown 1000:1000 "$to" "$BATS_TEST_TMPDIR/user-work" "$BATS_TEST_TMPDIR/user-cache"
+    chmod -R a+rX "$STORE_DIR"
+    OCB_WORK_DIR="$BATS_TEST_TMPDIR/user-work" OCB_CACHE_DIR="$BATS_TEST_TMPDIR/user-cache" \
+        run -0 --separate-stderr as_user ocb-restore --to "$to"
+    [ -z "$(find "$to/.openclaw" ! -user 1000)" ] && [ -z "$(find "$to/.openclaw" ! -group 1000)" ]
+    manifest "$to/.openclaw" | diff <(manifest "$HOME/.openclaw") -
+}
+
+@test "a 1 GiB sparse file restores sparse: zero runs written as holes, disk usage close to the source's" {
+    rm -rf "$HOME/.config" "$HOME/.ssh" "$OCB_CACHE_DIR"
+    sparse="$HOME/.openclaw/disk.img"
+    truncate -s 1G "$sparse"
+    printf 'head\n' | dd of="$sparse" conv=notrunc status=none
+    printf 'middle\n' | dd of="$sparse" bs=1M seek=512 conv=notrunc status=none
+    source_kb=$(du -k "$sparse" | cut -f1)
+    [ "$source_kb" -lt 1024 ]
+    backup_ok
+    run -0 --separate-stderr ocb-restore --to "$BATS_TEST_TMPDIR/r"
+    restored="$BATS_TEST_TMPDIR/r/.openclaw/disk.img"
+    restored_kb=$(du -k "$restored" | cut -f1)
+    echo "1 GiB sparse file: ${source_kb} KiB on disk in the source, ${restored_kb} KiB restored" >&3
+    [ "$(stat -c %s "$restored")" = $((1024 * 1024 * 1024)) ]
+    [ "$restored_kb" -lt 1024 ]
+    cmp "$sparse" "$restored"
+}
+
+@test "an in-place restore refuses while another process holds a file open under a target, naming it; --force goes on" {
+    sleep 60 <"$HOME/.openclaw/with space.txt" &
+    holder=$!
+    run -1 --separate-stderr ocb-restore
+    [[ "$stderr" == *"open in other processes (pid $holder (sleep)"* ]]
+    jq -e '.error.stage == "pull" and .error.code == 1' <<<"$output"
+    all_are old
+    no_staging
+    run -0 --separate-stderr ocb-restore --to "$BATS_TEST_TMPDIR/elsewhere"  # not in place: no check
+    run -0 --separate-stderr ocb-restore --force
+    kill "$holder"
+    [ "$(cat "$HOME/.config/tool/settings.json")" = v1 ]
+}
+
+@test "a restore waits for a held lock (OCB_LOCK_WAIT) and then succeeds; past the wait it is exit 11; ocb-backup never waits" {
+    mkdir -p "$OCB_WORK_DIR"
+    # the holder: an orphaned backup, say; it lets go after 15 s (a busy machine takes seconds
+    # to start each command)
+    flock "$OCB_WORK_DIR/.lock" sleep 15 &
+    holder=$!
+    wait_for 5 test -e "$OCB_WORK_DIR/.lock"
+    sleep 0.5
+    run -11 --separate-stderr ocb-backup
+    run -0 --separate-stderr ocb-restore
+    [[ "$stderr" == *"waiting up to 900s (OCB_LOCK_WAIT)"* ]]
+    [[ "$stderr" == *"got the lock"* ]]
+    # it ran only once the holder was gone (a zombie not yet reaped counts as gone)
+    [ ! -e "/proc/$holder" ] || grep -q ') Z ' "/proc/$holder/stat"
+    wait "$holder" || true
+    [ "$(cat "$HOME/.config/tool/settings.json")" = v1 ]
+    flock "$OCB_WORK_DIR/.lock" sleep 30 &
+    holder=$!
+    wait_for 5 test -e "$OCB_WORK_DIR/.lock"
+    sleep 0.5
+    OCB_LOCK_WAIT=1s run -11 --separate-stderr ocb-restore
+    OCB_LOCK_WAIT=0 run -11 --separate-stderr ocb-restore
+    [[ "$stderr" != *"waiting"* ]]
+    kill "$holder" 2>/dev/null || true
+}
+
+@test "entrypoint.sh --help and --version answer and exit before anything runs" {
+    export OCB_RESTORE_DONE_FILE="$BATS_TEST_TMPDIR/done" OCB_RESTORE_SKIPPED_FILE="$BATS_TEST_TMPDIR/skipped"
+    touch "$OCB_RESTORE_DONE_FILE"
+    for flag in --version --help; do
+        run -0 --separate-stderr "$OCB_ROOT/entrypoint.sh" "$flag"
+        [ -n "$output" ]
+        [ -z "$stderr" ]
+        all_are old   # no restore ran
+        [ -e "$OCB_RESTORE_DONE_FILE" ]   # nothing was even cleared
+    done
+    run -0 --separate-stderr "$OCB_ROOT/entrypoint.sh" --version
+    [[ "$output" == "entrypoint.sh (ocb) "[0-9]* ]]
 }

@@ -49,7 +49,9 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         plan_index = Index.load(plan["index"])
     except FileNotFoundError:
         raise BadDocument(f"the plan index {plan['index']} is gone: run ocb-plan again") from None
-    root_paths = {r["name"]: r["path"] for r in plan["roots"]}
+    # a root that is a link is archived as what it points to (the index records the link)
+    root_paths = {r["name"]: os.path.realpath(r["path"]) if os.path.islink(r["path"]) else r["path"]
+                  for r in plan["roots"]}
     # recorded in the archive's index: a restore in place carries what they left out over
     plan_index.excludes, plan_index.includes = list(settings.excludes), list(settings.includes)
     unplaced = sorted({e.root for e in plan_index.entries.values() if e.pack} - set(root_paths))
