@@ -42,6 +42,8 @@ import zstandard  # noqa: E402
 from ocb import seal  # noqa: E402
 from ocb.archive import INDEX_MEMBER  # noqa: E402
 from ocb.snapshot import build_meta, build_pointer  # noqa: E402
+from ocb import catalog, config  # noqa: E402
+from ocb.config import Settings  # noqa: E402
 from ocb.stores import open_store  # noqa: E402
 from ocb.stores.base import Upload  # noqa: E402
 
@@ -310,7 +312,9 @@ def publish(case: str, outside: str, target: str, scratch: str) -> None:
     if flag == "sealed" and not password:
         raise SystemExit("hostile.py: +sealed needs OCB_PASSWORD in the environment")
     key = seal.derive_password_key(password, seal.KdfParams(log_n=10)) if password else None
-    store = open_store(url, {"work_dir": scratch, "retry_seconds": 5, "private": True})
+    # as a stage opens it: settings in, secrets (HF_TOKEN for the test Hub) from the environment
+    store = open_store(url, Settings(home=scratch, work_dir=scratch, cache_dir=scratch, retry_seconds=5),
+                       config.store_secrets())
     parent_meta = None
     for snapshot_id, snap in zip(IDS, CASES[case][1](outside)):
         archive = snap.archive(snapshot_id)
@@ -329,7 +333,7 @@ def publish(case: str, outside: str, target: str, scratch: str) -> None:
         meta = build_meta(doc, PREFIX)
         pointer = build_pointer(doc["store"], meta, PREFIX)
         store.publish(PREFIX, snapshot_id, [Upload(name, path, volume["size"], volume["sha256"])], meta,
-                      pointer, store.head().token)
+                      pointer, catalog.append(store.read_catalog(), meta), store.head().token)
         parent_meta = meta
 
 
