@@ -246,7 +246,7 @@ give_to_user() {
     [[ "$stderr" == *"is sealed, and this one would not be"*"OCB_SEAL=off"* ]]
     store_listing >"$BATS_TEST_TMPDIR/after"
     diff "$BATS_TEST_TMPDIR/before" "$BATS_TEST_TMPDIR/after"
-    [ -z "$(ls -A "$OCB_WORK_DIR" | grep -v '^\.lock')" ]
+    [ -z "$(find "$OCB_WORK_DIR" -mindepth 1 -maxdepth 1 ! -name '.lock*')" ]
     # on purpose: unsealed, without the env file, the token nowhere in the store
     OCB_SEAL=off backup_ok
     jq -e '.seal.sealed != true' "$BATS_TEST_TMPDIR/last.json" >/dev/null

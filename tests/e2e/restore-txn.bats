@@ -111,11 +111,11 @@ pull_dies_at() {
         for r in $ROOTS; do states="$states $(which_state "$r")" || { echo "after the kill at $syscall $n" >&2; return 1; }; done
         case "$states" in *old*new* | *new*old*) seen_mixed=1 ;; esac
         # a staging tree a dead run left is private (0700), unless it is the old tree put aside
-        for left in $(find "$HOME" -maxdepth 1 -name '*.ocb-staging.*' -type d); do
+        while IFS= read -r left; do
             name=${left##*/} && r=${name%%.ocb-staging.*} && r=${r#.}
             [ "$(stat -c %a "$left")" = 700 ] || [ "$(stat -c %i "$left")" = "$(cat "$BATS_TEST_TMPDIR/ino$r")" ] \
                 || { echo "kill point $n: $left ($(stat -c "%a %i" "$left"), old $(cat "$BATS_TEST_TMPDIR/ino$r")) is not 0700 and not the old $r" >&2; cat "$OCB_WORK_DIR/restore-journal.json" >&2; return 1; }
-        done
+        done < <(find "$HOME" -maxdepth 1 -name '*.ocb-staging.*' -type d)
         if [ $((n % 2)) -eq 1 ]; then
             # a backup first finishes or rolls back, and publishes a wholly old or wholly new state
             backup_ok
@@ -346,6 +346,8 @@ owners() { (cd "$1" && find . -printf '%P %U:%G\n' | sort); }
 }
 
 @test "an in-place restore refuses while another process holds a file open under a target, naming it; --force goes on" {
+    # sleep never reads it: the redirection only holds the file open, as an app would
+    # shellcheck disable=SC2217
     sleep 60 <"$HOME/.openclaw/with space.txt" &
     holder=$!
     run -1 --separate-stderr ocb-restore
