@@ -238,7 +238,7 @@ def validate_link(link: object, where: str) -> dict:
 
 def check_link_record(link: dict, where: str) -> None:
     """The rest of a link as chain_link writes it and ocb-pull reads it."""
-    if link.get("compression") not in COMPRESSIONS:
+    if not isinstance(link.get("compression"), str) or link["compression"] not in COMPRESSIONS:
         raise ChainBroken(f"{where}.compression is {link.get('compression')!r}")
     if not isinstance(link.get("sealed"), bool):
         raise ChainBroken(f"{where}.sealed is {link.get('sealed')!r}, not true or false")

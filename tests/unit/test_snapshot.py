@@ -151,3 +151,10 @@ def test_a_pointer_carrying_another_meta_is_damaged():
     pointer = snapshot.build_pointer("file:///s", full, "backups")
     with pytest.raises(ChainBroken, match="carries the meta of"):
         snapshot.pointer_meta(pointer, INC, "latest-backup.json")
+
+
+@pytest.mark.parametrize("compression", [[], {}, None, 3, "lz4"])
+def test_a_link_of_an_unknown_compression_is_broken_whatever_its_type(compression):
+    bad = dict(link(FULL, "full"), compression=compression)
+    with pytest.raises(ChainBroken, match="compression"):
+        snapshot.validate_link(bad, "chain[0]")
