@@ -307,6 +307,11 @@ def check_shape(doc: dict) -> None:
     if isinstance(plan, dict):
         _check_list(plan.get("roots"), "plan.roots", _root_item, non_empty=True)
         _check_list(plan.get("parent_chain"), "plan.parent_chain", _link_item)
+        links = plan["parent_chain"]
+        if links and (links[0]["backup_type"] != "full" or any(l["backup_type"] != "incremental" for l in links[1:])):
+            raise BadDocument("field 'plan.parent_chain' must be a full snapshot followed by incrementals")
+        if (plan["type"] == "incremental") != bool(links) or (links and links[-1]["id"] != plan["parent"]):
+            raise BadDocument("field 'plan.parent_chain' must be the chain of plan.parent (empty for a full snapshot)")
         for key, item in (("missing_roots", _text_item), ("reasons", _text_item), ("chain", _id_item)):
             if key in plan:
                 _check_list(plan[key], f"plan.{key}", item)
