@@ -286,13 +286,19 @@ def _limits(store: Store, listing: dict[str, tuple[int, str | None]], access: Ac
         return [Check("limits", True, "this store has no limits ocb knows of")]
     used = {"entries_per_folder": len(listing), "files_per_repo": len(listing) + 3,  # pointer, catalog, .gitattributes
             "private_storage_bytes": sum(size for size, _ in listing.values())}
+    return limit_checks(used, store.limits, access.private is not False, limits)
+
+
+def limit_checks(used: dict[str, int], backend: dict[str, int], private: bool, report: dict[str, dict]) -> list[Check]:
+    """The store's distance to each of the backend's limits (recorded in `report`): a problem
+    at the limit, a warning from WARN_AT of it. Private storage counts for private repos only."""
     checks = []
-    for name, limit in store.limits.items():
-        if name == "private_storage_bytes" and access.private is False:
+    for name, limit in backend.items():
+        if name == "private_storage_bytes" and not private:
             continue
-        limits[name] = {"used": used[name], "limit": limit}
-        share = used[name] / limit
-        text = f"{name.replace('_', ' ')}: {used[name]} of {limit} ({share:.0%})"
+        report[name] = {"used": used.get(name, 0), "limit": limit}
+        share = report[name]["used"] / limit
+        text = f"{name.replace('_', ' ')}: {report[name]['used']} of {limit} ({share:.0%})"
         fix = "prune old snapshots (ocb-prune), or use a bigger OCB_VOLUME_SIZE for fewer files"
         if share >= 1:
             checks.append(Check("limits", False, f"{text}: at the backend's limit", fix, 1))
@@ -300,5 +306,5 @@ def _limits(store: Store, listing: dict[str, tuple[int, str | None]], access: Ac
             checks.append(Check("limits", True, f"{text}: near the backend's limit", fix, warning=True))
     if not checks:
         checks.append(Check("limits", True, "; ".join(
-            f"{n.replace('_', ' ')}: {v['used']} of {v['limit']}" for n, v in limits.items())))
+            f"{n.replace('_', ' ')}: {v['used']} of {v['limit']}" for n, v in report.items())))
     return checks
