@@ -95,7 +95,7 @@ check_fails() {
         run -0 --separate-stderr ocb-check --read-data-subset 50%
         jq -e '.check.read_data.snapshots | length == 1' <<<"$output"
         # a sealed snapshot cannot be read without the password: exit 2, saying so
-        OCB_PASSWORD= run -2 --separate-stderr ocb-check --read-data
+        OCB_PASSWORD='' run -2 --separate-stderr ocb-check --read-data
         [[ "$stderr" == *"OCB_PASSWORD"* ]]
         OCB_PASSWORD=wrong run -4 --separate-stderr ocb-check --read-data
         [[ "$stderr" == *"wrong password"* ]]

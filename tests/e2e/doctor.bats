@@ -71,25 +71,12 @@ doctor_fails() {
     [[ "$stderr" == *"refused the token"* ]]
     HF_TOKEN=ocb-doctor-read doctor_fails 13 token
     [[ "$stderr" == *"the token's role is read"* ]]
-    HF_TOKEN= doctor_fails 13 token
+    HF_TOKEN='' doctor_fails 13 token
 }
 
 @test "an unreachable store is exit 14" {
     on_store hf
     HF_ENDPOINT=http://127.0.0.1:9 OCB_RETRY_SECONDS=0 doctor_fails 14 store
-}
-
-@test "a folder store that cannot be written is a problem" {
-    mkdir -p "$BATS_TEST_TMPDIR/ro"
-    chmod 0555 "$BATS_TEST_TMPDIR/ro"
-    # root writes anywhere: the check runs as another user
-    command -v setpriv >/dev/null || skip "setpriv is not installed"
-    chmod 0755 "$BATS_TEST_TMPDIR" "$HOME"
-    chmod -R a+rX "$HOME" "$OCB_ROOT" 2>/dev/null || true
-    run -13 --separate-stderr setpriv --reuid 1000 --regid 1000 --clear-groups \
-        env OCB_STORE="file://$BATS_TEST_TMPDIR/ro/store" OCB_WORK_DIR=/tmp/ocb-doctor-$$ \
-        OCB_CACHE_DIR=/tmp/ocb-doctor-cache-$$ "$OCB_ROOT/bin/ocb-doctor"
-    [[ "$stderr" == *"token: cannot write"*"not writable by this user"* ]]
 }
 
 @test "unsealed snapshots of ~/.ssh bound for a public repo are refused with exit 2; sealed, a warning" {

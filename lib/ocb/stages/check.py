@@ -113,7 +113,9 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
 
     read_data = None
     if percent is not None:
-        chosen = verify.pick_subset([i for i in ids if i in chains], percent, random.Random())
+        # a snapshot whose own volumes the listing already faults is not downloaded again
+        faulted = {f.snapshot for f in problems}
+        chosen = verify.pick_subset([i for i in ids if i in chains and i not in faulted], percent, random.Random())
         read_data = _read_data(store, prefix, chosen, chains, password, settings.work_dir, problems)
     whole = verify.restorable(chains, problems)
 

@@ -184,10 +184,9 @@ def _secret_roots(env: config.Environment) -> list[str]:
 
 
 def _privacy(access: Access, settings: config.Settings, env: config.Environment, url: str) -> Check:
-    if access.private is None and access.exists:
+    if access.private is None:
         return Check("private", True, "not a notion of this store (a folder: its permissions decide)")
-    public = access.private is False or (not access.exists and not settings.private)
-    if not public:
+    if access.private:
         return Check("private", True, "the repo is private" if access.exists
                      else "the first backup creates it private")
     where = "the public repo" if access.exists else "a public repo (OCB_PRIVATE=false)"

@@ -50,7 +50,7 @@ class Access:
 
     exists: bool
     can_write: bool | None
-    private: bool | None
+    private: bool | None  # of a store that does not exist yet: what its first backup makes it
     who: str | None  # the account the credentials belong to
     detail: str  # what decided can_write, for people
 

@@ -346,7 +346,7 @@ class HfStore(Store):
             try:
                 return True, bool(self.api.repo_info(self.repo_id, repo_type=REPO_TYPE).private)
             except hub.RepositoryNotFoundError:
-                return False, None
+                return False, self.private  # what the first backup creates it as
 
         exists, private = self._retrying("look up the repo", info)
         return Access(exists, can_write, private, who, why)
