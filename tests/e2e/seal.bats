@@ -87,3 +87,15 @@ volume_of() { (cd "$STORE_DIR/backups" && ls "$1".tar.zst.ocbs*); }
         manifest "$HOME/.openclaw" | diff "$BATS_TEST_TMPDIR/live" -
     done
 }
+
+@test "snapshots sealed by the first format (scrypt, no record MACs) still restore, multi-volume chain included" {
+    fixture="$OCB_ROOT/tests/e2e/fixtures/sealed-v1"
+    tar -C "$BATS_TEST_TMPDIR" -xzf "$fixture/store.tar.gz"
+    mkdir -p "$BATS_TEST_TMPDIR/expected"
+    tar -C "$BATS_TEST_TMPDIR/expected" -xzf "$fixture/state.tar.gz"
+    OCB_PASSWORD='fixture password' run -0 --separate-stderr ocb-restore --to "$BATS_TEST_TMPDIR/r"
+    manifest "$BATS_TEST_TMPDIR/expected/home/.openclaw" | diff - <(manifest "$BATS_TEST_TMPDIR/r/.openclaw")
+    manifest "$BATS_TEST_TMPDIR/expected/home/.ssh" | diff - <(manifest "$BATS_TEST_TMPDIR/r/.ssh")
+    OCB_PASSWORD='fixture password' run -0 --separate-stderr ocb-restore --id "$(cd "$STORE_DIR/backups" && ls | head -1 | cut -d. -f1)" --to "$BATS_TEST_TMPDIR/r1"
+    [ "$(cat "$BATS_TEST_TMPDIR/r1/.openclaw/notes/diary.md")" = "first diary" ]
+}
