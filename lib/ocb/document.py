@@ -21,6 +21,7 @@ from .snapshot import (
     MAX_BYTES,
     SHA256,
     SNAPSHOT_ID,
+    STORE_ID,
     VOLUME_NAME,
     resolve,
     validate_link,
@@ -183,6 +184,7 @@ SETTINGS = {
     "retry_seconds": _number(0, 10**9), "private": _bool, "hub_endpoint": _nullable(_text), "compression": _COMPRESSION,
     "compression_level": _LEVEL, "volume_size": _int(1024, MAX_BYTES), "full_every": _COUNT,
     "full_hours": _COUNT, "incremental": _bool, "seal": _bool, "scrypt_log_n": _int(10, 22),
+    "kdf": _one_of("argon2id", "scrypt"), "argon2_memory": _int(1024**2, 1024**3),
     "delta_min": _SIZE, "sqlite_timeout": _number(0, 10**6), "lock_wait": _number(0, 10**6),
     # lists checked item by item below
     "excludes": None, "includes": None, "roots": None,
@@ -195,6 +197,7 @@ SECTIONS: dict[str, tuple[dict[str, Check | None], tuple[str, ...]]] = {
         "base": _nullable(_text), "base_snapshot": _nullable(_ID), "type": _one_of(*BACKUP_TYPES),
         "reasons": None, "parent": _nullable(_ID), "chain": None, "parent_chain": None,
         "diverged_from": _nullable(_ID), "dir": _path, "index": _path, "entries": _COUNT,
+        "store_id": _match(STORE_ID, "a store id (32 hex digits)"),
     }, ("roots", "base", "type", "parent", "parent_chain", "dir", "index")),
     "archive": ({
         "path": _path, "size": _SIZE, "sha256": _SHA256, "compression": _COMPRESSION, "level": _LEVEL,
