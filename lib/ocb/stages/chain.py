@@ -11,15 +11,23 @@ Writes:  a new restore document with `settings` (roots to restore, work and cach
          store with snapshots but no readable pointer is exit 4 naming its newest complete
          snapshot (--id and --at still work).
          --list writes `list`: {snapshots: [{id, created_at_utc, latest}]} and `skip`.
+         In a sealed store (a password set, or this machine has seen the store authenticated)
+         the pointer, the meta and the catalog read must carry a record MAC that verifies,
+         every snapshot of the chain must be sealed, and the latest must not be older than
+         the highest publish this machine has seen there (docs/format.md, README "Against
+         someone who can write the store"); the publish seen is recorded in the cache.
 Environment:
   OCB_STORE (legacy OPENCLAW_BACKUP_DATASET_REPO); OCB_RESTORE_STORE (legacy
   OPENCLAW_RESTORE_DATASET_REPO) restores from another store
   OCB_STATE_DIR, OPENCLAW_BACKUP_ROOT_*_DIR, OPENCLAW_BACKUP_EXTRA_DIRS / _FILES,
   OPENCLAW_RESTORE_NPM_ENABLED   where each root is restored
   OCB_WORK_DIR, OCB_CACHE_DIR
+  OCB_PASSWORD or OCB_PASSWORD_FILE: checks the record MACs; OCB_SEAL=off: unsealed snapshots
+  and records without a MAC are restored on purpose
   --show-config  write the resolved settings and stop (the sh porcelain reads its work dir there)
 Exit status: 0 ok or nothing to restore; 1 run-time failure; 2 bad flag or env value;
-             4 broken chain or damaged meta; 13 credentials refused; 14 store unavailable.
+             4 broken chain, damaged meta, a record failing or lacking its MAC, an unsealed
+             snapshot in a sealed restore (named), a rollback; 13 credentials refused; 14 store unavailable.
 """
 
 from __future__ import annotations
@@ -143,7 +151,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         source = f"{store_url}/{meta_path(prefix, target)}"
         guard.meta(meta, source)
         snapshots = check_meta(meta, target, source)
-    guard.sealed_links(snapshots, source, store_id_of(head.pointer))
+    guard.sealed_links(snapshots, source)
     log.info(f"snapshot {target}: a chain of {len(snapshots)} ({snapshots[0]['id']} full)")
     doc["id"] = target
     doc["chain"] = {"target": target, "latest": head.snapshot_id, "base": head.token,
@@ -171,11 +179,14 @@ class Guard:
         self.keyring = seal.KeyRing(password) if password is not None else None
         self.seen = cache.seen(cache_dir, store_url)
         self.required = not config.seal_explicitly_off(env) and (password is not None or self.seen is not None)
+        self.verified_pointer: dict | None = None
+        self.meta_verified = False
 
     def _check(self, record: dict, kind: str, what: str) -> bool:
         """True when the record's MAC verified; NotAuthenticated when it fails, or is missing
-        where one is required (the record is not of the first form, or this machine has seen
-        the store authenticated)."""
+        where one is required: a record naming a store_id (written since MACs), or a pointer
+        or catalog of a store this machine has seen authenticated. A meta of the first form
+        stays readable (by --id): its chain is checked in sealed_links."""
         if RECORD_MAC in record and self.keyring is not None:
             check_mac(record, kind, self.keyring, what)
             return True
@@ -185,7 +196,7 @@ class Guard:
             # no password here to check it with: a sealed chain then stops in ocb-pull
             # (exit 2), an unsealed one below (exit 4); a MAC cannot be forged either way
             return False
-        if self.seen is not None:
+        if self.seen is not None and kind != "meta":
             raise NotAuthenticated(f"{what} carries no MAC, but this machine has seen {self.store_url} authenticated "
                                    f"(publish {self.seen['seq']}, {self.seen.get('snapshot')}): refused")
         if store_id_of(record) is not None or "store_id" in record:
@@ -195,16 +206,15 @@ class Guard:
 
     def pointer(self, pointer: dict, what: str) -> None:
         if self._check(pointer, "pointer", what) and store_id_of(pointer) and isinstance(pointer.get("seq"), int):
-            self.verified_pointer = pointer
+            self.verified_pointer = pointer  # what rollback detection and the store id compare with
 
     def not_rolled_back(self, pointer: dict | None) -> None:
         """The latest pointer is not older than the newest this machine has seen; then it is
         recorded as seen."""
-        verified = getattr(self, "verified_pointer", None)
-        if verified is None or verified is not pointer:
+        if self.verified_pointer is None or self.verified_pointer is not pointer:
             return
         store_id, seq = store_id_of(pointer), pointer["seq"]
-        if self.seen is not None and not False:
+        if self.seen is not None:
             if self.seen["store_id"] != store_id:
                 raise RollbackDetected(
                     f"{self.store_url} is not the store this machine has seen there: its store id is {store_id}, "
@@ -233,11 +243,12 @@ class Guard:
     def meta(self, meta: object, what: str) -> None:
         self.meta_verified = isinstance(meta, dict) and self._check(meta, "meta", what)
 
-    def sealed_links(self, snapshots: list[dict], what: str, store_id: str | None) -> None:
-        """Every link sealed (where required); a meta of another store refused."""
+    def sealed_links(self, snapshots: list[dict], what: str) -> None:
+        """Every link sealed (where required), a meta without MAC of the first form only, no
+        link of another store than the verified pointer's."""
         if not self.required:
             return
-        if not getattr(self, "meta_verified", False) and self.keyring is not None:
+        if not self.meta_verified:
             second = [link["id"] for link in snapshots if "store_id" in link]
             if second:  # links of the second form are only ever written with a MAC'd meta
                 raise NotAuthenticated(f"{what} carries no MAC, yet its chain names a store ({', '.join(second)}): refused")
@@ -246,6 +257,7 @@ class Guard:
             raise NotAuthenticated(
                 f"{what}: the chain holds unsealed snapshots ({', '.join(unsealed)}), in a sealed restore: refused "
                 "(a sealed store's snapshots are all sealed; OCB_SEAL=off restores them anyway)")
+        store_id = store_id_of(self.verified_pointer)
         foreign = [link["id"] for link in snapshots if store_id and link.get("store_id") not in (None, store_id)]
         if foreign:
             raise NotAuthenticated(f"{what}: snapshots {', '.join(foreign)} belong to another store (store id)")

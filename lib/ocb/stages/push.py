@@ -122,13 +122,14 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
 
 
 def _record_key(settings: Settings) -> seal.PasswordKey | None:
-    """The password key that signs a sealed snapshot's meta, pointer and catalog: this
-    machine's, as ocb-seal derived it (same KDF, same cached salt)."""
-    if not settings.seal:
-        return None
+    """The password key that signs the meta, pointer and catalog: this machine's, as ocb-seal
+    derived it (same KDF, same cached salt). An unsealed snapshot (OCB_SEAL=off) is signed
+    too when a password is set, so that the store's catalog stays authenticated."""
     password = config.seal_password()
     if password is None:
-        raise UsageError("this document asks for sealing but no password is set (OCB_PASSWORD or OCB_PASSWORD_FILE)")
+        if settings.seal:
+            raise UsageError("this document asks for sealing but no password is set (OCB_PASSWORD or OCB_PASSWORD_FILE)")
+        return None
     return seal.cached_password_key(settings.cache_dir, password,
                                     seal.chosen_kdf(settings.kdf, settings.scrypt_log_n, settings.argon2_memory))
 
