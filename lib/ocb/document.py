@@ -260,6 +260,12 @@ def _link_item(value: Any, where: str) -> None:
         raise BadDocument(f"field {exc}") from None
 
 
+def _skipped_item(value: Any, where: str) -> None:
+    # an entry a backup could not read: named in a warning and (unsealed) in the meta
+    if not isinstance(value, dict) or not isinstance(value.get("path"), str):
+        raise _refuse(where, value, "an object with a path")
+
+
 def _id_item(value: Any, where: str) -> None:
     if _ID(value):
         raise _refuse(where, value, "a snapshot id")
@@ -321,6 +327,9 @@ def check_shape(doc: dict) -> None:
         changes = plan.get("changes")
         if "changes" in plan:  # counts of entries and bytes, copied into the meta
             _check_fields(changes, dict.fromkeys(changes, _SIZE) if isinstance(changes, dict) else {}, "plan.changes")
+    for name in ("plan", "archive"):
+        if isinstance(doc.get(name), dict) and "skipped" in doc[name]:
+            _check_list(doc[name]["skipped"], f"{name}.skipped", _skipped_item)
     if isinstance(doc.get("volumes"), dict):
         _check_list(doc["volumes"]["files"], "volumes.files", _volume_item, non_empty=True)
     if doc.get("kind") == "backup" and isinstance(settings_, dict) and isinstance(doc.get("id"), str):
