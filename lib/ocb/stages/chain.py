@@ -181,6 +181,7 @@ class Guard:
         self.required = not config.seal_explicitly_off(env) and (password is not None or self.seen is not None)
         self.verified_pointer: dict | None = None
         self.meta_verified = False
+        self.meta_without_mac = True
 
     def _check(self, record: dict, kind: str, what: str) -> bool:
         """True when the record's MAC verified; NotAuthenticated when it fails, or is missing
@@ -242,13 +243,15 @@ class Guard:
 
     def meta(self, meta: object, what: str) -> None:
         self.meta_verified = isinstance(meta, dict) and self._check(meta, "meta", what)
+        # without a password a MAC cannot be checked, but its absence still tells the form
+        self.meta_without_mac = not (isinstance(meta, dict) and RECORD_MAC in meta)
 
     def sealed_links(self, snapshots: list[dict], what: str) -> None:
         """Every link sealed (where required), a meta without MAC of the first form only, no
         link of another store than the verified pointer's."""
         if not self.required:
             return
-        if not self.meta_verified:
+        if not self.meta_verified and self.meta_without_mac:
             second = [link["id"] for link in snapshots if "store_id" in link]
             if second:  # links of the second form are only ever written with a MAC'd meta
                 raise NotAuthenticated(f"{what} carries no MAC, yet its chain names a store ({', '.join(second)}): refused")
