@@ -2,8 +2,8 @@
 
 Pure: the catalog, the chains of the metas that were read and one listing of the snapshot
 folder ({name: (size, sha256 or None)}) in, findings out; no I/O, no printing. A finding
-names the snapshot, what is wrong and how to fix it. Which store is "sealed" is decided
-here and nowhere else in these commands (`sealed_store`).
+names the snapshot, what is wrong and how to fix it. Which store is "sealed" is decided by
+catalog.seal_status alone; `sealed_store` only asks it.
 """
 
 from __future__ import annotations
@@ -112,8 +112,8 @@ def catalog_findings(known: dict, metas: Mapping[str, dict]) -> list[Finding]:
 
 
 def sealed_store(known: dict | None) -> bool:
-    """A store is sealed once it holds a sealed snapshot (the catalog's `sealed` field)."""
-    return any(item.get("sealed") is True for item in (known or {}).get("snapshots", []))
+    """Whether the store is sealed, as catalog.seal_status decides it from the catalog."""
+    return catalog_format.seal_status(known).sealed
 
 
 def unsealed_findings(known: dict | None) -> tuple[list[Finding], list[Finding]]:
