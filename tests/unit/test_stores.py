@@ -1,4 +1,5 @@
-"""The store contract: every backend behaves the same (the local folder and the test Hub).
+"""The store contract: every backend behaves the same (the local folder, the test Hub, and S3
+through moto's server behind the fault proxy of tests/s3/s3server.py).
 
 Each backend's fixture gives the store plus inspection hooks (`Raw`): the files the store
 really holds, a raw file's bytes, a write as another writer would make it, and the number of
@@ -134,10 +135,79 @@ class HubRaw:
             return json.loads(answer.read())["commits"]
 
 
+class S3Raw:
+    """The bucket as the S3 test server holds it, read and written by a plain boto3 client."""
+
+    def __init__(self, url: str, bucket: str, root: str) -> None:
+        self.client, self.bucket, self.root = s3_client(url), bucket, root
+
+    def _key(self, path: str) -> str:
+        return f"{self.root}/{path}"
+
+    def files(self) -> dict[str, int]:
+        found = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.root + "/"):
+            found.update({item["Key"][len(self.root) + 1:]: item["Size"] for item in page.get("Contents", ())})
+        return found
+
+    def read(self, path: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(path))["Body"].read()
+
+    def write(self, path: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(path), Body=data)
+
+    def delete(self, path: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(path))
+
+    def commits(self) -> int:
+        return 0  # a bucket has no commits
+
+
+_S3_CLIENTS: dict = {}
+
+
+def s3_client(url: str):
+    if url in _S3_CLIENTS:
+        return _S3_CLIENTS[url]
+    import boto3
+    from botocore.config import Config
+
+    _S3_CLIENTS[url] = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=S3_KEY,
+                        aws_secret_access_key=S3_SECRET,
+                        config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}))
+    return _S3_CLIENTS[url]
+
+
+S3_KEY, S3_SECRET = "ocb-test-key", "ocb-test-secret-do-not-log"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server behind the fault proxy, on loopback, for the whole session."""
+    from tests.s3.fixture import start_s3, stop_s3
+
+    url, process = start_s3()
+    yield url
+    stop_s3(process)
+
+
+def s3_settings(tmp_path: Path, url: str, **overrides) -> Settings:
+    return settings_for(tmp_path, **{"s3_endpoint": url, "s3_region": "us-east-1", "s3_path_style": True,
+                                     **overrides})
+
+
+def new_bucket(url: str) -> str:
+    import uuid
+
+    name = f"ocb-{uuid.uuid4().hex[:16]}"
+    s3_client(url).create_bucket(Bucket=name)
+    return name
+
+
 @dataclasses.dataclass
 class Backend:
     url: str
-    raw: LocalRaw | HubRaw
+    raw: LocalRaw | HubRaw | S3Raw
     settings: Settings
     secrets: StoreSecrets
 
@@ -151,8 +221,13 @@ class Backend:
         self.raw.write(path, bytes(data))
 
 
-@pytest.fixture(params=["local", "hf"])
+@pytest.fixture(params=["local", "hf", "s3"])
 def backend(request, tmp_path) -> Backend:
+    if request.param == "s3":
+        server = request.getfixturevalue("s3_server")
+        bucket = new_bucket(server)
+        return Backend(f"s3://{bucket}/state", S3Raw(server, bucket, "state"), s3_settings(tmp_path, server),
+                       StoreSecrets(aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET))
     if request.param == "hf":
         hub_url = request.getfixturevalue("test_hub")
         repo_id = f"contract/{tmp_path.name}"
@@ -443,6 +518,10 @@ HOME = os.path.expanduser("~")
     ("hf://owner/name", "hf://datasets/owner/name"),
     ("owner/name", "hf://datasets/owner/name"),  # the legacy OPENCLAW_BACKUP_DATASET_REPO
     ("Org-1/my_state.v2", "hf://datasets/Org-1/my_state.v2"),
+    ("s3://bucket", "s3://bucket"),
+    ("s3://bucket/", "s3://bucket"),
+    ("s3://my.bucket-1/agents/one/", "s3://my.bucket-1/agents/one"),
+    ("s3://My_Bucket/state", "s3://My_Bucket/state"),  # Hugging Face Storage Buckets allow these
 ])
 def test_canonical_url_of_every_form(raw, url):
     assert canonical_url(raw, "OCB_STORE") == url
@@ -463,7 +542,12 @@ def test_canonical_url_of_every_form(raw, url):
     ("hf://models/owner/name", ["dataset repo", "models"]),
     ("hf://spaces/owner/name", ["dataset repo", "spaces"]),
     ("file://relative/path", ["absolute path"]),
-    ("s3://bucket/prefix", ["unknown store scheme s3://", "file:///path", "hf://datasets/OWNER/NAME"]),
+    ("gs://bucket/prefix", ["unknown store scheme gs://", "file:///path", "hf://datasets/OWNER/NAME", "s3://BUCKET"]),
+    ("s3://", ["bucket name ''", "s3://BUCKET/PREFIX"]),
+    ("s3://ab/x", ["bucket name 'ab'", "3 to 63"]),
+    ("s3://bad bucket/x", ["bucket name 'bad bucket'"]),
+    ("s3://bucket//x", ["prefix", "'//'"]),
+    ("s3://bucket/a/../b", ["prefix", "'..'"]),
     ("backups", ["not a store", "file:///path", "OWNER/NAME"]),
     ("a/b/c", ["not a store"]),
     ("", ["not a store"]),
@@ -479,13 +563,13 @@ def test_canonical_url_refuses_bad_forms_naming_the_variable_and_the_problem(raw
 
 def test_a_url_check_does_not_import_huggingface_hub():
     script = ("import sys; sys.path.insert(0, 'lib'); from ocb.stores import canonical_url; "
-              "canonical_url('hf://datasets/a/b', 'X'); canonical_url('/tmp', 'X'); "
-              "print('huggingface_hub' in sys.modules)")
+              "canonical_url('hf://datasets/a/b', 'X'); canonical_url('/tmp', 'X'); canonical_url('s3://b-1/p', 'X'); "
+              "print('huggingface_hub' in sys.modules, 'boto3' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"
 
 
-@pytest.mark.parametrize("url", ["s3://bucket/x", "file://relative", "hf://owner/name", "file:///a/../b", "/plain"])
+@pytest.mark.parametrize("url", ["s3://bucket/x/", "file://relative", "hf://owner/name", "file:///a/../b", "/plain"])
 def test_open_store_takes_only_canonical_urls(tmp_path, url):
     with pytest.raises(BadDocument):
         open_store(url, settings_for(tmp_path), StoreSecrets())
