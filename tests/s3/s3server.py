@@ -12,6 +12,7 @@ fault is armed through its control paths (no bucket name starts with "_"):
     POST   /__faults  {"status": 503, "code": "SlowDown", "times": 3, "retry_after": 1,
                        "method": "PUT", "match": "part"}     answer instead of forwarding
     POST   /__faults  {"hold": true, "match": "ID", "times": 1}   hold until released
+    POST   /__faults  {"status": 503, "after": true, ...}  forward, then answer the fault (a lost answer)
     POST   /__faults  {"strip_conditional": true}     forward without If-Match / If-None-Match
     POST   /__release                                 let held requests go on
     DELETE /__faults                                  forget every fault, release held ones
@@ -135,7 +136,7 @@ def make_proxy(upstream_port: int, faults: Faults) -> ThreadingHTTPServer:
             if rule is not None and rule.get("hold"):
                 faults.release.wait(HOLD_LIMIT_SECONDS)
                 rule = None
-            if rule is not None:
+            if rule is not None and not rule.get("after"):
                 self._error(rule)
                 return
             headers = {k: v for k, v in self.headers.items() if k.lower() not in HOP_HEADERS}
@@ -146,6 +147,9 @@ def make_proxy(upstream_port: int, faults: Faults) -> ThreadingHTTPServer:
                 upstream.request(self.command, self.path, body=body, headers=headers)
                 answer = upstream.getresponse()
                 data = answer.read()
+                if rule is not None:  # "after": the request took effect, its answer is lost
+                    self._error(rule)
+                    return
                 self.send_response(answer.status)
                 for name, value in answer.getheaders():
                     if name.lower() not in HOP_HEADERS and name.lower() != "content-length":

@@ -31,8 +31,10 @@ from ocb.errors import (
     ChainBroken,
     ChecksumMismatch,
     CredentialsRefused,
+    RuntimeFailure,
     StoreConflict,
     StoreMissing,
+    TemporarilyUnavailable,
     UsageError,
 )
 from ocb.snapshot import POINTER, build_pointer, meta_path, parse_record, with_digest
@@ -696,3 +698,227 @@ def test_the_endpoint_comes_from_the_settings_with_hf_endpoint_unset(locked_hub,
                          timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == [NEXT]
+
+
+# -- the S3 backend beyond the contract: conditions, parts, faults, credentials ------------------
+
+@pytest.fixture
+def s3(s3_server, tmp_path):
+    """(store, its server URL, its bucket, the waits its retries slept): a fresh bucket, the
+    retry clock faked so that budgets pass in no time; the proxy's faults cleared after."""
+    bucket = new_bucket(s3_server)
+    clock = {"now": 0.0}
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock["now"] += seconds
+
+    def open_one(**overrides):
+        store = open_store(f"s3://{bucket}/state", s3_settings(tmp_path, s3_server, **overrides),
+                           StoreSecrets(aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET))
+        store.policy = dataclasses.replace(store.policy, sleep=sleep, clock=lambda: clock["now"])
+        return store
+
+    yield open_one, s3_server, bucket, waits
+    proxy(s3_server, "/__faults", "DELETE")
+
+
+def proxy(url: str, path: str, method: str = "GET", body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    with urllib.request.urlopen(urllib.request.Request(url + path, data=data, method=method)) as answer:
+        return json.loads(answer.read())
+
+
+def test_the_s3_test_server_enforces_the_conditional_writes_ocb_relies_on(s3_server):
+    import botocore.exceptions
+
+    client, bucket = s3_client(s3_server), new_bucket(s3_server)
+    first = client.put_object(Bucket=bucket, Key="k", Body=b"1", IfNoneMatch="*")["ETag"]
+    for condition in ({"IfNoneMatch": "*"}, {"IfMatch": '"0123456789abcdef0123456789abcdef"'}):
+        with pytest.raises(botocore.exceptions.ClientError) as caught:
+            client.put_object(Bucket=bucket, Key="k", Body=b"2", **condition)
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    client.put_object(Bucket=bucket, Key="k", Body=b"3", IfMatch=first)
+    upload = client.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    part = client.upload_part(Bucket=bucket, Key="k", UploadId=upload, PartNumber=1, Body=b"4")["ETag"]
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        client.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload, IfNoneMatch="*",
+                                         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part}]})
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == b"3"
+
+
+def test_two_writers_past_the_head_check_one_wins_at_the_catalog_the_other_leaves_nothing(s3, tmp_path):
+    import threading
+
+    open_one, url, bucket, _ = s3
+    raw = S3Raw(url, bucket, "state")
+    publish(open_one(), f"s3://{bucket}/state", tmp_path, SNAP, token=None, old_catalog=None)
+    loser, winner = open_one(), open_one()
+    planned, planned_catalog = loser.head().token, loser.read_catalog()
+    # the loser's volume upload is held by the proxy after its head check passed
+    proxy(url, "/__faults", "POST", {"hold": True, "method": "PUT", "match": f"{NEXT}.tar.zst", "times": 1})
+    outcome: list[BaseException | None] = []
+
+    def push() -> None:
+        try:
+            publish(loser, f"s3://{bucket}/state", tmp_path / "loser", NEXT, token=planned,
+                    old_catalog=planned_catalog)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            outcome.append(exc)
+
+    (tmp_path / "loser").mkdir()
+    thread = threading.Thread(target=push)
+    thread.start()
+    for _ in range(300):
+        if proxy(url, "/__stats")["held"] >= 1:
+            break
+        threading.Event().wait(0.05)
+    _, _, won, _ = publish(winner, f"s3://{bucket}/state", tmp_path, RIVAL)
+    files = raw.files()
+    proxy(url, "/__release", "POST", {})
+    thread.join(60)
+    assert isinstance(outcome[0], StoreConflict), outcome
+    assert raw.files() == files and not any(NEXT in path for path in files)
+    assert catalog.parse(raw.read(catalog.NAME), "c") == won and open_one().head().snapshot_id == RIVAL
+
+
+def test_a_large_volume_goes_up_in_parts_and_a_throttled_part_is_retried_alone(s3, tmp_path):
+    open_one, url, bucket, waits = s3
+    store = open_one(s3_part_size=5 * 1024**2, retry_seconds=10.0)
+    data = os.urandom(11 * 1024**2)  # three parts: 5, 5 and 1 MiB
+    proxy(url, "/__faults", "POST", {"status": 503, "code": "SlowDown", "method": "PUT", "match": "partNumber=2",
+                                     "times": 2})
+    before = proxy(url, "/__stats")["by_method"].get("PUT", 0)
+    upload, _, _, stats = publish(store, store.url, tmp_path, SNAP, data=data, token=None, old_catalog=None)
+    puts = proxy(url, "/__stats")["by_method"]["PUT"] - before
+    assert stats["multipart_volumes"] == 1 and waits == [1.0, 2.0]
+    # 3 parts + 2 retries of part 2, the probe's 3 puts, meta, catalog, pointer: no part sent twice but 2
+    assert puts == 3 + 2 + 3 + 3
+    fetched = open_one().fetch_volume("backups", upload.name, upload.size, upload.sha256, str(tmp_path / "dl"))
+    assert Path(fetched).read_bytes() == data
+    assert s3_client(url).list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_a_volume_whose_upload_fails_is_aborted_and_leaves_nothing(s3, tmp_path):
+    open_one, url, bucket, _ = s3
+    store = open_one(s3_part_size=5 * 1024**2)
+    publish(store, store.url, tmp_path, SNAP, token=None, old_catalog=None)
+    files = S3Raw(url, bucket, "state").files()
+    proxy(url, "/__faults", "POST", {"status": 400, "code": "InvalidPart", "method": "POST", "match": "uploadId=",
+                                     "times": 1})
+    with pytest.raises(RuntimeFailure, match="InvalidPart"):
+        publish(store, store.url, tmp_path, NEXT, data=os.urandom(6 * 1024**2))
+    assert S3Raw(url, bucket, "state").files() == files
+    assert s3_client(url).list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_uploads_a_killed_push_left_are_listed_and_aborted_under_the_store_only(s3, tmp_path):
+    open_one, url, bucket, _ = s3
+    client = s3_client(url)
+    client.create_multipart_upload(Bucket=bucket, Key=f"state/backups/{SNAP}.tar.zst")
+    client.create_multipart_upload(Bucket=bucket, Key="elsewhere/x")
+    store = open_one()
+    stale = store.stale_uploads(older_than=0)
+    assert [item["key"] for item in stale] == [f"backups/{SNAP}.tar.zst"]
+    assert store.abort_stale_uploads(older_than=0) == {"uploads_aborted": 1, "keys": [f"backups/{SNAP}.tar.zst"]}
+    assert [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket)["Uploads"]] == ["elsewhere/x"]
+    assert store.abort_stale_uploads(older_than=0)["uploads_aborted"] == 0
+
+
+def test_a_slowdown_storm_is_waited_out_within_the_budget_then_is_temporary(s3, tmp_path):
+    open_one, url, _, waits = s3
+    store = open_one(retry_seconds=10.0)
+    proxy(url, "/__faults", "POST", {"status": 503, "code": "SlowDown", "times": -1})
+    with pytest.raises(TemporarilyUnavailable, match="503 SlowDown past the retry budget of 10s"):
+        store.head()
+    assert waits == [1.0, 2.0, 4.0] and sum(waits) <= 10
+    proxy(url, "/__faults", "DELETE")
+    waits.clear()
+    proxy(url, "/__faults", "POST", {"status": 503, "code": "SlowDown", "retry_after": 3, "times": 2})
+    assert store.head().token is None and waits == [3.0, 3.0]
+
+
+def test_refused_credentials_are_13_and_no_message_shows_a_secret(s3, tmp_path):
+    open_one, url, _, waits = s3
+    proxy(url, "/__faults", "POST", {"status": 403, "code": "InvalidAccessKeyId", "times": -1,
+                                     "message": "The AWS Access Key Id you provided does not exist"})
+    with pytest.raises(CredentialsRefused, match="refused the credentials") as caught:
+        open_one().head()
+    assert S3_SECRET not in str(caught.value) and waits == []
+
+
+def test_no_credentials_anywhere_is_13_naming_what_to_set(s3_server, tmp_path, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    # the SDK's chain finds nothing: no files, and no instance metadata asked for off loopback
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    store = open_store("s3://ocb-no-credentials/state", s3_settings(tmp_path, s3_server), StoreSecrets())
+    with pytest.raises(CredentialsRefused, match="AWS_ACCESS_KEY_ID"):
+        store.head()
+
+
+def test_a_missing_bucket_reads_as_empty_and_a_push_names_it(s3_server, tmp_path):
+    store = open_store("s3://ocb-no-such-bucket/state", s3_settings(tmp_path, s3_server),
+                       StoreSecrets(aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET))
+    assert store.exists() is False and store.head().token is None and store.read_catalog() is None
+    with pytest.raises(StoreMissing, match="the bucket ocb-no-such-bucket does not exist .*create it first"):
+        publish(store, store.url, tmp_path, SNAP, token=None, old_catalog=None)
+
+
+def test_an_endpoint_ignoring_conditional_writes_is_found_recorded_said_and_checked(s3, tmp_path, caplog):
+    open_one, url, bucket, _ = s3
+    proxy(url, "/__faults", "POST", {"strip_conditional": True})
+    store = open_one()
+    with caplog.at_level("WARNING", logger="ocb"):
+        _, first, _, stats = publish(store, store.url, tmp_path, SNAP, token=None, old_catalog=None)
+    assert stats["conditional_writes"] is False
+    assert "does not honour conditional writes" in caplog.text
+    record = json.loads((tmp_path / "cache" / "s3-conditional-writes.json").read_text())
+    assert record[f"{url} {bucket}"]["honoured"] is False
+    # the read-before-write check still refuses a writer whose head moved
+    planned, planned_catalog = store.head().token, store.read_catalog()
+    publish(open_one(), store.url, tmp_path, RIVAL)
+    files = S3Raw(url, bucket, "state").files()
+    with pytest.raises(StoreConflict):
+        publish(open_one(), store.url, tmp_path, NEXT, parent=first, token=planned, old_catalog=planned_catalog)
+    assert S3Raw(url, bucket, "state").files() == files
+    assert not any(key.startswith(".ocb-probe-") for key in S3Raw(url, bucket, "state").files())
+
+
+def test_a_pointer_write_whose_answer_is_lost_is_recognised_as_ours(s3, tmp_path):
+    open_one, url, _, waits = s3
+    store = open_one(retry_seconds=10.0)
+    proxy(url, "/__faults", "POST", {"status": 503, "code": "SlowDown", "after": True, "method": "PUT",
+                                     "match": POINTER, "times": 1})
+    publish(store, store.url, tmp_path, SNAP, token=None, old_catalog=None)
+    assert waits == [1.0] and open_one().head().snapshot_id == SNAP
+
+
+def test_removal_deletes_in_batches_of_delete_objects(s3, tmp_path, monkeypatch):
+    from ocb.stores import s3 as s3_module
+
+    open_one, url, bucket, _ = s3
+    store = open_one()
+    publish(store, store.url, tmp_path, SNAP, token=None, old_catalog=None)
+    publish(store, store.url, tmp_path, NEXT)
+    monkeypatch.setattr(s3_module, "DELETE_BATCH", 1)
+    before = proxy(url, "/__stats")["by_method"].get("POST", 0)
+    stats = store.remove(sorted(snapshot_files(SNAP)), store.head().token, catalog.without(store.read_catalog(), [SNAP]))
+    assert stats["files_removed"] == 2 and proxy(url, "/__stats")["by_method"]["POST"] - before == 2
+    assert set(S3Raw(url, bucket, "state").files()) == {POINTER, catalog.NAME} | snapshot_files(NEXT)
+
+
+def test_the_hugging_face_gateway_settings_work_end_to_end(s3, tmp_path):
+    """What the hf preset sets (path-style, no trailing checksums) against a real S3 server."""
+    open_one, url, bucket, _ = s3
+    store = open_one(s3_checksums="when_required")
+    upload, meta, _, _ = publish(store, store.url, tmp_path, SNAP, token=None, old_catalog=None)
+    again = open_one(s3_checksums="when_required")
+    assert again.read_meta("backups", SNAP) == meta
+    fetched = again.fetch_volume("backups", upload.name, upload.size, upload.sha256, str(tmp_path / "dl"))
+    assert Path(fetched).read_bytes() == Path(upload.path).read_bytes()
