@@ -15,7 +15,7 @@ fault is armed through its control paths (no bucket name starts with "_"):
     POST   /__faults  {"status": 503, "after": true, ...}  forward, then answer the fault (a lost answer)
     POST   /__faults  {"strip_conditional": true}     forward without If-Match / If-None-Match
     POST   /__release                                 let held requests go on
-    DELETE /__faults                                  forget every fault, release held ones
+    DELETE /__faults                                  forget every fault and count, release held ones
     GET    /__stats                                   {"requests", "faulted", "held", "by_method"}
 
 `match` is a substring of the request's path and query; `times` -1 means every time. Both
@@ -48,6 +48,7 @@ class Faults:
     def clear(self) -> None:
         with self.lock:
             self.rules, self.strip_conditional = [], False
+            self.stats = {"requests": 0, "faulted": 0, "held": 0, "by_method": {}}
             self.release.set()
 
     def add(self, rule: dict) -> None:
