@@ -26,7 +26,7 @@ from .snapshot import (
     validate_link,
 )
 
-KINDS = ("backup", "restore", "prune")
+KINDS = ("backup", "restore", "prune", "check", "doctor")  # check, doctor: what ocb-check and ocb-doctor write
 
 # Documents are small (bulk data travels as work-dir files); a huge stdin is not one of ours.
 MAX_DOCUMENT_BYTES = 64 * 1024 * 1024

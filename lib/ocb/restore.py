@@ -335,6 +335,17 @@ def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: Sta
         raise ChainBroken(f"{where} carries no index")
 
 
+def read_archive(link: dict, volumes: list[tuple[str, str, str]], keyring: seal.KeyRing | None, spool: str) -> Index:
+    """Read one snapshot's archive (its fetched volumes: name, path, sha256) through to its
+    index, writing no member anywhere (ocb-check --read-data): every volume re-hashed, the
+    seal opened and authenticated, the compression and tar layers decoded, the index checked.
+    The integrity errors a restore would raise, naming the snapshot."""
+    _stream_archive(link, volumes, StagingWriter({}, spool), keyring)
+    index = read_spooled_index(spool, f"snapshot {link['id']}")
+    _check_index(index, link["id"])
+    return index
+
+
 def _check_index(index: Index, target_id: str) -> None:
     if index.snapshot != target_id:
         raise ChainBroken(f"the last archive's index belongs to {index.snapshot!r}, not {target_id}")
