@@ -65,6 +65,7 @@ from ..errors import (
 from ..fsutil import write_bytes
 from ..snapshot import META_SUFFIX, POINTER, encode_record, meta_path, parse_record
 from .base import (
+    Access,
     Head,
     Store,
     Upload,
@@ -379,6 +380,38 @@ class S3Store(Store):
 
     def list_files(self, prefix: str) -> dict[str, int]:
         return self._listing(prefix)[0]
+
+    def read_start(self, prefix: str, name: str, length: int) -> bytes | None:
+        """The first `length` bytes of a store file, by one Range request."""
+        key = self._key(f"{prefix}/{name}")
+
+        def fetch() -> bytes:
+            try:
+                answer = self.client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes=0-{max(0, length - 1)}")
+            except self.errors.ClientError as exc:
+                code = self._answer(exc)[0]
+                if code in ("NoSuchKey", "404"):
+                    raise ChainBroken(f"volume {name} is missing from {self.url}") from None
+                if code == "InvalidRange":  # an empty object
+                    return b""
+                raise
+            return answer["Body"].read()[:length]
+
+        return self._retrying(f"read the start of {name}", fetch)
+
+    def access(self) -> Access:
+        """Whether the store exists, and whether these credentials may write it: S3 says so
+        only to a write, so a probe object is put and deleted (the conditional-write probe)."""
+        exists = self.exists()
+        try:
+            honoured = self._probe()
+        except StoreMissing:
+            return Access(False, None, None, None, f"the bucket {self.bucket} does not exist")
+        except CredentialsRefused as exc:
+            return Access(exists, False, None, None, f"a probe write was refused: {exc}")
+        return Access(exists, True, None, None,
+                      f"a probe object was written and deleted under s3://{self.bucket}/{self.root} "
+                      f"(conditional writes {'honoured' if honoured else 'ignored'})")
 
     def fetch_volume(self, prefix: str, name: str, size: int, sha256: str, dest_dir: str) -> str:
         """The volume streamed to dest_dir in bounded chunks; a transfer cut short resumes
