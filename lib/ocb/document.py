@@ -186,6 +186,8 @@ SETTINGS = {
     "full_hours": _COUNT, "incremental": _bool, "seal": _bool, "scrypt_log_n": _int(10, 22),
     "kdf": _one_of("argon2id", "scrypt"), "argon2_memory": _int(1024**2, 1024**3),
     "delta_min": _SIZE, "sqlite_timeout": _number(0, 10**6), "lock_wait": _number(0, 10**6),
+    "s3_endpoint": _nullable(_text), "s3_region": _nullable(_text), "s3_path_style": _bool,
+    "s3_checksums": _one_of("when_supported", "when_required"), "s3_part_size": _int(5 * 1024**2, 5 * 1024**3),
     # lists checked item by item below
     "excludes": None, "includes": None, "roots": None,
 }
