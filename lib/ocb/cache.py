@@ -90,3 +90,14 @@ def state_for(meta: dict, store: str, origin: str) -> dict:
         "incrementals": max(len(chain) - 1, 0),
         "origin": origin,
     }
+
+
+def forget(cache_dir: str) -> None:
+    """No snapshot is this machine's base any more (after restoring a legacy backup, which no
+    ocb incremental can build on): the next backup is a full one. The state record goes
+    first, so a crash in between still reads as "no cache"."""
+    for name in (STATE, META, INDEX):
+        try:
+            os.unlink(os.path.join(cache_dir, name))
+        except FileNotFoundError:
+            continue

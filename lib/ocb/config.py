@@ -475,3 +475,30 @@ def resolve_seal(env: Environment) -> tuple[bool, int]:
     if log_n > 22:
         raise UsageError(f"OCB_SCRYPT_LOG_N={log_n}: at most 22 (scrypt memory doubles with each step)")
     return has_password and mode != "off", log_n
+
+
+# -- reading what the legacy script wrote (legacy.py, ocb-chain, ocb-pull) ---------------------
+
+def restore_archive(env: Environment) -> str | None:
+    """OPENCLAW_RESTORE_ARCHIVE: one backup to restore instead of the latest (a snapshot id,
+    or the legacy script's archive name); legacy.archive_request tells which."""
+    return env.get("OPENCLAW_RESTORE_ARCHIVE")[0]
+
+
+def legacy_metadata_dir(env: Environment) -> str:
+    """Where the legacy archive root `backup-info` (the script's own metadata dir) goes back:
+    OPENCLAW_BACKUP_METADATA_DIR, else the script's default /root/.backup-info under HOME."""
+    path, _ = env.get("OPENCLAW_BACKUP_METADATA_DIR")
+    return os.path.abspath(path or os.path.join(env.home, ".backup-info"))
+
+
+def legacy_password(env: Environment | None = None) -> bytes | None:
+    """The password of legacy encrypted archives (a secret): the sealing password, else
+    OPENCLAW_BACKUP_ENCRYPTION_PASSWORD even without _ENABLED (the legacy restore needed
+    only the password)."""
+    env = env or load_environment()
+    password = seal_password(env)
+    if password is None:
+        legacy = env.values.get("OPENCLAW_BACKUP_ENCRYPTION_PASSWORD") or None
+        password = legacy.encode("utf-8") if legacy is not None else None
+    return password

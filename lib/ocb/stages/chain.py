@@ -10,12 +10,19 @@ Writes:  a new restore document with `settings` (roots to restore, work and cach
          An empty store gives `skip` with `no_snapshot: true` (a normal first start); a
          store with snapshots but no readable pointer is exit 4 naming its newest complete
          snapshot (--id and --at still work).
-         --list writes `list`: {snapshots: [{id, created_at_utc, latest}]} and `skip`.
+         --list writes `list`: {snapshots: [{id, created_at_utc, latest, format}]} and `skip`,
+         `format` "legacy" for the legacy script's backups (listed first), "ocb" for ocb's.
+         A store the legacy script wrote (its latest-backup.json has no record_sha256) is read
+         as that script laid it out (legacy.py): `chain` then says `legacy` and lists the
+         legacy backups full first, their volumes, checksums and encryption.
 Environment:
   OCB_STORE (legacy OPENCLAW_BACKUP_DATASET_REPO); OCB_RESTORE_STORE (legacy
   OPENCLAW_RESTORE_DATASET_REPO) restores from another store
   OCB_STATE_DIR, OPENCLAW_BACKUP_ROOT_*_DIR, OPENCLAW_BACKUP_EXTRA_DIRS / _FILES,
-  OPENCLAW_RESTORE_NPM_ENABLED   where each root is restored
+  OPENCLAW_RESTORE_NPM_ENABLED   where each root is restored; OPENCLAW_BACKUP_METADATA_DIR
+  (default ~/.backup-info) where a legacy archive's backup-info root goes
+  OPENCLAW_RESTORE_ARCHIVE   restore this backup instead of the latest: a snapshot id (as
+  --id) or a legacy archive name (openclaw-backup-YYYYMMDD-HHMMSS.tar.gz[.enc])
   OCB_WORK_DIR, OCB_CACHE_DIR
   --show-config  write the resolved settings and stop (the sh porcelain reads its work dir there)
 Exit status: 0 ok or nothing to restore; 1 run-time failure; 2 bad flag or env value;
@@ -26,7 +33,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import DOC_VERSION, config, lineage
+from .. import DOC_VERSION, config, legacy, lineage
 from ..errors import ChainBroken, IntegrityError
 from ..log import log
 from ..snapshot import (
@@ -69,6 +76,9 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         return doc
     if args.id is not None:
         check_id(args.id, "--id")
+    picking = args.id is None and args.at is None and not args.list
+    archive_id, archive_name = legacy.archive_request(config.restore_archive(env) if picking else None)
+    wanted = args.id if args.id is not None else archive_id
     moment = parse_moment(args.at) if args.at is not None else None
     secrets = config.store_secrets(env)
     store = open_store(store_url, settings, secrets)
@@ -88,13 +98,13 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         known = store.read_catalog()
         ids = ([entry["id"] for entry in known["snapshots"]] if known is not None
                else sorted(store.list_snapshot_ids(prefix), key=id_sort_key))
-        doc["list"] = {"snapshots": [
-            {"id": i, "created_at_utc": utc_text(id_time(i)), "latest": i == head.snapshot_id} for i in ids]}
-        doc["skip"] = {"stage": "chain", "reason": f"listed {len(ids)} snapshots"}
+        doc["list"] = {"snapshots": legacy.list_entries(legacy.Reader(store), prefix, head, [
+            {"id": i, "created_at_utc": utc_text(id_time(i)), "latest": i == head.snapshot_id} for i in ids])}
+        doc["skip"] = {"stage": "chain", "reason": f"listed {len(doc['list']['snapshots'])} snapshots"}
         return doc
 
-    if args.id is not None:
-        target = args.id
+    if wanted is not None:
+        target = wanted
     elif moment is not None:
         known = store.read_catalog()
         if known is not None:
@@ -107,6 +117,8 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         if found is None:
             raise ChainBroken(f"no snapshot in {store_url} was taken at or before {args.at}")
         target = found
+    elif archive_name is not None or head.legacy:
+        target = None  # the legacy pointer or archive name: legacy.meta_for below
     else:
         target = head.snapshot_id
         if target is None and head.pointer is not None:
@@ -119,6 +131,16 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
                 f"the newest complete snapshot is {newest[0]} (ocb-restore --id {newest[0]}; "
                 "the next backup builds on it and writes the pointer again)" if newest
                 else "no snapshot in it is complete"))
+    reader = legacy.Reader(store)
+    legacy_meta = legacy.meta_for(reader, prefix, head, target, archive_name)
+    if legacy_meta is not None:
+        section, meta, notes = legacy.chain_section(reader, legacy_meta, head, config.legacy_metadata_dir(env))
+        for note in notes:
+            log.warning(note)
+        log.info(f"legacy backup {section['target']}: a chain of {len(section['snapshots'])} "
+                 f"({section['snapshots'][0]['id']} full)")
+        doc.update({"id": section["target"], "chain": section, "meta": meta})
+        return doc
     if target is None:
         doc["skip"] = {"stage": "chain", "reason": f"no snapshot in {store_url} yet", "no_snapshot": True}
         log.info(doc["skip"]["reason"])
