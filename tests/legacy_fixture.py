@@ -196,6 +196,9 @@ def backup(store: Path, stamp: str, full: bool, split_bytes: int | None, meta_ve
 def settle(epoch: int, paths: list[str]) -> None:
     ns = epoch * 10**9
     for top in paths:
+        if not os.path.isdir(top) or os.path.islink(top):
+            os.utime(top, ns=(ns, ns), follow_symlinks=False)
+            continue
         for current, dirnames, filenames in os.walk(top, topdown=False):
             for name in filenames + dirnames:
                 os.utime(os.path.join(current, name), ns=(ns, ns), follow_symlinks=False)
