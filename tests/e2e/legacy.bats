@@ -116,7 +116,7 @@ restore_and_compare() {
 @test "an encrypted legacy backup (openssl enc -aes-256-cbc -pbkdf2) restores with the legacy password" {
     export OPENCLAW_BACKUP_ENCRYPTION_ENABLED=true OPENCLAW_BACKUP_ENCRYPTION_PASSWORD='legacy pass: 1'
     legacy_backup 20251125-000000
-    ls "$LEGACY/backups" | grep -qx 'openclaw-backup-20251125-000000.tar.gz.enc'
+    [ -f "$LEGACY/backups/openclaw-backup-20251125-000000.tar.gz.enc" ]
     unset OPENCLAW_BACKUP_ENCRYPTION_ENABLED  # the legacy restore needed only the password
     restore_and_compare local
     restore_and_compare hf
@@ -128,7 +128,8 @@ restore_and_compare() {
     echo "edited" >>"$HOME/notes/deep/a.md"
     settle 1764100000 "$HOME/notes/deep/a.md"
     legacy_backup 20251126-000000 --split 8192
-    [ "$(ls "$LEGACY/backups" | grep -c '20251125-000000.tar.gz.enc.part-a[a-z]$')" -ge 3 ]
+    parts=("$LEGACY"/backups/openclaw-backup-20251125-000000.tar.gz.enc.part-a[a-z])
+    [ "${#parts[@]}" -ge 3 ] && [ -f "${parts[2]}" ]
     export NO_DIR_TIMES=1
     restore_and_compare local
     jq -e '.chain.snapshots | all(.encrypted and (.volumes | length >= 1))' "$BATS_TEST_TMPDIR/pull-local.json" >/dev/null

@@ -406,6 +406,25 @@ def test_fetch_detects_damage_and_absence(backend, store, tmp_path):
         backend.open().fetch_volume("backups", upload.name, upload.size, upload.sha256, str(tmp_path / "work2"))
 
 
+def test_small_files_and_whole_files_are_read_by_path_for_the_legacy_reader(backend, store, tmp_path):
+    upload, meta, _, _ = publish(store, backend.url, tmp_path, SNAP, token=None, old_catalog=None)
+    assert store.read_file(meta_path("backups", SNAP)) == backend.raw.read(meta_path("backups", SNAP))
+    assert store.read_file("backups/nothing.meta.json") is None
+    fetched = store.fetch_file(f"backups/{upload.name}", str(tmp_path / "work"))
+    assert Path(fetched).read_bytes() == b"volume of " + SNAP.encode()
+    with pytest.raises(ChainBroken):
+        store.fetch_file("backups/openclaw-backup-20200101-000000.tar.gz", str(tmp_path / "work"))
+
+
+def test_a_legacy_pointer_is_a_legacy_head_never_a_damaged_one(backend, store, tmp_path):
+    publish(store, backend.url, tmp_path, SNAP, token=None, old_catalog=None)
+    legacy_pointer = {"dataset": "me/repo", "latest": "backups/openclaw-backup-20251125-000000.tar.gz.meta.json",
+                      "created_at_utc": "2025-11-25T00:00:00+00:00"}
+    backend.raw.write(POINTER, json.dumps(legacy_pointer).encode())
+    head = backend.open().head()
+    assert head.legacy and head.pointer == legacy_pointer and head.snapshot_id is None
+
+
 def test_a_store_written_before_catalogs_has_none_and_its_snapshots_stay_safe(backend, store, tmp_path):
     _, first, _, _ = publish(store, backend.url, tmp_path, SNAP, token=None, old_catalog=None)
     backend.raw.delete(catalog.NAME)  # now as an older ocb or the legacy script left it
