@@ -345,10 +345,14 @@ def archive_request(value: str | None) -> tuple[str | None, str | None]:
                      "or a legacy archive name (openclaw-backup-YYYYMMDD-HHMMSS.tar.gz[.enc])")
 
 
+OCB_VOLUME_HINT = re.compile(r"\.tar\.zst|\.ocbs|\.part-\d{4}$")  # names only ocb's volumes have
+
+
 def snapshots_in(listing: dict[str, int], ocb_ids: set[str], reader: Reader, folder: str) -> list[str]:
     """Ids of the legacy backups of a folder listing, oldest first: every legacy meta that is
-    not an ocb snapshot's. A bare `<id>.meta.json` that the catalog does not list is read to
-    tell (the script's earliest naming, which ocb shares)."""
+    not an ocb snapshot's. A bare `<id>.meta.json` (the script's earliest naming, which ocb
+    shares) is ocb's when `ocb_ids` (the catalog's own entries) names it or an ocb volume of
+    that id is there; else it is read to tell."""
     found = set()
     for name in listing:
         match = META.match(name)
@@ -356,7 +360,10 @@ def snapshots_in(listing: dict[str, int], ocb_ids: set[str], reader: Reader, fol
             continue
         snapshot_id = ID_PREFIX + match.group(1)
         if match.group(2) is None:
-            if snapshot_id in ocb_ids or not is_meta(reader.raw_meta(_join(folder, name))):
+            if snapshot_id in ocb_ids or any(n.startswith(snapshot_id + ".") and OCB_VOLUME_HINT.search(n)
+                                             for n in listing):
+                continue
+            if not is_meta(reader.raw_meta(_join(folder, name))):
                 continue
         found.add(snapshot_id)
     return sorted(found, key=id_sort_key)
@@ -433,10 +440,12 @@ def chain_section(reader: Reader, path: str, head: Head, metadata_dir: str) -> t
     return section, reader.meta(links[-1]["meta"]), notes
 
 
-def list_entries(reader: Reader, prefix: str, head: Head, entries: list[dict]) -> list[dict]:
+def list_entries(reader: Reader, prefix: str, head: Head, entries: list[dict],
+                 known: set[str] | None = None) -> list[dict]:
     """ocb-chain --list: the legacy backups of the snapshot folder (and of the folder the
-    legacy pointer names), oldest first, then ocb's `entries`; each marked `format`."""
-    ocb_ids = {e["id"] for e in entries}
+    legacy pointer names), oldest first, then ocb's `entries`; each marked `format`.
+    `known`: the ids the catalog lists from metas ocb wrote (not seeded from a listing)."""
+    ocb_ids = known if known is not None else set()
     folders = [prefix]
     if head.legacy:
         folder = split_path(head.pointer["latest"], "the legacy latest-backup.json's latest")[0]  # type: ignore[index]

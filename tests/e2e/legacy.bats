@@ -85,6 +85,15 @@ restore_and_compare() {
     jq -e '.chain.snapshots | length == 1 and .[0].encrypted == false and .[0].checksum != null' \
         "$BATS_TEST_TMPDIR/pull-local.json" >/dev/null
     restore_and_compare hf
+    run -0 --separate-stderr ocb-restore --dry-run
+    echo "$output" | jq -e '.pull.dry_run == true and .pull.legacy == true' >/dev/null
+}
+
+@test "an early legacy meta (version 1.0: no checksum, no chain_id, named by its id) restores, with a warning" {
+    legacy_backup 20251125-000000 --meta-version 1.0
+    [ -f "$LEGACY/backups/openclaw-backup-20251125-000000.meta.json" ]
+    restore_and_compare local
+    grep -q "records no checksum" "$BATS_TEST_TMPDIR/pull-local.err"
 }
 
 @test "a legacy full and two incrementals merge in order: edits and additions restored, the deleted file back, said on stderr" {

@@ -98,8 +98,9 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         known = store.read_catalog()
         ids = ([entry["id"] for entry in known["snapshots"]] if known is not None
                else sorted(store.list_snapshot_ids(prefix), key=id_sort_key))
+        confirmed = {e["id"] for e in known["snapshots"] if not e.get("from_listing")} if known is not None else None
         doc["list"] = {"snapshots": legacy.list_entries(legacy.Reader(store), prefix, head, [
-            {"id": i, "created_at_utc": utc_text(id_time(i)), "latest": i == head.snapshot_id} for i in ids])}
+            {"id": i, "created_at_utc": utc_text(id_time(i)), "latest": i == head.snapshot_id} for i in ids], confirmed)}
         doc["skip"] = {"stage": "chain", "reason": f"listed {len(doc['list']['snapshots'])} snapshots"}
         return doc
 
