@@ -36,12 +36,11 @@ import time
 from decimal import Decimal, InvalidOperation
 from typing import BinaryIO
 
-from . import cache, config, journal, legacy, legacy_crypto, restore
+from . import cache, config, journal, legacy_crypto, restore
 from .archive import COPY_CHUNK, DELTA_LENGTH
 from .config import Root, Settings
 from .errors import (
     DISK_FULL_ERRNOS,
-    ChainBroken,
     ChecksumMismatch,
     HostileArchive,
     IntegrityError,
