@@ -24,7 +24,7 @@ jq:
 
 $(TEST_INSTALLED): $(INSTALLED) | jq
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	missing=; for tool in dash parallel faketime strace; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; [ -z "$$missing" ] || { apt-get update -qq && apt-get install -y -qq $$missing; }
+	missing=; for tool in dash parallel faketime strace openssl; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; [ -z "$$missing" ] || { apt-get update -qq && apt-get install -y -qq $$missing; }
 	touch $@
 
 test: $(TEST_INSTALLED) | jq

@@ -129,3 +129,14 @@ def record_seen(cache_dir: str, store: str, store_id: str, seq: int, snapshot: s
     os.makedirs(cache_dir, mode=0o700, exist_ok=True)
     _write_json(path, records)
     os.chmod(path, 0o600)
+
+
+def forget(cache_dir: str) -> None:
+    """No snapshot is this machine's base any more (after restoring a legacy backup, which no
+    ocb incremental can build on): the next backup is a full one. The state record goes
+    first, so a crash in between still reads as "no cache"."""
+    for name in (STATE, META, INDEX):
+        try:
+            os.unlink(os.path.join(cache_dir, name))
+        except FileNotFoundError:
+            continue

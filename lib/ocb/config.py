@@ -258,6 +258,7 @@ def resolve_restore_stores(env: Environment, flag_value: str | None) -> tuple[st
 
 # -- the resolved settings: one typed object, written whole into each document ----------------
 
+
 @dataclass(frozen=True)
 class Settings:
     """Every non-secret setting a stage acts on, with its one default.
@@ -570,3 +571,31 @@ def resolve_kdf(env: Environment) -> tuple[str, int]:
     if not 1024**2 <= memory <= 1024**3 or memory % 1024:
         raise UsageError(f"OCB_ARGON2_MEMORY={env.get('OCB_ARGON2_MEMORY')[0]!r}: expected 1M to 1G")
     return name, memory
+
+
+# -- reading what the legacy script wrote (legacy.py, ocb-chain, ocb-pull) ---------------------
+
+
+def restore_archive(env: Environment) -> str | None:
+    """OPENCLAW_RESTORE_ARCHIVE: one backup to restore instead of the latest (a snapshot id,
+    or the legacy script's archive name); legacy.archive_request tells which."""
+    return env.get("OPENCLAW_RESTORE_ARCHIVE")[0]
+
+
+def legacy_metadata_dir(env: Environment) -> str:
+    """Where the legacy archive root `backup-info` (the script's own metadata dir) goes back:
+    OPENCLAW_BACKUP_METADATA_DIR, else the script's default /root/.backup-info under HOME."""
+    path, _ = env.get("OPENCLAW_BACKUP_METADATA_DIR")
+    return os.path.abspath(path or os.path.join(env.home, ".backup-info"))
+
+
+def legacy_password(env: Environment | None = None) -> bytes | None:
+    """The password of legacy encrypted archives (a secret): the sealing password, else
+    OPENCLAW_BACKUP_ENCRYPTION_PASSWORD even without _ENABLED (the legacy restore needed
+    only the password)."""
+    env = env or load_environment()
+    password = seal_password(env)
+    if password is None:
+        legacy = env.values.get("OPENCLAW_BACKUP_ENCRYPTION_PASSWORD") or None
+        password = legacy.encode("utf-8") if legacy is not None else None
+    return password

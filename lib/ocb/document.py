@@ -12,7 +12,7 @@ import os
 import re
 from typing import Any, Callable
 
-from . import DOC_VERSION
+from . import DOC_VERSION, legacy
 from .compression import COMPRESSIONS
 from .config import ROOT_NAME
 from .errors import BadDocument, ChainBroken
@@ -337,7 +337,14 @@ def check_shape(doc: dict) -> None:
     if doc.get("kind") == "backup" and isinstance(settings_, dict) and isinstance(doc.get("id"), str):
         _check_work_paths(doc, os.path.join(settings_["work_dir"], doc["id"]))
     chain_ = doc.get("chain")
-    if isinstance(chain_, dict):
+    if isinstance(chain_, dict) and "legacy" in chain_:
+        try:  # the legacy script's backups: their own links (legacy.py), their meta as read
+            legacy.check_section(chain_)
+        except ChainBroken as exc:
+            raise BadDocument(f"field {exc}") from None
+        if "meta" in doc and not isinstance(doc["meta"], dict):
+            raise BadDocument("field 'meta' is missing or not an object")
+    elif isinstance(chain_, dict):
         _check_list(chain_["snapshots"], "chain.snapshots", _link_item, non_empty=True)
         if "meta" in doc:
             _check_meta(doc["meta"], chain_["target"])

@@ -182,6 +182,21 @@ def parse_record(raw: bytes, what: str) -> dict:
     return value
 
 
+def parse_pointer(raw: bytes, what: str) -> dict:
+    """latest-backup.json read from a store: an ocb pointer, checked as parse_record checks
+    it, or the legacy script's, recognised as such (legacy.is_pointer: no record_sha256, no
+    `ocb`, a `latest`) and returned as read, never reported as damaged (Head.legacy)."""
+    from . import legacy  # legacy.py builds on this module
+
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        value = None
+    if legacy.is_pointer(value):
+        return value
+    return parse_record(raw, what)
+
+
 def encode_record(value: dict) -> bytes:
     return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 

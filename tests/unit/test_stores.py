@@ -57,6 +57,7 @@ def settings_for(tmp_path: Path, **overrides) -> Settings:
 
 # -- inspection hooks, one per backend ------------------------------------------------------------
 
+
 class LocalRaw:
     """The folder as it is on disk."""
 
@@ -246,6 +247,7 @@ def store(backend):
 
 # -- publishing as ocb-push does ------------------------------------------------------------------
 
+
 def volume(tmp_path: Path, snapshot_id: str, data: bytes) -> Upload:
     path = tmp_path / f"{snapshot_id}.tar.zst"
     path.write_bytes(data)
@@ -280,6 +282,7 @@ def snapshot_files(snapshot_id: str) -> set[str]:
 
 
 # -- the contract ---------------------------------------------------------------------------------
+
 
 def test_a_missing_store_is_not_there_and_empty(backend, store, tmp_path):
     assert store.exists() is False
@@ -502,6 +505,25 @@ def test_digests_the_start_of_a_volume_and_access_need_no_download(backend, stor
     assert (after.private, bool(after.who)) == ((True, True) if hub else (None, False))
 
 
+def test_small_files_and_whole_files_are_read_by_path_for_the_legacy_reader(backend, store, tmp_path):
+    upload, meta, _, _ = publish(store, backend.url, tmp_path, SNAP, token=None, old_catalog=None)
+    assert store.read_file(meta_path("backups", SNAP)) == backend.raw.read(meta_path("backups", SNAP))
+    assert store.read_file("backups/nothing.meta.json") is None
+    fetched = store.fetch_file(f"backups/{upload.name}", str(tmp_path / "work"))
+    assert Path(fetched).read_bytes() == b"volume of " + SNAP.encode()
+    with pytest.raises(ChainBroken):
+        store.fetch_file("backups/openclaw-backup-20200101-000000.tar.gz", str(tmp_path / "work"))
+
+
+def test_a_legacy_pointer_is_a_legacy_head_never_a_damaged_one(backend, store, tmp_path):
+    publish(store, backend.url, tmp_path, SNAP, token=None, old_catalog=None)
+    legacy_pointer = {"dataset": "me/repo", "latest": "backups/openclaw-backup-20251125-000000.tar.gz.meta.json",
+                      "created_at_utc": "2025-11-25T00:00:00+00:00"}
+    backend.raw.write(POINTER, json.dumps(legacy_pointer).encode())
+    head = backend.open().head()
+    assert head.legacy and head.pointer == legacy_pointer and head.snapshot_id is None
+
+
 def test_a_store_written_before_catalogs_has_none_and_its_snapshots_stay_safe(backend, store, tmp_path):
     _, first, _, _ = publish(store, backend.url, tmp_path, SNAP, token=None, old_catalog=None)
     backend.raw.delete(catalog.NAME)  # now as an older ocb or the legacy script left it
@@ -597,6 +619,7 @@ def test_open_store_takes_only_canonical_urls(tmp_path, url):
 
 
 # -- the Hub backend beyond the contract: settings, secrets, retries ------------------------------
+
 
 @pytest.fixture
 def hub_store(test_hub, tmp_path):
@@ -720,6 +743,7 @@ def test_the_endpoint_comes_from_the_settings_with_hf_endpoint_unset(locked_hub,
 
 
 # -- the S3 backend beyond the contract: conditions, parts, faults, credentials ------------------
+
 
 @pytest.fixture
 def s3(s3_server, tmp_path):

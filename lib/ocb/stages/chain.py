@@ -10,17 +10,24 @@ Writes:  a new restore document with `settings` (roots to restore, work and cach
          An empty store gives `skip` with `no_snapshot: true` (a normal first start); a
          store with snapshots but no readable pointer is exit 4 naming its newest complete
          snapshot (--id and --at still work).
-         --list writes `list`: {snapshots: [{id, created_at_utc, latest}]} and `skip`.
+         --list writes `list`: {snapshots: [{id, created_at_utc, latest, format}]} and `skip`,
+         `format` "legacy" for the legacy script's backups (listed first), "ocb" for ocb's.
          In a sealed store (a password set, or this machine has seen the store authenticated)
          the pointer, the meta and the catalog read must carry a record MAC that verifies,
          every snapshot of the chain must be sealed, and the latest must not be older than
          the highest publish this machine has seen there (docs/format.md, README "Against
          someone who can write the store"); the publish seen is recorded in the cache.
+         A store the legacy script wrote (its latest-backup.json has no record_sha256) is read
+         as that script laid it out (legacy.py): `chain` then says `legacy` and lists the
+         legacy backups full first, their volumes, checksums and encryption.
 Environment:
   OCB_STORE (legacy OPENCLAW_BACKUP_DATASET_REPO); OCB_RESTORE_STORE (legacy
   OPENCLAW_RESTORE_DATASET_REPO) restores from another store
   OCB_STATE_DIR, OPENCLAW_BACKUP_ROOT_*_DIR, OPENCLAW_BACKUP_EXTRA_DIRS / _FILES,
-  OPENCLAW_RESTORE_NPM_ENABLED   where each root is restored
+  OPENCLAW_RESTORE_NPM_ENABLED   where each root is restored; OPENCLAW_BACKUP_METADATA_DIR
+  (default ~/.backup-info) where a legacy archive's backup-info root goes
+  OPENCLAW_RESTORE_ARCHIVE   restore this backup instead of the latest: a snapshot id (as
+  --id) or a legacy archive name (openclaw-backup-YYYYMMDD-HHMMSS.tar.gz[.enc])
   OCB_WORK_DIR, OCB_CACHE_DIR
   OCB_PASSWORD or OCB_PASSWORD_FILE: checks the record MACs; OCB_SEAL=off: unsealed snapshots
   and records without a MAC are restored on purpose
@@ -34,7 +41,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import DOC_VERSION, cache, catalog, config, lineage, seal
+from .. import DOC_VERSION, cache, catalog, config, legacy, lineage, seal
 from ..errors import ChainBroken, IntegrityError, NotAuthenticated, RollbackDetected
 from ..log import log
 from ..snapshot import (
@@ -80,6 +87,9 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         return doc
     if args.id is not None:
         check_id(args.id, "--id")
+    picking = args.id is None and args.at is None and not args.list
+    archive_id, archive_name = legacy.archive_request(config.restore_archive(env) if picking else None)
+    wanted = args.id if args.id is not None else archive_id
     moment = parse_moment(args.at) if args.at is not None else None
     secrets = config.store_secrets(env)
     store = open_store(store_url, settings, secrets)
@@ -104,13 +114,14 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         known = guard.catalog(store.read_catalog(), f"{store_url}/{catalog.NAME}")
         ids = ([entry["id"] for entry in known["snapshots"]] if known is not None
                else sorted(store.list_snapshot_ids(prefix), key=id_sort_key))
-        doc["list"] = {"snapshots": [
-            {"id": i, "created_at_utc": utc_text(id_time(i)), "latest": i == head.snapshot_id} for i in ids]}
-        doc["skip"] = {"stage": "chain", "reason": f"listed {len(ids)} snapshots"}
+        confirmed = {e["id"] for e in known["snapshots"] if not e.get("from_listing")} if known is not None else None
+        doc["list"] = {"snapshots": legacy.list_entries(legacy.Reader(store), prefix, head, [
+            {"id": i, "created_at_utc": utc_text(id_time(i)), "latest": i == head.snapshot_id} for i in ids], confirmed)}
+        doc["skip"] = {"stage": "chain", "reason": f"listed {len(doc['list']['snapshots'])} snapshots"}
         return doc
 
-    if args.id is not None:
-        target = args.id
+    if wanted is not None:
+        target = wanted
     elif moment is not None:
         known = guard.catalog(store.read_catalog(), f"{store_url}/{catalog.NAME}")
         if known is not None:
@@ -123,6 +134,8 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         if found is None:
             raise ChainBroken(f"no snapshot in {store_url} was taken at or before {args.at}")
         target = found
+    elif archive_name is not None or head.legacy:
+        target = None  # the legacy pointer or archive name: legacy.meta_for below
     else:
         target = head.snapshot_id
         guard.not_rolled_back(head.pointer)
@@ -136,6 +149,18 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
                 f"the newest complete snapshot is {newest[0]} (ocb-restore --id {newest[0]}; "
                 "the next backup builds on it and writes the pointer again)" if newest
                 else "no snapshot in it is complete"))
+    reader = legacy.Reader(store)
+    legacy_meta = legacy.meta_for(reader, prefix, head, target, archive_name)
+    if legacy_meta is not None:
+        if target is None and archive_name is None:  # the pointer's pick, not the user's
+            guard.legacy(store.read_catalog(), legacy_meta)
+        section, meta, notes = legacy.chain_section(reader, legacy_meta, head, config.legacy_metadata_dir(env))
+        for note in notes:
+            log.warning(note)
+        log.info(f"legacy backup {section['target']}: a chain of {len(section['snapshots'])} "
+                 f"({section['snapshots'][0]['id']} full)")
+        doc.update({"id": section["target"], "chain": section, "meta": meta})
+        return doc
     if target is None:
         doc["skip"] = {"stage": "chain", "reason": f"no snapshot in {store_url} yet", "no_snapshot": True}
         log.info(doc["skip"]["reason"])
@@ -240,6 +265,20 @@ class Guard:
                 raise RollbackDetected(f"{what} was rolled back: its newest publish is {newest}, but this machine has "
                                        f"seen publish {self.seen['seq']} ({self.seen.get('snapshot')}) there")
         return known
+
+    def legacy(self, known: dict | None, what: str) -> None:
+        """A legacy backup carries no MAC (the legacy script had none): in a sealed restore it
+        is read only from a store that holds no sealed ocb snapshot, or a planted legacy
+        pointer would be a downgrade that a fresh machine cannot see. Asked for by name (--id,
+        OPENCLAW_RESTORE_ARCHIVE), it is the user's choice and restores."""
+        if not self.required:
+            return
+        if self.seen is not None or catalog.seal_status(known).sealed:
+            raise NotAuthenticated(
+                f"{what} is a legacy backup (no MAC), but {self.store_url} holds sealed ocb snapshots: refused in a "
+                "sealed restore (ocb-restore --id ID restores a snapshot by name; OCB_SEAL=off reads the legacy one anyway)")
+        log.warning(f"{what} is a legacy backup: the legacy script authenticated nothing, so its content is "
+                    "trusted as the store gives it")
 
     def meta(self, meta: object, what: str) -> None:
         self.meta_verified = isinstance(meta, dict) and self._check(meta, "meta", what)

@@ -18,7 +18,7 @@ from typing import ClassVar
 from .. import catalog
 from ..errors import ChecksumMismatch, StoreConflict
 from ..fsutil import TMP_MARK
-from ..snapshot import POINTER, ids_of_meta_names
+from ..snapshot import POINTER, RECORD_SUM, ids_of_meta_names
 
 READ_CHUNK = 4 * 1024 * 1024
 
@@ -33,6 +33,12 @@ class Head:
     @property
     def snapshot_id(self) -> str | None:
         return None if self.pointer is None else self.pointer.get("id")
+
+    @property
+    def legacy(self) -> bool:
+        """The pointer is the legacy script's (snapshot.parse_pointer returns those as read;
+        an ocb pointer always carries its record_sha256): no ocb snapshot is the latest."""
+        return self.pointer is not None and RECORD_SUM not in self.pointer
 
 
 @dataclass(frozen=True)
@@ -186,6 +192,17 @@ class Store(ABC):
 
     # what the backend allows (ocb-doctor reports the store's distance to each); none known here
     limits: ClassVar[dict[str, int]] = {}
+
+    @abstractmethod
+    def read_file(self, path: str) -> bytes | None:
+        """The bytes of the small store file at store-relative `path` (a legacy meta), unchecked;
+        None when the store lacks it. Not for volumes: fetch_file streams those."""
+
+    @abstractmethod
+    def fetch_file(self, path: str, dest_dir: str) -> str:
+        """A local path holding the store file at `path` (a legacy volume, whose meta records
+        no sha256 of its own: the caller checks it), downloaded into `dest_dir` if need be;
+        ChainBroken when the store lacks it."""
 
     @abstractmethod
     def fetch_volume(self, prefix: str, name: str, size: int, sha256: str, dest_dir: str) -> str:

@@ -41,7 +41,7 @@ from ..errors import (
     TemporarilyUnavailable,
     UsageError,
 )
-from ..snapshot import POINTER, encode_record, meta_path, parse_record
+from ..snapshot import POINTER, encode_record, meta_path, parse_pointer, parse_record
 from .base import Access, Head, Store, Upload, check_new_catalog, check_removable, check_removal_catalog, verify_volume
 
 if TYPE_CHECKING:
@@ -233,7 +233,7 @@ class HfStore(Store):
 
     def head(self) -> Head:
         try:
-            pointer, commit = self._get(POINTER, "main", parse_record)
+            pointer, commit = self._get(POINTER, "main", parse_pointer)
         except StoreMissing:
             return Head(None, None)  # no repo yet: a first backup creates it
         if commit is None:
@@ -350,6 +350,23 @@ class HfStore(Store):
 
         exists, private = self._retrying("look up the repo", info)
         return Access(exists, can_write, private, who, why)
+
+    def read_file(self, path: str) -> bytes | None:
+        raw, _ = self._get(path, "main", lambda content, _what: content)  # type: ignore[arg-type, return-value]
+        return raw  # type: ignore[return-value]
+
+    def fetch_file(self, path: str, dest_dir: str) -> str:
+        hub = self.hub
+
+        def download() -> str:
+            try:
+                return hub.hf_hub_download(self.repo_id, path, repo_type=REPO_TYPE,
+                                           cache_dir=os.path.join(dest_dir, "hf-cache"), token=self.token,
+                                           endpoint=self.endpoint)
+            except hub.EntryNotFoundError:
+                raise ChainBroken(f"{path} is missing from {self.url}") from None
+
+        return self._retrying(f"download {path}", download)
 
     def fetch_volume(self, prefix: str, name: str, size: int, sha256: str, dest_dir: str) -> str:
         hub = self.hub

@@ -35,7 +35,7 @@ from ..errors import (
     io_reason,
 )
 from ..fsutil import TMP_MARK, atomic_write, fsync_dir, write_bytes
-from ..snapshot import META_SUFFIX, POINTER, encode_record, meta_path, parse_record
+from ..snapshot import META_SUFFIX, POINTER, encode_record, meta_path, parse_pointer, parse_record
 from .base import (
     Access,
     Head,
@@ -106,7 +106,7 @@ class LocalStore(Store):
         raw = self._read(POINTER)
         if raw is None:
             return Head(None, None)
-        pointer = parse_record(raw, f"{self.url}/{POINTER}")
+        pointer = parse_pointer(raw, f"{self.url}/{POINTER}")
         return Head(pointer, pointer.get("id"))
 
     def read_meta(self, prefix: str, snapshot_id: str) -> dict:
@@ -147,6 +147,16 @@ class LocalStore(Store):
             raise ChainBroken(f"volume {name} is missing from {self.url}") from None
         except OSError as exc:
             raise _io_failure("read", self._path(f"{prefix}/{name}"), exc) from None
+
+    def read_file(self, path: str) -> bytes | None:
+        return self._read(path)
+
+    def fetch_file(self, path: str, dest_dir: str) -> str:
+        if not os.path.isfile(self._path(path)):
+            if not self.exists():
+                raise self._missing()
+            raise ChainBroken(f"{path} is missing from {self.url}")
+        return self._path(path)  # read in place, as volumes are
 
     def fetch_volume(self, prefix: str, name: str, size: int, sha256: str, dest_dir: str) -> str:
         try:

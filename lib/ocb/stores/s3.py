@@ -63,7 +63,7 @@ from ..errors import (
     io_reason,
 )
 from ..fsutil import write_bytes
-from ..snapshot import META_SUFFIX, POINTER, encode_record, meta_path, parse_record
+from ..snapshot import META_SUFFIX, POINTER, encode_record, meta_path, parse_pointer, parse_record
 from .base import (
     Access,
     Head,
@@ -336,7 +336,7 @@ class S3Store(Store):
             return Head(None, None)  # no bucket: nothing to restore, and a push says why
         if raw is None:
             return Head(None, None)
-        pointer = parse_record(raw, f"{self.url}/{POINTER}")
+        pointer = parse_pointer(raw, f"{self.url}/{POINTER}")
         return Head(pointer, etag)
 
     def read_meta(self, prefix: str, snapshot_id: str) -> dict:
@@ -412,6 +412,36 @@ class S3Store(Store):
         return Access(exists, True, None, None,
                       f"a probe object was written and deleted under s3://{self.bucket}/{self.root} "
                       f"(conditional writes {'honoured' if honoured else 'ignored'})")
+
+    def read_file(self, path: str) -> bytes | None:
+        raw, _ = self._get(path)
+        return raw
+
+    def fetch_file(self, path: str, dest_dir: str) -> str:
+        """A whole file by its store path (the legacy reader's volumes, whose sizes and digests
+        no ocb meta records: legacy_restore checks them), streamed to dest_dir."""
+        key = self._key(path)
+        os.makedirs(dest_dir, exist_ok=True)
+        target = os.path.join(dest_dir, path.rsplit("/", 1)[-1])
+
+        def download() -> None:
+            try:
+                answer = self.client.get_object(Bucket=self.bucket, Key=key)
+            except self.errors.ClientError as exc:
+                if self._answer(exc)[0] in ("NoSuchKey", "404"):
+                    if not self.exists():
+                        raise self._missing_store() from None
+                    raise ChainBroken(f"{path} is missing from {self.url}") from None
+                raise
+            with open(target, "wb") as out:
+                for chunk in answer["Body"].iter_chunks(READ_CHUNK):
+                    out.write(chunk)
+
+        try:
+            self._retrying(f"download {path}", download)
+        except OSError as exc:
+            raise RuntimeFailure(f"cannot write {target}: {io_reason(exc)}") from None
+        return target
 
     def fetch_volume(self, prefix: str, name: str, size: int, sha256: str, dest_dir: str) -> str:
         """The volume streamed to dest_dir in bounded chunks; a transfer cut short resumes
