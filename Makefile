@@ -35,7 +35,7 @@ test-live: $(TEST_INSTALLED) | jq
 	@if [ -z "$${HF_TOKEN:-}" ] || [ -z "$${OCB_LIVE_REPO:-}" ]; then \
 		echo "test-live: skipped: set HF_TOKEN (with write access) and OCB_LIVE_REPO=OWNER/NAME (a dataset repo of yours) to run it"; \
 	else \
-		OCB_TEST_STORE=live OCB_LIVE_RUN=$$(date -u +%Y%m%d%H%M%S) BATS_TEST_NAME_PREFIX="[live] " $(VENV)/bin/bats tests/e2e/roundtrip.bats; \
+		OCB_TEST_STORE=live OCB_LIVE_RUN=$$(date -u +%Y%m%d%H%M%S) BATS_TEST_NAME_PREFIX="[live] " $(VENV)/bin/bats tests/e2e/roundtrip.bats tests/e2e/hub-live.bats; \
 	fi
 
 test-unit: $(TEST_INSTALLED)

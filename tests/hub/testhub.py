@@ -1,16 +1,18 @@
 """testhub: a local HTTP server that speaks the Hugging Face Hub protocol, for tests.
 
-It owns the subset of the Hub API that `huggingface_hub` 2.x uses with `HF_HUB_DISABLE_XET=1`
-(spec: /work/shared/reference/hub-protocol.md), git-like repo state kept on disk, fault injection
-and request counters. It must stay standard-library only, bind 127.0.0.1 only, and never print
-to stdout except the one ready line. It is a test double, not a Hub: no Xet, no pull requests,
-no branches other than those created here (`main`), no gitattributes-based LFS decisions.
+It owns the subset of the Hub API that `huggingface_hub` 2.x uses over Git LFS (Xet off, as ocb
+runs it: docs/hub.md; spec: /work/shared/reference/hub-protocol.md), git-like repo state kept on
+disk, fault injection and request counters. It must stay standard-library only, bind 127.0.0.1
+only, and never print to stdout except the one ready line. It is a test double, not a Hub: no
+Xet CAS (the token endpoints only), no pull requests, no branches other than `main`. Where ocb
+could trip it is as strict as the Hub: binary files to LFS, the CDN redirect, storage quotas.
 
 Usage:
     python tests/hub/testhub.py --port 0 --data DIR [--token T] [--read-only-token R]
-                                [--lfs-threshold BYTES] [--page-size N] [--verbose]
+                                [--lfs-threshold BYTES] [--page-size N] [--orgs A,B] [--verbose]
 
     --port 0 picks a free port. When ready, exactly one line goes to stdout: http://127.0.0.1:PORT.
+    A second port (the CDN, below) is picked by itself.
     Request logs go to stderr with --verbose only. SIGTERM and SIGINT stop it cleanly (exit 0).
 
 Hub behaviour worth knowing in tests:
@@ -20,7 +22,21 @@ Hub behaviour worth knowing in tests:
       request without `Authorization: Bearer T` (or R) gets 401 with
       `X-Error-Message: Invalid credentials in Authorization header`. The --read-only-token R may
       read but gets 403 on create, preupload, LFS batch/verify, commit, squash and LFS deletion.
-    - Preupload answers "lfs" for files larger than --lfs-threshold bytes (default 10 MiB).
+    - Preupload answers "lfs" for files larger than --lfs-threshold bytes (default 10 MiB, the Hub's),
+      for files the repo's .gitattributes sends to LFS (`filter=lfs`), and for binary files (a NUL
+      byte or non-UTF-8 in the sample) whatever their size. A commit that carries such a file as a
+      regular one gets 400 ("...contains binary files...").
+    - resolve of an LFS file answers 302 to a signed URL on the CDN, a second loopback port (another
+      origin: the client drops Authorization), with X-Linked-Etag, X-Linked-Size, X-Xet-Hash and a
+      `Link: <.../xet-read-token/REV>; rel="xet-auth"` as for a Xet-backed file. The CDN serves
+      GET/HEAD with Range, counted as cdn_get/cdn_head; a bad signature is 403.
+    - Xet: GET /api/{type}s/{repo}/xet-read-token/{rev} and .../xet-write-token/{rev} answer
+      {"casUrl", "accessToken", "exp"} (and the X-Xet-* headers) as the Hub; casUrl (/-/cas/...)
+      answers 501: there is no CAS, a client on the Xet path fails.
+    - GET /api/whoami-v2: user "user", orgs from --orgs (default: every namespace a request has
+      named, i.e. a member everywhere), the token's role (write, or read for --read-only-token).
+    - Storage quota per namespace (POST /__hub/quota): uploads to its private repos that would pass
+      it get 403 "Private repository storage limit reached: ..." at the LFS batch and the commit.
     - LFS objects live beside the trees and count toward storage until permanently deleted.
       `rewriteHistory: true` removes the pointers from every stored commit (commit ids are kept);
       false leaves them dangling (resolve then answers 404 EntryNotFound).
@@ -38,6 +54,9 @@ Control endpoints (no auth, not counted in stats):
     GET    /__hub/faults         {"rules": [rule + {"seen": N, "fired": N}, ...]}
     POST   /__hub/faults         body: one rule or a list of rules, appended; answers like GET.
     DELETE /__hub/faults         removes every rule.
+    POST   /__hub/quota          {"namespace": "ns", "bytes": N or null}: the private storage quota
+                                  (null removes it); answers it with "used" (LFS objects and blobs
+                                  of the namespace's private repos, history included).
     POST   /__hub/move-head      {"repo": "ns/name", "type": "dataset", "path"?: "other-writer.txt"}
                                   commits a small file on main as "another writer"; answers
                                   {"head": sha}.
@@ -47,13 +66,19 @@ Control endpoints (no auth, not counted in stats):
                                    "lfs_objects": N, "lfs_size": N}
 
 Fault rules (POST /__hub/faults):
-    {"route": "commit", "nth": 2, "times": 1, "status": 429, "retry_after": 1,
-     "message": "...", "error_code": "...", "headers": {"RateLimit": "..."},
-     "delay": 2.0, "drop_after_bytes": 1000}
-    - route (required): one of ROUTES below, "resolve" (= resolve_head + resolve_get) or "*".
+    {"route": "commit", "nth": 2, "times": 1, "status": 429, "retry_after": 1, "ratelimit": 55,
+     "message": "...", "error_code": "...", "headers": {"X-Any": "..."},
+     "delay": 2.0, "answer_delay": 3.0, "drop_after_bytes": 1000}
+    - route (required): one of ROUTES below, "resolve" (= resolve_head + resolve_get), "cdn"
+      (= cdn_head + cdn_get) or "*".
     - nth (default 1): the rule fires from the nth matching request after it was added.
     - times (default null = forever): how many times it fires.
-    - delay: sleep that many seconds, then go on (with status/drop if given, else normally).
+    - delay: sleep that many seconds, then go on (with status/drop if given, else normally); a
+      delay longer than the client's timeout is a stalled connection.
+    - answer_delay: do the work (a commit lands), then wait that long before answering: an answer
+      that comes after the client's timeout. Excludes status.
+    - ratelimit: with status (429), `RateLimit: "api";r=0;t=N` and a RateLimit-Policy, as the Hub
+      sends on its API and resolvers (add retry_after only if Retry-After should come too).
     - status (400-599): answer it with {"error": message} and X-Error-Message; retry_after adds
       Retry-After; error_code adds X-Error-Code; headers adds any other header.
     - drop_after_bytes: close the connection after that many bytes: of the request body for
@@ -65,7 +90,7 @@ Fault rules (POST /__hub/faults):
 Routes (names used by faults and stats.by_route):
     create, delete_repo, info, tree, paths_info, preupload, lfs_batch, lfs_upload, lfs_verify,
     commit, resolve_head, resolve_get, commits, squash, lfs_files, lfs_delete, validate_yaml,
-    agent_harnesses, unknown. Every 404 carries X-Error-Code (RepoNotFound, RevisionNotFound,
+    agent_harnesses, whoami, xet_token, cas, cdn_head, cdn_get, unknown. Every 404 carries X-Error-Code (RepoNotFound, RevisionNotFound,
     EntryNotFound; RouteNotFound for a path testhub does not serve). LFS upload and verify hrefs
     are /-/lfs/{ticket}[/verify] on this server; the ticket is the upload's credential.
 

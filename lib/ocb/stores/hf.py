@@ -395,9 +395,18 @@ class HfStore(Store):
                 if found is None:
                     raise
                 return found
+            except self.hub.BudgetSpent:
+                # a 5xx at the end of the budget may still have committed (a gateway timeout)
+                found = self._looking(landed)
+                if found is None:
+                    raise
+                return found
             except ValueError as exc:
-                # the library's words for per-object errors of the LFS batch call
+                # the library's words for per-object errors of the LFS batch call; any other
+                # ValueError is a bug of ours and stays one
                 reason = str(exc)
+                if not reason.startswith("LFS batch API returned errors"):
+                    raise
                 if QUOTA.search(reason):
                     raise RuntimeFailure(f"{self.url}: {action}: the Hub's storage quota for this namespace is "
                                          f"reached ({reason.splitlines()[-1]}): free storage with ocb-prune, "
