@@ -610,7 +610,7 @@ def test_the_endpoint_comes_from_the_settings_with_hf_endpoint_unset(locked_hub,
         print(json.dumps(catalog.ids(store.read_catalog())))
     """)
     env = {k: v for k, v in os.environ.items() if k not in ("HF_ENDPOINT", "HF_TOKEN", "HUGGINGFACE_HUB_TOKEN")}
-    env.update({"HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_XET": "1"})
+    env.update({"HF_HOME": str(tmp_path / "hf-home")})
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=120, check=False)
     assert out.returncode == 0, out.stderr
