@@ -384,8 +384,16 @@ class HfStore(Store):
             nonlocal attempts
             attempts += 1
             try:
-                info = self.api.create_commit(self.repo_id, operations, repo_type=REPO_TYPE, parent_commit=parent,
-                                              commit_message=message)
+                try:
+                    info = self.api.create_commit(self.repo_id, operations, repo_type=REPO_TYPE,
+                                                  parent_commit=parent, commit_message=message)
+                except RuntimeError as exc:
+                    # the library wraps what failed an LFS upload (_commit_api._wrapped_lfs_upload):
+                    # the Hub's answer or the network error underneath is what counts
+                    cause = exc.__cause__
+                    if str(exc).startswith("Error while uploading") and isinstance(cause, self.hub.ERRORS):
+                        raise cause from None
+                    raise
             except self.hub.HfHubHTTPError as exc:
                 if _status(exc) != 412 or attempts == 1:
                     raise
