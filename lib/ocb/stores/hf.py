@@ -16,8 +16,8 @@ landed meanwhile). Every request times out (settings.hub_timeout) and the librar
 retries keep to the same budget (hf_library). Volumes go over LFS, never Xet (docs/hub.md).
 The Hub's limits keep their own reasons: a storage quota or the entries-per-folder limit is
 exit 1 saying what to do, never "usage" or "token refused"; a repo that answers 404 is told
-apart, where whoami allows it, as missing (a first backup creates it) or unseen (exit 13). Everything the store needs comes from the
-settings and secrets handed in: the endpoint (settings.hub_endpoint, which config also reads
+apart, where whoami allows it, as missing (a first backup creates it) or unseen (exit 13).
+Everything the store needs comes from the settings and secrets handed in: the endpoint (settings.hub_endpoint, which config also reads
 from the env file) is passed to every library call, the token likewise; the library's own
 environment is never consulted for them.
 
@@ -276,7 +276,12 @@ class HfStore(Store):
         if namespace not in names:
             return (f"the token belongs to {me.get('name')!r}, who is not {namespace!r} nor one of its "
                     "organisations: the repo may exist and be private to them")
-        if token.get("role") == "fineGrained":
+        if token.get("role") == "fineGrained" and not any(
+                (scope.get("entity") or {}).get("type") in ("user", "org")
+                and (scope.get("entity") or {}).get("name") == namespace
+                and "repo.content.read" in (scope.get("permissions") or [])
+                for scope in (token.get("fineGrained") or {}).get("scoped") or []):
+            # granted only some repos, not the whole namespace: a 404 may be one it lacks
             return (f"the token is fine-grained ({token.get('displayName') or 'unnamed'}): it may not be "
                     f"granted this repo; give it read and write access to {self.repo_id}")
         return None

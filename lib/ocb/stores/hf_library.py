@@ -12,8 +12,10 @@ Three things are set for ocb's own process, on purpose (docs/hub.md says why):
   reach of OCB_HUB_TIMEOUT and OCB_RETRY_SECONDS; LFS goes through the one client below.
 - Every request has a connect/read/write timeout (the library's default client has none).
 - The library's own retries (upload parts, downloads: up to 5, sleeping up to 8 s or what
-  a 429 says) are held to the store's budget: past the deadline no request leaves, and a
-  429/5xx whose wait would end past it ends the call at once (BudgetSpent).
+  a 429 says) are held to the store's budget: past the deadline no request is sent again
+  (a retry: the same method and URL as one already sent in this operation; a first request
+  always goes, however long the operation has run), and a 429/5xx whose wait would end past
+  the deadline ends the call at once (BudgetSpent).
 """
 
 from __future__ import annotations
@@ -68,8 +70,19 @@ class Budget:
     """The deadline of the store operation under way (None: none), shared with the hooks."""
 
     def __init__(self) -> None:
-        self.deadline: float | None = None
+        self._deadline: float | None = None
         self.clock: Callable[[], float] = time.monotonic
+        self.sent: set[tuple[str, str]] = set()  # (method, URL) of the operation's requests
+
+    @property
+    def deadline(self) -> float | None:
+        return self._deadline
+
+    @deadline.setter
+    def deadline(self, value: float | None) -> None:
+        if value is None or self._deadline is None:
+            self.sent = set()  # a new operation (or none): nothing sent yet
+        self._deadline = value
 
     def past(self, wait: float = 0.0) -> bool:
         return self.deadline is not None and self.clock() + wait > self.deadline
@@ -91,8 +104,10 @@ def _error_text(response: httpx2.Response) -> str:
 
 
 def _on_request(request: httpx2.Request) -> None:
-    if BUDGET.past():
-        raise BudgetSpent(f"no time left for {request.method} {request.url.path}")
+    key = (request.method, str(request.url))
+    if key in BUDGET.sent and BUDGET.past():
+        raise BudgetSpent(f"no time left to send {request.method} {request.url.path} again")
+    BUDGET.sent.add(key)
 
 
 def _on_response(response: httpx2.Response) -> None:
