@@ -30,7 +30,7 @@ from .errors import (
 )
 from .log import configure, log
 
-VERBS = ("plan", "pack", "seal", "split", "push", "chain", "pull")
+VERBS = ("plan", "pack", "seal", "split", "push", "chain", "pull", "check", "doctor")
 
 
 class Interrupted(OcbError):

@@ -90,7 +90,9 @@ Fault rules (POST /__hub/faults):
 Routes (names used by faults and stats.by_route):
     create, delete_repo, info, tree, paths_info, preupload, lfs_batch, lfs_upload, lfs_verify,
     commit, resolve_head, resolve_get, commits, squash, lfs_files, lfs_delete, validate_yaml,
-    agent_harnesses, whoami, xet_token, cas, cdn_head, cdn_get, unknown. Every 404 carries X-Error-Code (RepoNotFound, RevisionNotFound,
+    agent_harnesses, whoami (GET /api/whoami-v2: role write for --token or any token without
+    one, read for --read-only-token), xet_token, cas, cdn_head, cdn_get, unknown. Every 404
+    carries X-Error-Code (RepoNotFound, RevisionNotFound,
     EntryNotFound; RouteNotFound for a path testhub does not serve). LFS upload and verify hrefs
     are /-/lfs/{ticket}[/verify] on this server; the ticket is the upload's credential.
 
@@ -747,14 +749,14 @@ class HubHandler(BaseHTTPRequestHandler):
         if s[0] == "api":
             if s[1:] == ["agent-harnesses"] and method == "GET":
                 return "agent_harnesses", self._agent_harnesses
+            if s[1:] == ["whoami-v2"] and method == "GET":
+                return "whoami", self._whoami
             if s[1:] == ["validate-yaml"] and method == "POST":
                 return "validate_yaml", self._validate_yaml
             if s[1:] == ["repos", "create"] and method == "POST":
                 return "create", self._create
             if s[1:] == ["repos", "delete"] and method == "DELETE":
                 return "delete_repo", self._delete_repo
-            if s[1:] == ["whoami-v2"] and method == "GET":
-                return "whoami", self._whoami
             if n >= 4 and s[1] in PLURAL_TO_TYPE:
                 rtype, repo_id, rest = PLURAL_TO_TYPE[s[1]], f"{s[2]}/{s[3]}", s[4:]
                 action = rest[0] if rest else None
@@ -994,8 +996,9 @@ class HubHandler(BaseHTTPRequestHandler):
         raise HubError(404, f"testhub has no route for {self.command} {self.path}", "RouteNotFound")
 
     def _whoami(self) -> None:
+        # the --token is a write token, the --read-only-token a read one (role, as the Hub says)
         if self.access == "anonymous":
-            raise HubError(401, "Invalid username or password.")
+            raise HubError(401, INVALID_CREDENTIALS)
         orgs = self.server.options.orgs
         if orgs is None:
             orgs = tuple(sorted(self.server.namespaces_asked - {DEFAULT_NAMESPACE}))
