@@ -39,7 +39,7 @@ test-live: $(TEST_INSTALLED) | jq
 	if [ -z "$${HF_TOKEN:-}" ] || [ -z "$${OCB_LIVE_REPO:-}" ]; then \
 		echo "test-live: hub: skipped: set HF_TOKEN (with write access) and OCB_LIVE_REPO=OWNER/NAME (a dataset repo of yours) to run it"; \
 	else \
-		OCB_TEST_STORE=live OCB_LIVE_RUN=$$run BATS_TEST_NAME_PREFIX="[live] " $(VENV)/bin/bats tests/e2e/roundtrip.bats || status=1; \
+		OCB_TEST_STORE=live OCB_LIVE_RUN=$$run BATS_TEST_NAME_PREFIX="[live] " $(VENV)/bin/bats tests/e2e/roundtrip.bats tests/e2e/hub-live.bats || status=1; \
 	fi; \
 	if [ -z "$${AWS_ACCESS_KEY_ID:-}" ] || [ -z "$${AWS_SECRET_ACCESS_KEY:-}" ] || [ -z "$${OCB_LIVE_S3:-}" ]; then \
 		echo "test-live: s3: skipped: set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and OCB_LIVE_S3=s3://BUCKET/PREFIX (a bucket of yours; OCB_S3_ENDPOINT for a non-AWS service) to run it"; \

@@ -1,7 +1,8 @@
 """pytest: put lib/ first on sys.path, and point huggingface_hub at the test Hub.
 
-huggingface_hub reads HF_ENDPOINT and HF_HUB_DISABLE_XET when it is imported, so they are set
-here, before any test imports it; the `test_hub` fixture starts the server on that port.
+huggingface_hub reads HF_ENDPOINT when it is imported, so it is set here, before any test
+imports it; the `test_hub` fixture starts the server on that port. No HF_HUB_DISABLE_XET: ocb
+turns Xet off for its own process (docs/hub.md), so the tests run what users get.
 """
 
 import os
@@ -24,7 +25,6 @@ def _free_port() -> int:
 
 HUB_PORT = _free_port()
 os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
-os.environ["HF_HUB_DISABLE_XET"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="ocb-hf-home-")
 os.environ["HF_TOKEN"] = "ocb-test-token"

@@ -273,6 +273,9 @@ class Settings:
     cache_dir: str
     path_prefix: str = "backups"
     retry_seconds: float = 300.0
+    # connect/read/write timeout of every Hub request: a stalled connection fails after this
+    # long and is retried within retry_seconds; above the Hub's own ~60 s answer limit
+    hub_timeout: float = 75.0
     private: bool = True
     hub_endpoint: str | None = None  # HF_ENDPOINT; None: the library's default (huggingface.co)
     compression: str = "zstd"
@@ -395,6 +398,7 @@ def resolve_settings(env: Environment, kind: str) -> Settings:
         cache_dir=os.path.abspath(cache or os.path.join(home, ".cache", "ocb")),
         path_prefix=prefix,
         retry_seconds=parse_seconds(env, ("OCB_RETRY_SECONDS",), Settings.retry_seconds, 0),
+        hub_timeout=parse_seconds(env, ("OCB_HUB_TIMEOUT",), Settings.hub_timeout, 0, inclusive=False),
         private=parse_bool(env, ("OCB_PRIVATE", "OPENCLAW_BACKUP_PRIVATE"), Settings.private),
         hub_endpoint=endpoint.rstrip("/") if endpoint else None,
         compression=compression,

@@ -181,7 +181,7 @@ VOLUME = {"name": _match(VOLUME_NAME, "a volume name"), "path": _path, "size": _
 
 SETTINGS = {
     "work_dir": _path, "cache_dir": _path, "home": _path, "path_prefix": _prefix,
-    "retry_seconds": _number(0, 10**9), "private": _bool, "hub_endpoint": _nullable(_text), "compression": _COMPRESSION,
+    "retry_seconds": _number(0, 10**9), "hub_timeout": _number(0, 10**6), "private": _bool, "hub_endpoint": _nullable(_text), "compression": _COMPRESSION,
     "compression_level": _LEVEL, "volume_size": _int(1024, MAX_BYTES), "full_every": _COUNT,
     "full_hours": _COUNT, "incremental": _bool, "seal": _bool, "scrypt_log_n": _int(10, 22),
     "kdf": _one_of("argon2id", "scrypt"), "argon2_memory": _int(1024**2, 1024**3),

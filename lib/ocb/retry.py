@@ -1,5 +1,6 @@
 """The one retry loop: a deadline from a budget in seconds, exponential backoff with a cap,
-and the server's `Retry-After` honoured.
+and the server's wait hint honoured: `Retry-After`, or the IETF `RateLimit` header the Hub
+sends on 429 without one (`"api";r=0;t=55`: nothing left, reset in 55 s).
 
 Every store backend waits out its transient failures through `call` (the Hub store's reads
 and commits, the local store's lock). What counts as transient, and what the wait hint is,
@@ -10,6 +11,7 @@ error and logs nothing. The sleep and the clock are injectable, so tests run in 
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,9 +52,29 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
     return max(0.0, moment.timestamp() - now)
 
 
+# one item of a RateLimit field: "name";r=REMAINING;t=SECONDS (draft-ietf-httpapi-ratelimit-headers)
+RATELIMIT_ITEM = re.compile(r'"?[\w-]*"?\s*;\s*r\s*=\s*(\d+)\s*;\s*t\s*=\s*(\d+)')
+
+
+def ratelimit_seconds(value: str | None) -> float | None:
+    """A `RateLimit` header as seconds to wait: the longest reset among its exhausted items
+    (r=0); None when absent, unreadable, or when requests remain (the backoff applies then)."""
+    if not value:
+        return None
+    waits = [float(t) for r, t in RATELIMIT_ITEM.findall(value) if int(r) == 0]
+    return max(waits) if waits else None
+
+
+def wait_hint(retry_after: str | None, ratelimit: str | None, now: float) -> float | None:
+    """What the server asks to wait: `Retry-After` when it says, else `RateLimit`; None: neither."""
+    hinted = retry_after_seconds(retry_after, now)
+    return hinted if hinted is not None else ratelimit_seconds(ratelimit)
+
+
 def call(attempt: Callable[[], T], policy: Policy, *,
          transient: Callable[[BaseException], bool],
          retry_after: Callable[[BaseException], str | None] = lambda exc: None,
+         hint: Callable[[BaseException, float], float | None] | None = None,
          before_retry: Callable[[BaseException], T | None] | None = None,
          catch: tuple[type[BaseException], ...] = (Exception,)) -> T:
     """`attempt()`, tried again after each failure `transient` accepts, until the budget ends.
@@ -61,6 +83,8 @@ def call(attempt: Callable[[], T], policy: Policy, *,
     as it came (the caller maps it; it knows which statuses mean "past the retry budget").
     The wait is the failure's `Retry-After` when it has one (it may exceed `max_wait`: the
     server said so; the deadline still holds), else the backoff: first_wait, doubling, capped.
+    `hint(exc, now)`, when given, says the wait in seconds instead of `retry_after` (a backend
+    whose server sends `RateLimit` as well: wait_hint).
 
     `before_retry(exc)`: called after a transient failure, before waiting, for operations
     whose answer may be lost while they took effect (a commit): it looks, and returns the
@@ -78,7 +102,8 @@ def call(attempt: Callable[[], T], policy: Policy, *,
                 landed = before_retry(exc)
                 if landed is not None:
                     return landed
-            hinted = retry_after_seconds(retry_after(exc), policy.wall_clock())
+            now = policy.wall_clock()
+            hinted = hint(exc, now) if hint is not None else retry_after_seconds(retry_after(exc), now)
             wait = backoff if hinted is None else hinted
             if policy.clock() + wait > deadline:
                 raise

@@ -185,7 +185,7 @@ hub_clear_faults() {
 use_test_store() {
     if [ "${OCB_TEST_STORE:-local}" = hf ]; then
         HUB_REPO="ocb-test/state-$BATS_TEST_NUMBER-$RANDOM"
-        export OCB_STORE="hf://datasets/$HUB_REPO" HF_ENDPOINT="$HUB_URL" HF_HUB_DISABLE_XET=1 \
+        export OCB_STORE="hf://datasets/$HUB_REPO" HF_ENDPOINT="$HUB_URL" \
             HF_HUB_DISABLE_TELEMETRY=1 HF_HOME="$BATS_TEST_TMPDIR/hf-home" HF_TOKEN=ocb-test-token \
             OCB_RETRY_SECONDS=5
     elif [ "${OCB_TEST_STORE:-local}" = live ]; then

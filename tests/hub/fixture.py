@@ -21,14 +21,15 @@ TESTHUB = Path(__file__).with_name("testhub.py")
 
 
 def start_hub(data_dir: str | Path, *, token: str | None = None, read_only_token: str | None = None,
-              lfs_threshold: int | None = None, page_size: int | None = None, verbose: bool = False,
+              lfs_threshold: int | None = None, page_size: int | None = None, orgs: str | None = None,
+              verbose: bool = False,
               python: str = sys.executable, ready_timeout: float = 15.0,
               port: int = 0) -> tuple[str, subprocess.Popen[str]]:
     """Launch testhub (on a free port unless `port` is given) with its repos in data_dir; return
     (url, process) once it listens."""
     cmd = [python, str(TESTHUB), "--port", str(port), "--data", str(data_dir)]
     for flag, value in (("--token", token), ("--read-only-token", read_only_token),
-                        ("--lfs-threshold", lfs_threshold), ("--page-size", page_size)):
+                        ("--lfs-threshold", lfs_threshold), ("--page-size", page_size), ("--orgs", orgs)):
         if value is not None:
             cmd += [flag, str(value)]
     if verbose:

@@ -1,16 +1,18 @@
 """testhub: a local HTTP server that speaks the Hugging Face Hub protocol, for tests.
 
-It owns the subset of the Hub API that `huggingface_hub` 2.x uses with `HF_HUB_DISABLE_XET=1`
-(spec: /work/shared/reference/hub-protocol.md), git-like repo state kept on disk, fault injection
-and request counters. It must stay standard-library only, bind 127.0.0.1 only, and never print
-to stdout except the one ready line. It is a test double, not a Hub: no Xet, no pull requests,
-no branches other than those created here (`main`), no gitattributes-based LFS decisions.
+It owns the subset of the Hub API that `huggingface_hub` 2.x uses over Git LFS (Xet off, as ocb
+runs it: docs/hub.md; spec: /work/shared/reference/hub-protocol.md), git-like repo state kept on
+disk, fault injection and request counters. It must stay standard-library only, bind 127.0.0.1
+only, and never print to stdout except the one ready line. It is a test double, not a Hub: no
+Xet CAS (the token endpoints only), no pull requests, no branches other than `main`. Where ocb
+could trip it is as strict as the Hub: binary files to LFS, the CDN redirect, storage quotas.
 
 Usage:
     python tests/hub/testhub.py --port 0 --data DIR [--token T] [--read-only-token R]
-                                [--lfs-threshold BYTES] [--page-size N] [--verbose]
+                                [--lfs-threshold BYTES] [--page-size N] [--orgs A,B] [--verbose]
 
     --port 0 picks a free port. When ready, exactly one line goes to stdout: http://127.0.0.1:PORT.
+    A second port (the CDN, below) is picked by itself.
     Request logs go to stderr with --verbose only. SIGTERM and SIGINT stop it cleanly (exit 0).
 
 Hub behaviour worth knowing in tests:
@@ -20,7 +22,21 @@ Hub behaviour worth knowing in tests:
       request without `Authorization: Bearer T` (or R) gets 401 with
       `X-Error-Message: Invalid credentials in Authorization header`. The --read-only-token R may
       read but gets 403 on create, preupload, LFS batch/verify, commit, squash and LFS deletion.
-    - Preupload answers "lfs" for files larger than --lfs-threshold bytes (default 10 MiB).
+    - Preupload answers "lfs" for files larger than --lfs-threshold bytes (default 10 MiB, the Hub's),
+      for files the repo's .gitattributes sends to LFS (`filter=lfs`), and for binary files (a NUL
+      byte or non-UTF-8 in the sample) whatever their size. A commit that carries such a file as a
+      regular one gets 400 ("...contains binary files...").
+    - resolve of an LFS file answers 302 to a signed URL on the CDN, a second loopback port (another
+      origin: the client drops Authorization), with X-Linked-Etag, X-Linked-Size, X-Xet-Hash and a
+      `Link: <.../xet-read-token/REV>; rel="xet-auth"` as for a Xet-backed file. The CDN serves
+      GET/HEAD with Range, counted as cdn_get/cdn_head; a bad signature is 403.
+    - Xet: GET /api/{type}s/{repo}/xet-read-token/{rev} and .../xet-write-token/{rev} answer
+      {"casUrl", "accessToken", "exp"} (and the X-Xet-* headers) as the Hub; casUrl (/-/cas/...)
+      answers 501: there is no CAS, a client on the Xet path fails.
+    - GET /api/whoami-v2: user "user", orgs from --orgs (default: every namespace a request has
+      named, i.e. a member everywhere), the token's role (write, or read for --read-only-token).
+    - Storage quota per namespace (POST /__hub/quota): uploads to its private repos that would pass
+      it get 403 "Private repository storage limit reached: ..." at the LFS batch and the commit.
     - LFS objects live beside the trees and count toward storage until permanently deleted.
       `rewriteHistory: true` removes the pointers from every stored commit (commit ids are kept);
       false leaves them dangling (resolve then answers 404 EntryNotFound).
@@ -38,6 +54,9 @@ Control endpoints (no auth, not counted in stats):
     GET    /__hub/faults         {"rules": [rule + {"seen": N, "fired": N}, ...]}
     POST   /__hub/faults         body: one rule or a list of rules, appended; answers like GET.
     DELETE /__hub/faults         removes every rule.
+    POST   /__hub/quota          {"namespace": "ns", "bytes": N or null}: the private storage quota
+                                  (null removes it); answers it with "used" (LFS objects and blobs
+                                  of the namespace's private repos, history included).
     POST   /__hub/move-head      {"repo": "ns/name", "type": "dataset", "path"?: "other-writer.txt"}
                                   commits a small file on main as "another writer"; answers
                                   {"head": sha}.
@@ -47,13 +66,19 @@ Control endpoints (no auth, not counted in stats):
                                    "lfs_objects": N, "lfs_size": N}
 
 Fault rules (POST /__hub/faults):
-    {"route": "commit", "nth": 2, "times": 1, "status": 429, "retry_after": 1,
-     "message": "...", "error_code": "...", "headers": {"RateLimit": "..."},
-     "delay": 2.0, "drop_after_bytes": 1000}
-    - route (required): one of ROUTES below, "resolve" (= resolve_head + resolve_get) or "*".
+    {"route": "commit", "nth": 2, "times": 1, "status": 429, "retry_after": 1, "ratelimit": 55,
+     "message": "...", "error_code": "...", "headers": {"X-Any": "..."},
+     "delay": 2.0, "answer_delay": 3.0, "drop_after_bytes": 1000}
+    - route (required): one of ROUTES below, "resolve" (= resolve_head + resolve_get), "cdn"
+      (= cdn_head + cdn_get) or "*".
     - nth (default 1): the rule fires from the nth matching request after it was added.
     - times (default null = forever): how many times it fires.
-    - delay: sleep that many seconds, then go on (with status/drop if given, else normally).
+    - delay: sleep that many seconds, then go on (with status/drop if given, else normally); a
+      delay longer than the client's timeout is a stalled connection.
+    - answer_delay: do the work (a commit lands), then wait that long before answering: an answer
+      that comes after the client's timeout. Excludes status.
+    - ratelimit: with status (429), `RateLimit: "api";r=0;t=N` and a RateLimit-Policy, as the Hub
+      sends on its API and resolvers (add retry_after only if Retry-After should come too).
     - status (400-599): answer it with {"error": message} and X-Error-Message; retry_after adds
       Retry-After; error_code adds X-Error-Code; headers adds any other header.
     - drop_after_bytes: close the connection after that many bytes: of the request body for
@@ -66,7 +91,8 @@ Routes (names used by faults and stats.by_route):
     create, delete_repo, info, tree, paths_info, preupload, lfs_batch, lfs_upload, lfs_verify,
     commit, resolve_head, resolve_get, commits, squash, lfs_files, lfs_delete, validate_yaml,
     agent_harnesses, whoami (GET /api/whoami-v2: role write for --token or any token without
-    one, read for --read-only-token), unknown. Every 404 carries X-Error-Code (RepoNotFound, RevisionNotFound,
+    one, read for --read-only-token), xet_token, cas, cdn_head, cdn_get, unknown. Every 404
+    carries X-Error-Code (RepoNotFound, RevisionNotFound,
     EntryNotFound; RouteNotFound for a path testhub does not serve). LFS upload and verify hrefs
     are /-/lfs/{ticket}[/verify] on this server; the ticket is the upload's credential.
 
@@ -82,7 +108,9 @@ from __future__ import annotations
 
 import argparse
 import base64
+import fnmatch
 import hashlib
+import hmac
 import json
 import os
 import re
@@ -117,13 +145,19 @@ WEB_PREFIX = {"dataset": "datasets/", "model": "", "space": "spaces/"}
 ROUTES = (
     "create", "delete_repo", "info", "tree", "paths_info", "preupload", "lfs_batch", "lfs_upload",
     "lfs_verify", "commit", "resolve_head", "resolve_get", "commits", "squash", "lfs_files",
-    "lfs_delete", "validate_yaml", "agent_harnesses", "whoami", "unknown",
+    "lfs_delete", "validate_yaml", "agent_harnesses", "whoami", "xet_token", "cas", "cdn_head", "cdn_get",
+    "unknown",
 )
-ROUTE_GROUPS = {"resolve": {"resolve_head", "resolve_get"}, "*": set(ROUTES)}
+ROUTE_GROUPS = {"resolve": {"resolve_head", "resolve_get"}, "cdn": {"cdn_head", "cdn_get"}, "*": set(ROUTES)}
 
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 READ_ONLY_TOKEN = "Forbidden: this token is read-only and lacks write access"
 STALE_PARENT = "A commit has happened since. Please refresh and try again."
+STORAGE_LIMIT = "Private repository storage limit reached"
+BINARY_REJECTED = ("Your push was rejected because it contains binary files. Please use "
+                   "https://huggingface.co/docs/hub/xet to store binary files.")
+# how much of a file the client's preupload sample carries, and the Hub's binary test reads
+SAMPLE_BYTES = 512
 
 # Like the Hub: letters, digits, '-', '_', '.'; no leading/trailing '-' or '.', no '--' or '..'.
 NAME_RE = re.compile(r"^(?![-.])(?!.*(?:--|\.\.))[A-Za-z0-9_.-]{1,96}(?<![-.])$")
@@ -186,6 +220,33 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
+
+
+def is_binary(sample: bytes) -> bool:
+    """The Hub's test on a file's first bytes: a NUL byte, or not UTF-8 text."""
+    if b"\0" in sample:
+        return True
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError as e:
+        # a sample cut inside a multi-byte character is still text
+        return e.start < len(sample) - 3
+    return False
+
+
+def lfs_patterns(tree: dict[str, dict[str, Any]], repo: "Repo") -> list[str]:
+    """The patterns the repo's .gitattributes sends to LFS (`filter=lfs`)."""
+    entry = tree.get(".gitattributes")
+    if entry is None or entry["lfs"]:
+        return []
+    text = repo.blob_path(entry["oid"]).read_text(errors="replace")
+    return [line.split()[0] for line in text.splitlines()
+            if line.strip() and not line.startswith("#") and "filter=lfs" in line.split()[1:]]
+
+
+def matches_lfs(path: str, patterns: list[str]) -> bool:
+    name = path.rsplit("/", 1)[-1]
+    return any(fnmatch.fnmatchcase(path if "/" in pattern else name, pattern) for pattern in patterns)
 
 
 def valid_repo_id(repo_id: str) -> bool:
@@ -363,6 +424,32 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.lock = threading.RLock()
+        self.quotas: dict[str, int] = {}  # namespace -> bytes of private storage allowed
+
+    def private_bytes(self, namespace: str) -> int:
+        """Bytes the namespace's private repos hold: LFS objects and blobs, history included."""
+        total = 0
+        for plural in TYPE_TO_PLURAL.values():
+            for repo_dir in (self.root / plural / namespace).glob("*"):
+                meta = repo_dir / "repo.json"
+                if not (meta.is_file() and read_json(meta)["private"]):
+                    continue
+                for kind in ("lfs", "blobs"):
+                    total += sum(f.stat().st_size for f in (repo_dir / kind).glob("*")
+                                 if f.is_file() and not f.name.endswith(".json") and not f.name.startswith("."))
+        return total
+
+    def check_quota(self, repo: "Repo", adding: int) -> None:
+        """403 with the Hub's message when `adding` bytes would take a private repo's namespace
+        past its quota (POST /__hub/quota)."""
+        namespace = repo.repo_id.split("/")[0]
+        quota = self.quotas.get(namespace)
+        if quota is None or adding <= 0 or not repo.meta()["private"]:
+            return
+        used = self.private_bytes(namespace)
+        if used + adding > quota:
+            raise HubError(403, f"{STORAGE_LIMIT}: {namespace} uses {used} of its {quota} bytes of private "
+                                "storage. Upgrade your plan or free up space to upload more.")
 
     def repo(self, rtype: str, repo_id: str) -> Repo:
         # Validating here also keeps '..' and friends from ever reaching the filesystem.
@@ -386,8 +473,8 @@ class Store:
 # Faults and counters (in memory)
 
 
-FAULT_KEYS = {"route", "nth", "times", "status", "retry_after", "message", "error_code", "headers",
-              "delay", "drop_after_bytes"}
+FAULT_KEYS = {"route", "nth", "times", "status", "retry_after", "ratelimit", "message", "error_code", "headers",
+              "delay", "answer_delay", "drop_after_bytes"}
 
 
 @dataclass
@@ -397,10 +484,12 @@ class FaultRule:
     times: int | None = None
     status: int | None = None
     retry_after: int | None = None
+    ratelimit: int | None = None
     message: str | None = None
     error_code: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
+    answer_delay: float = 0.0
     drop_after_bytes: int | None = None
     seen: int = 0
     fired: int = 0
@@ -434,14 +523,20 @@ class FaultRule:
             problems.append("status must be an integer in 400-599")
         if self.retry_after is not None and not is_int(self.retry_after, 0):
             problems.append("retry_after must be an integer >= 0")
+        if self.ratelimit is not None and not is_int(self.ratelimit, 0):
+            problems.append("ratelimit must be an integer >= 0")
         if not (isinstance(self.headers, dict) and all(isinstance(v, str) for v in self.headers.values())):
             problems.append("headers must map names to strings")
-        if not (isinstance(self.delay, (int, float)) and self.delay >= 0):
-            problems.append("delay must be a number >= 0")
+        for name in ("delay", "answer_delay"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0):
+                problems.append(f"{name} must be a number >= 0")
         if self.drop_after_bytes is not None and not is_int(self.drop_after_bytes, 0):
             problems.append("drop_after_bytes must be an integer >= 0")
-        if self.status is None and self.drop_after_bytes is None and not self.delay:
-            problems.append("a rule needs status, delay or drop_after_bytes")
+        if self.status is None and self.drop_after_bytes is None and not self.delay and not self.answer_delay:
+            problems.append("a rule needs status, delay, answer_delay or drop_after_bytes")
+        if self.answer_delay and self.status is not None:
+            problems.append("answer_delay and status exclude each other")
         if self.status is not None and self.drop_after_bytes is not None:
             problems.append("status and drop_after_bytes exclude each other")
         if problems:
@@ -520,6 +615,7 @@ class Options:
     lfs_threshold: int
     page_size: int
     verbose: bool
+    orgs: tuple[str, ...] | None = None  # None: the token's user is in every namespace asked about
 
 
 @dataclass(frozen=True)
@@ -546,6 +642,29 @@ class HubServer(ThreadingHTTPServer):
         self.stats = Stats()
         self.tickets: dict[str, UploadTicket] = {}
         self.tickets_lock = threading.Lock()
+        self.namespaces_asked: set[str] = set()
+        # signs the CDN URLs resolve redirects to, as the Hub's CDN URLs are signed
+        self.cdn_secret = secrets.token_bytes(16)
+        self.cdn = CdnServer(self)
+
+    def cdn_signature(self, path: str) -> str:
+        return hmac.new(self.cdn_secret, path.encode(), hashlib.sha256).hexdigest()[:32]
+
+    def serve_cdn(self) -> threading.Thread:
+        thread = threading.Thread(target=self.cdn.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        thread.start()
+        return thread
+
+
+class CdnServer(ThreadingHTTPServer):
+    """The CDN LFS downloads are redirected to: a second loopback port, so the client meets a
+    cross-origin redirect (and drops its Authorization header) as with the Hub's CDN. It shares
+    the Hub's repos, faults and counters."""
+
+    def __init__(self, hub: HubServer) -> None:
+        super().__init__(("127.0.0.1", 0), CdnHandler)
+        self.hub = hub
+        self.store, self.options, self.faults, self.stats = hub.store, hub.options, hub.faults, hub.stats
 
 
 # --------------------------------------------------------------------------------------------
@@ -563,6 +682,7 @@ class HubHandler(BaseHTTPRequestHandler):
     body: bytes
     body_read: bool
     drop_after: int | None
+    answer_delay: float
     request_id: str
     query: dict[str, list[str]]
 
@@ -592,6 +712,7 @@ class HubHandler(BaseHTTPRequestHandler):
         self.query = parse_qs(raw_query)
         self.request_id = uuid.uuid4().hex
         self.drop_after = None
+        self.answer_delay = 0.0
         self.body = b""
         self.body_read = False
         # Route on the raw path, then decode each segment: `%2F` inside a revision or a tree path
@@ -614,6 +735,9 @@ class HubHandler(BaseHTTPRequestHandler):
             if route != "lfs_upload":
                 self._authenticate()
             handler()
+        except (BrokenPipeError, ConnectionResetError):
+            # the client gave up (its timeout) while we worked or waited: nobody reads the answer
+            self.close_connection = True
         except HubError as e:
             self._send_error(e)
         except Exception as e:  # noqa: BLE001 - a bug here must become a 500, not a hung client
@@ -642,6 +766,8 @@ class HubHandler(BaseHTTPRequestHandler):
                     return "tree", lambda: self._tree(rtype, repo_id, rest[1], "/".join(rest[2:]))
                 if method == "GET" and action == "commits" and len(rest) == 2:
                     return "commits", lambda: self._commits(rtype, repo_id, rest[1])
+                if method == "GET" and action in ("xet-read-token", "xet-write-token") and len(rest) == 2:
+                    return "xet_token", lambda: self._xet_token(rtype, repo_id, action == "xet-write-token")
                 if method == "GET" and rest == ["lfs-files"]:
                     return "lfs_files", lambda: self._lfs_files(rtype, repo_id)
                 if method == "POST" and rest == ["lfs-files", "batch"]:
@@ -651,6 +777,8 @@ class HubHandler(BaseHTTPRequestHandler):
                 if method == "POST" and action in posts and len(rest) == 2:
                     name, func = posts[action]
                     return name, lambda: func(rtype, repo_id, rest[1])
+        if s[:2] == ["-", "cas"]:
+            return "cas", self._cas
         if s[:2] == ["-", "lfs"] and n == 3 and method == "PUT":
             return "lfs_upload", lambda: self._lfs_upload(s[2])
         if s[:2] == ["-", "lfs"] and n == 4 and s[3] == "verify" and method == "POST":
@@ -672,10 +800,15 @@ class HubHandler(BaseHTTPRequestHandler):
             time.sleep(fault.delay)
         if fault.drop_after_bytes is not None:
             self.drop_after = fault.drop_after_bytes
+        self.answer_delay = fault.answer_delay
         if fault.status is not None:
             headers = dict(fault.headers)
             if fault.retry_after is not None:
                 headers["Retry-After"] = str(fault.retry_after)
+            if fault.ratelimit is not None:
+                # as the Hub sends on a 429 of its API and resolvers, often without Retry-After
+                headers["RateLimit"] = f'"api";r=0;t={fault.ratelimit}'
+                headers["RateLimit-Policy"] = '"fixed window";"api";q=500;w=300'
             code = fault.error_code or ("EntryNotFound" if fault.status == 404 else None)
             message = fault.message or f"testhub fault: status {fault.status}"
             raise HubError(fault.status, message, code, headers=headers)
@@ -702,6 +835,7 @@ class HubHandler(BaseHTTPRequestHandler):
             raise HubError(403, READ_ONLY_TOKEN)
 
     def _repo(self, rtype: str, repo_id: str, *, write: bool = False) -> Repo:
+        self.server.namespaces_asked.add(repo_id.split("/")[0])
         repo = self.server.store.repo(rtype, repo_id)
         # A private repo is invisible, not forbidden, without credentials: same as the Hub.
         if repo.meta()["private"] and self.access == "anonymous":
@@ -731,6 +865,9 @@ class HubHandler(BaseHTTPRequestHandler):
         return f"{self._base_url()}/{WEB_PREFIX[repo.rtype]}{repo.repo_id}"
 
     def _start(self, status: int, length: int, headers: dict[str, str]) -> None:
+        if self.answer_delay:
+            # the work is done (a commit has landed); only its answer is late
+            time.sleep(self.answer_delay)
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
@@ -803,6 +940,17 @@ class HubHandler(BaseHTTPRequestHandler):
             elif method == "DELETE":
                 server.faults.clear()
             return self._send_json(server.faults.snapshot())
+        if s == ["quota"] and method == "POST":
+            body = self._json_body()
+            if not (isinstance(body, dict) and isinstance(body.get("namespace"), str)
+                    and (body.get("bytes") is None or isinstance(body.get("bytes"), int))):
+                raise HubError(400, 'expected {"namespace": "ns", "bytes": N or null}')
+            if body.get("bytes") is None:
+                server.store.quotas.pop(body["namespace"], None)
+            else:
+                server.store.quotas[body["namespace"]] = body["bytes"]
+            return self._send_json({"namespace": body["namespace"], "bytes": body.get("bytes"),
+                                    "used": server.store.private_bytes(body["namespace"])})
         if s == ["move-head"] and method == "POST":
             return self._move_head(self._json_body())
         if len(s) == 4 and s[0] == "repo" and method == "GET":
@@ -847,6 +995,31 @@ class HubHandler(BaseHTTPRequestHandler):
     def _unknown(self) -> None:
         raise HubError(404, f"testhub has no route for {self.command} {self.path}", "RouteNotFound")
 
+    def _whoami(self) -> None:
+        # the --token is a write token, the --read-only-token a read one (role, as the Hub says)
+        if self.access == "anonymous":
+            raise HubError(401, INVALID_CREDENTIALS)
+        orgs = self.server.options.orgs
+        if orgs is None:
+            orgs = tuple(sorted(self.server.namespaces_asked - {DEFAULT_NAMESPACE}))
+        role = "read" if self.access == "read" else "write"
+        self._send_json({"type": "user", "id": "0" * 24, "name": DEFAULT_NAMESPACE, "fullname": "Test User",
+                         "orgs": [{"type": "org", "name": org} for org in orgs],
+                         "auth": {"type": "access_token", "accessToken": {"displayName": "testhub", "role": role}}})
+
+    def _xet_token(self, rtype: str, repo_id: str, write: bool) -> None:
+        """The Xet token endpoints, as the Hub answers them; their casUrl leads to no CAS (ocb
+        sends volumes over LFS: docs/hub.md), so a client that takes the Xet path fails here."""
+        self._repo(rtype, repo_id, write=write)
+        exp = int(time.time()) + 3600
+        token = secrets.token_urlsafe(16)
+        cas = f"{self._base_url()}/-/cas"
+        self._send_json({"casUrl": cas, "accessToken": token, "exp": exp},
+                        headers={"X-Xet-Cas-Url": cas, "X-Xet-Access-Token": token, "X-Xet-Token-Expiration": str(exp)})
+
+    def _cas(self) -> None:
+        raise HubError(501, "testhub has no Xet CAS: upload over LFS (HF_HUB_DISABLE_XET)")
+
     def _agent_harnesses(self) -> None:
         raise HubError(404, "no agent harness registry here", "EntryNotFound")
 
@@ -886,14 +1059,6 @@ class HubHandler(BaseHTTPRequestHandler):
         # Renamed first so the repo vanishes atomically; the files go outside the lock.
         shutil.rmtree(trash)
         self._send_json({})
-
-    def _whoami(self) -> None:
-        # the --token is a write token, the --read-only-token a read one (role, as the Hub says)
-        if self.access == "anonymous":
-            raise HubError(401, INVALID_CREDENTIALS)
-        role = "write" if self.access == "write" else "read"
-        self._send_json({"type": "user", "name": AUTHOR, "orgs": [],
-                         "auth": {"type": "access_token", "accessToken": {"displayName": "testhub", "role": role}}})
 
     def _info(self, rtype: str, repo_id: str, rev: str | None) -> None:
         repo = self._repo(rtype, repo_id)
@@ -956,11 +1121,19 @@ class HubHandler(BaseHTTPRequestHandler):
         with self.server.store.lock:
             tree = repo.resolve(rev)["tree"]
         answers = []
+        patterns = lfs_patterns(tree, repo)
         for f in files:
             current = tree.get(f["path"])
             # The client compares this oid with its own: sha256 for LFS files, git oid otherwise.
             oid = None if current is None else (current["sha256"] if current["lfs"] else current["oid"])
-            mode = "lfs" if f["size"] > self.server.options.lfs_threshold else "regular"
+            try:
+                sample = base64.b64decode(f.get("sample") or "")
+            except ValueError:
+                sample = b""
+            # as on the Hub: LFS for a file over the threshold, one .gitattributes sends to
+            # LFS, or a binary one, whatever its size
+            lfs = f["size"] > self.server.options.lfs_threshold or matches_lfs(f["path"], patterns) or is_binary(sample)
+            mode = "lfs" if lfs else "regular"
             answers.append({"path": f["path"], "uploadMode": mode, "shouldIgnore": False, "oid": oid})
         self._send_json({"files": answers})
 
@@ -970,6 +1143,9 @@ class HubHandler(BaseHTTPRequestHandler):
         if not isinstance(body, dict) or body.get("operation") != "upload" or not isinstance(body.get("objects"), list):
             raise HubError(400, "only the LFS 'upload' operation is supported")
         answers = []
+        incoming = sum(obj["size"] for obj in body["objects"] if isinstance(obj, dict) and isinstance(obj.get("size"), int)
+                       and isinstance(obj.get("oid"), str) and repo.lfs_meta(obj["oid"]) is None)
+        self.server.store.check_quota(repo, incoming)
         for obj in body["objects"]:
             oid, size = obj.get("oid"), obj.get("size")
             if not (isinstance(oid, str) and SHA256_RE.match(oid) and isinstance(size, int) and size >= 0):
@@ -1061,6 +1237,18 @@ class HubHandler(BaseHTTPRequestHandler):
             if parent is not None and not head.startswith(parent.lower()):
                 raise HubError(412, STALE_PARENT)
             tree = dict(repo.commit(head)["tree"])
+            patterns = lfs_patterns(tree, repo)
+            new_bytes = 0
+            for line in lines[1:]:
+                value = line.get("value") or {}
+                if line.get("key") == "file" and isinstance(value, dict):
+                    data = base64.b64decode(value.get("content", ""))
+                    path = value.get("path", "")
+                    if is_binary(data[:SAMPLE_BYTES]) or matches_lfs(path, patterns):
+                        raise HubError(400, f"{BINARY_REJECTED} ({path})")
+                    if not repo.blob_path(git_blob_oid(data)).exists():
+                        new_bytes += len(data)
+            self.server.store.check_quota(repo, new_bytes)
             touched_lfs: dict[str, str] = {}
             for line in lines[1:]:
                 self._apply_operation(repo, tree, line, touched_lfs)
@@ -1160,9 +1348,24 @@ class HubHandler(BaseHTTPRequestHandler):
             raise HubError(404, f"Entry not found: {path}", "EntryNotFound", headers=not_found)
         headers = {"X-Repo-Commit": commit["id"], "Accept-Ranges": "bytes"}
         if entry["lfs"]:
-            file = repo.lfs_path(entry["sha256"])
+            if not repo.lfs_path(entry["sha256"]).is_file():
+                raise HubError(404, f"The LFS object of {path} was permanently deleted", "EntryNotFound",
+                               headers=not_found)
+            # as the Hub: a 302 to a signed CDN URL on another origin, the file's etag and size
+            # in this answer; the Xet hash and token route as for a Xet-backed file (a client
+            # with Xet off ignores them and follows the redirect)
             etag = f'"{entry["sha256"]}"'
-            headers.update({"ETag": etag, "X-Linked-Etag": etag, "X-Linked-Size": str(entry["size"])})
+            cdn_path = f"/{TYPE_TO_PLURAL[rtype]}/{repo_id}/{entry['sha256']}"
+            location = (f"http://127.0.0.1:{self.server.cdn.server_address[1]}{cdn_path}"
+                        f"?sig={self.server.cdn_signature(cdn_path)}")
+            token_route = f"{self._base_url()}/api/{TYPE_TO_PLURAL[rtype]}/{repo_id}/xet-read-token/{commit['id']}"
+            headers.update({"ETag": etag, "X-Linked-Etag": etag, "X-Linked-Size": str(entry["size"]),
+                            "Location": location, "X-Xet-Hash": entry["sha256"],
+                            "Link": f'<{token_route}>; rel="xet-auth"'})
+            body = f"Found. Redirecting to {location}".encode()
+            self._start(302, len(body), {"Content-Type": "text/plain; charset=utf-8", **headers})
+            self._write_body([body])
+            return
         else:
             file = repo.blob_path(entry["oid"])
             headers["ETag"] = f'"{entry["oid"]}"'
@@ -1210,6 +1413,75 @@ class HubHandler(BaseHTTPRequestHandler):
         return start, end
 
 
+class CdnHandler(HubHandler):
+    """GET/HEAD /{datasets|models|spaces}/{ns}/{name}/{sha256}?sig=...: an LFS object, Range
+    honoured, no Authorization needed (the signature is the credential), as a CDN serves it."""
+
+    server: CdnServer  # type: ignore[assignment]
+
+    def do_POST(self) -> None:
+        self._cdn_dispatch()
+
+    def do_PUT(self) -> None:
+        self._cdn_dispatch()
+
+    def do_DELETE(self) -> None:
+        self._cdn_dispatch()
+
+    def _dispatch(self) -> None:
+        self._cdn_dispatch()
+
+    def _cdn_dispatch(self) -> None:
+        raw_path, _, raw_query = self.path.partition("?")
+        self.query = parse_qs(raw_query)
+        self.request_id = uuid.uuid4().hex
+        self.drop_after = None
+        self.answer_delay = 0.0
+        self.body = b""
+        self.body_read = False
+        try:
+            self._read_body()
+            route = "cdn_head" if self.command == "HEAD" else "cdn_get"
+            self.server.stats.count_request(route)
+            fault = self.server.faults.pick(route)
+            if fault is not None:
+                self._apply_fault(fault)
+            self._serve(raw_path)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except HubError as e:
+            self._send_error(e)
+        except Exception as e:  # noqa: BLE001 - a bug here must become a 500, not a hung client
+            traceback.print_exc(file=sys.stderr)
+            self._send_error(HubError(500, f"testhub CDN internal error: {e!r}"))
+
+    def _serve(self, raw_path: str) -> None:
+        segments = [unquote(part) for part in raw_path.strip("/").split("/")]
+        signature = self.query.get("sig", [""])[0]
+        if self.command not in ("GET", "HEAD") or len(segments) != 4 or segments[0] not in PLURAL_TO_TYPE:
+            raise HubError(403, "AccessDenied: not a signed URL of this CDN")
+        if not hmac.compare_digest(signature, self.server.hub.cdn_signature(raw_path)):
+            raise HubError(403, "AccessDenied: the URL's signature does not match")
+        repo = self.server.store.repo(PLURAL_TO_TYPE[segments[0]], f"{segments[1]}/{segments[2]}")
+        sha256 = segments[3]
+        meta = repo.lfs_meta(sha256) if SHA256_RE.match(sha256) else None
+        if meta is None:
+            raise HubError(404, "NoSuchKey: the object is gone", "EntryNotFound")
+        with open(repo.lfs_path(sha256), "rb") as handle:
+            size = meta["size"]
+            start, end, status = 0, size - 1, 200
+            headers = {"Content-Type": "application/octet-stream", "Accept-Ranges": "bytes", "ETag": f'"{sha256}"'}
+            requested = self._parse_range(self.headers.get("Range"), size)
+            if requested is not None:
+                start, end = requested
+                status = 206
+                headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+            handle.seek(start)
+            self._start(status, end - start + 1, headers)
+            sent = self._write_body(self._read_chunks(handle, end - start + 1))
+        self.server.stats.add("downloaded_bytes", sent)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Local Hugging Face Hub emulator for tests.")
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1; 0 picks a free one")
@@ -1219,6 +1491,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lfs-threshold", type=int, default=DEFAULT_LFS_THRESHOLD,
                         help="files larger than this many bytes are uploaded through LFS")
     parser.add_argument("--page-size", type=int, default=DEFAULT_PAGE_SIZE, help="items per listing page")
+    parser.add_argument("--orgs", help="comma-separated organisations whoami gives the token's user "
+                                       "(default: every namespace a request names)")
     parser.add_argument("--verbose", action="store_true", help="log requests to stderr")
     args = parser.parse_args(argv)
     if args.page_size < 1 or args.lfs_threshold < 0:
@@ -1229,13 +1503,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     args.data.mkdir(parents=True, exist_ok=True)
-    options = Options(args.token, args.read_only_token, args.lfs_threshold, args.page_size, args.verbose)
+    orgs = None if args.orgs is None else tuple(o for o in args.orgs.split(",") if o)
+    options = Options(args.token, args.read_only_token, args.lfs_threshold, args.page_size, args.verbose, orgs)
     server = HubServer(("127.0.0.1", args.port), args.data, options)
+    server.serve_cdn()
 
     def stop(signum: int, frame: Any) -> None:
         # shutdown() waits for serve_forever() to return, so it cannot run in the signal handler,
         # which interrupts serve_forever() on this very thread.
         threading.Thread(target=server.shutdown, daemon=True).start()
+        threading.Thread(target=server.cdn.shutdown, daemon=True).start()
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
@@ -1244,6 +1521,7 @@ def main(argv: list[str] | None = None) -> int:
         server.serve_forever(poll_interval=0.1)
     finally:
         server.server_close()
+        server.cdn.server_close()
     return 0
 
 

@@ -90,6 +90,8 @@ def test_a_root_name_used_twice_is_a_usage_error():
     ({"OCB_COMPRESSION": "gzip", "OCB_COMPRESSION_LEVEL": "10"}, "OCB_COMPRESSION_LEVEL=10"),
     ({"OCB_RETRY_SECONDS": "soon"}, "OCB_RETRY_SECONDS"),
     ({"OCB_RETRY_SECONDS": "-1"}, "OCB_RETRY_SECONDS"),
+    ({"OCB_HUB_TIMEOUT": "0"}, "OCB_HUB_TIMEOUT"),
+    ({"OCB_HUB_TIMEOUT": "slow"}, "OCB_HUB_TIMEOUT"),
     ({"OCB_SQLITE_TIMEOUT": "0"}, "OCB_SQLITE_TIMEOUT"),
     ({"OCB_SQLITE_TIMEOUT": "nan"}, "OCB_SQLITE_TIMEOUT"),
     ({"OCB_DELTA_MIN": "1X"}, "OCB_DELTA_MIN"),

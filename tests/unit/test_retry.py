@@ -130,3 +130,37 @@ NOW = 1_700_000_000.0
 ])
 def test_retry_after_seconds(header, seconds):
     assert retry.retry_after_seconds(header, NOW) == seconds
+
+
+@pytest.mark.parametrize("header, seconds", [
+    (None, None),
+    ("", None),
+    ('"api";r=0;t=55', 55.0),
+    ('"api";r=3;t=55', None),  # requests remain: no wait asked
+    ('"api";r=0;t=55, "resolvers";r=0;t=120', 120.0),  # the longest exhausted one
+    ('"api";r=10;t=5, "pages";r=0;t=30', 30.0),
+    ("api;r=0;t=7", 7.0),
+    ("garbage", None),
+])
+def test_ratelimit_seconds(header, seconds):
+    assert retry.ratelimit_seconds(header) == seconds
+
+
+def test_wait_hint_takes_retry_after_first_then_ratelimit():
+    assert retry.wait_hint("3", '"api";r=0;t=55', 0.0) == 3.0
+    assert retry.wait_hint(None, '"api";r=0;t=55', 0.0) == 55.0
+    assert retry.wait_hint("soon", '"api";r=0;t=9', 0.0) == 9.0
+    assert retry.wait_hint(None, None, 0.0) is None
+
+
+def test_a_hint_callback_sets_the_wait():
+    clock = Clock()
+    policy = retry.Policy(60.0, sleep=clock.sleep, clock=clock)
+    result = retry.call(attempts(Flaky(), "ok"), policy, transient=lambda exc: isinstance(exc, Flaky),
+                        hint=lambda exc, now: 5.0)
+    assert (result, clock.waits) == ("ok", [5.0])
+    # a hint past the deadline ends the loop with the failure, without waiting
+    with pytest.raises(Flaky):
+        retry.call(attempts(Flaky(), "ok"), retry.Policy(4.0, sleep=clock.sleep, clock=clock),
+                   transient=lambda exc: isinstance(exc, Flaky), hint=lambda exc, now: 300.0)
+    assert clock.waits == [5.0]

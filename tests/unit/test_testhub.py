@@ -314,7 +314,7 @@ def test_stats_count_requests_commits_and_bytes(hub: Hub) -> None:
     """, repo="team/stats")
     stats = hub.stats()
     assert stats["by_route"] == {"create": 1, "preupload": 2, "lfs_batch": 2, "lfs_upload": 1, "lfs_verify": 1,
-                                 "commit": 2, "resolve_head": 1, "resolve_get": 1}
+                                 "commit": 2, "resolve_head": 1, "resolve_get": 1, "cdn_get": 1}
     assert stats["requests"] == sum(stats["by_route"].values())
     assert (stats["commits"], stats["lfs_bytes"], stats["downloaded_bytes"], stats["faults_fired"]) == (2, 300, 300, 0)
     assert hub.stats()["requests"] == stats["requests"], "control requests must not be counted"
@@ -408,7 +408,7 @@ def test_dropped_download_is_resumed(hub: Hub) -> None:
                           commit_message="big", repo_type="dataset")
         emit()
     """, repo="team/dropdl")
-    hub.control("POST", "faults", {"route": "resolve_get", "drop_after_bytes": 1000, "times": 1})
+    hub.control("POST", "faults", {"route": "cdn_get", "drop_after_bytes": 1000, "times": 1})
     before = hub.stats()
     result = hub.client("""
         path = hf_hub_download(args["repo"], "big.bin", repo_type="dataset")
@@ -416,7 +416,8 @@ def test_dropped_download_is_resumed(hub: Hub) -> None:
     """, repo="team/dropdl")
     assert result["ok"]
     after = hub.stats()
-    assert by_route_delta(before, after) == {"resolve_head": 1, "resolve_get": 2}
+    # the resolve answers 302 to the CDN each time; the CDN's second answer resumes
+    assert by_route_delta(before, after) == {"resolve_head": 1, "resolve_get": 2, "cdn_get": 2}
     assert after["downloaded_bytes"] - before["downloaded_bytes"] == 1000 + 5000
 
 
@@ -518,3 +519,153 @@ def test_start_hub_sh_prints_url_and_pid(tmp_path: Path) -> None:
                 return
         time.sleep(0.05)
     pytest.fail("testhub kept listening after SIGTERM")
+
+
+# ---- strict like the Hub: LFS for binaries, the CDN, quotas, Xet endpoints, whoami, faults ------
+
+
+def raw(url: str, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+        timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """One request, redirects NOT followed (urllib follows them)."""
+    import http.client
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body, headers=headers or {})
+        response = connection.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        connection.close()
+
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def b64(data: bytes) -> str:
+    import base64
+
+    return base64.b64encode(data).decode()
+
+
+def raw_commit(hub: Hub, repo: str, lines: list[dict[str, Any]], timeout: float = 10) -> tuple[int, dict, bytes]:
+    payload = "\n".join(json.dumps(line) for line in [{"key": "header", "value": {"summary": "raw"}}, *lines])
+    return raw(hub.url, "POST", f"/api/datasets/{repo}/commit/main", payload.encode(),
+               {**AUTH, "Content-Type": "application/x-ndjson"}, timeout)
+
+
+def raw_lfs_put(hub: Hub, repo: str, data: bytes) -> tuple[int, dict[str, Any]]:
+    """Upload `data` through the LFS batch API; (status of the batch, its answer)."""
+    oid = hashlib.sha256(data).hexdigest()
+    status, _, body = raw(hub.url, "POST", f"/datasets/{repo}.git/info/lfs/objects/batch",
+                          json.dumps({"operation": "upload", "objects": [{"oid": oid, "size": len(data)}]}).encode(),
+                          {**AUTH, "Content-Type": "application/json"})
+    answer = json.loads(body)
+    if status == 200:
+        actions = answer["objects"][0].get("actions")
+        if actions:
+            href = actions["upload"]["href"]
+            assert raw(hub.url, "PUT", href[len(hub.url):], data)[0] == 200
+    return status, answer
+
+
+def test_binary_and_gitattributes_files_go_to_lfs_whatever_their_size(hub: Hub) -> None:
+    create_dataset(hub, "team/binary")
+    files = [{"path": "tiny.dat", "size": 3, "sample": b64(b"\x00\x01\x02")},
+             {"path": "latin.dat", "size": 4, "sample": b64(b"\xff\xfe\xfd\xfc")},
+             {"path": "notes.txt", "size": 5, "sample": b64(b"hello")},
+             {"path": "cut.txt", "size": 3, "sample": b64("é".encode()[:1])},  # a sample cut mid-character
+             {"path": "small.zst", "size": 3, "sample": b64(b"abc")}]  # the default .gitattributes
+    status, _, body = raw(hub.url, "POST", "/api/datasets/team/binary/preupload/main",
+                          json.dumps({"files": files}).encode(), {**AUTH, "Content-Type": "application/json"})
+    assert status == 200, body
+    modes = {f["path"]: f["uploadMode"] for f in json.loads(body)["files"]}
+    assert modes == {"tiny.dat": "lfs", "latin.dat": "lfs", "notes.txt": "regular", "cut.txt": "regular",
+                     "small.zst": "lfs"}
+    # sent as a regular file anyway: refused, as the Hub refuses binary files outside LFS
+    status, _, body = raw_commit(hub, "team/binary", [
+        {"key": "file", "value": {"path": "tiny.dat", "content": b64(b"\x00\x01\x02"), "encoding": "base64"}}])
+    assert status == 400 and b"binary files" in body
+    assert "tiny.dat" not in hub.state("team/binary")["files"]
+
+
+def test_lfs_downloads_redirect_to_a_signed_cdn_url_on_another_port(hub: Hub) -> None:
+    create_dataset(hub, "team/cdn")
+    data = bytes(range(256)) * 4
+    assert raw_lfs_put(hub, "team/cdn", data)[0] == 200
+    oid = hashlib.sha256(data).hexdigest()
+    status, _, body = raw_commit(hub, "team/cdn", [
+        {"key": "lfsFile", "value": {"path": "v.bin", "algo": "sha256", "oid": oid, "size": len(data)}}])
+    assert status == 200, body
+    for method in ("HEAD", "GET"):
+        status, headers, _ = raw(hub.url, method, "/datasets/team/cdn/resolve/main/v.bin", headers=AUTH)
+        assert status == 302
+        assert headers["X-Linked-Size"] == str(len(data)) and headers["X-Linked-Etag"] == f'"{oid}"'
+        assert headers["X-Xet-Hash"] and 'rel="xet-auth"' in headers["Link"]
+    location = headers["Location"]
+    assert location.startswith("http://127.0.0.1:") and not location.startswith(hub.url + "/")
+    cdn = location.split("/", 3)
+    cdn_url, cdn_path = "/".join(cdn[:3]), "/" + cdn[3]
+    before = hub.stats()
+    status, headers, body = raw(cdn_url, "GET", cdn_path, headers={"Range": "bytes=0-9"})  # no token needed
+    assert (status, body, headers["Content-Range"]) == (206, data[:10], f"bytes 0-9/{len(data)}")
+    assert by_route_delta(before, hub.stats()) == {"cdn_get": 1}
+    status, _, _ = raw(cdn_url, "GET", cdn_path.replace("sig=", "sig=0"))
+    assert status == 403
+
+
+def test_a_namespace_quota_refuses_private_uploads_with_the_hubs_message(hub: Hub) -> None:
+    create_dataset(hub, "quota/private")
+    used = hub.control("POST", "quota", {"namespace": "quota", "bytes": 0})["used"]
+    assert used > 0  # the initial commit's .gitattributes counts
+    hub.control("POST", "quota", {"namespace": "quota", "bytes": used + 100})
+    status, answer = raw_lfs_put(hub, "quota/private", b"q" * 200)
+    assert status == 403 and answer["error"].startswith("Private repository storage limit reached")
+    status, _, body = raw_commit(hub, "quota/private", [
+        {"key": "file", "value": {"path": "big.txt", "content": b64(b"t" * 200), "encoding": "base64"}}])
+    assert status == 403 and b"storage limit" in body
+    hub.client('api.create_repo(args["repo"], repo_type="dataset", private=False); emit()', repo="quota/public")
+    assert raw_lfs_put(hub, "quota/public", b"p" * 200)[0] == 200  # public storage is not counted
+    hub.control("POST", "quota", {"namespace": "quota", "bytes": None})
+    assert raw_lfs_put(hub, "quota/private", b"q" * 200)[0] == 200
+
+
+def test_a_ratelimit_fault_sends_ratelimit_and_no_retry_after(hub: Hub) -> None:
+    create_dataset(hub, "team/ratelimit")
+    hub.control("POST", "faults", {"route": "info", "status": 429, "ratelimit": 7, "times": 1})
+    status, headers, _ = raw(hub.url, "GET", "/api/datasets/team/ratelimit", headers=AUTH)
+    assert status == 429 and headers["RateLimit"] == '"api";r=0;t=7' and "Retry-After" not in headers
+    assert raw(hub.url, "GET", "/api/datasets/team/ratelimit", headers=AUTH)[0] == 200
+
+
+def test_a_late_answer_comes_after_the_commit_landed(hub: Hub) -> None:
+    create_dataset(hub, "team/late")
+    hub.control("POST", "faults", {"route": "commit", "answer_delay": 3, "times": 1})
+    with pytest.raises(TimeoutError):
+        raw_commit(hub, "team/late", [
+            {"key": "file", "value": {"path": "l.txt", "content": b64(b"late"), "encoding": "base64"}}], timeout=0.5)
+    # the client gave up; the Hub had committed before it answered
+    assert "l.txt" in hub.state("team/late")["files"]
+
+
+def test_xet_token_endpoints_answer_and_lead_to_no_cas(hub: Hub) -> None:
+    create_dataset(hub, "team/xet")
+    for kind in ("read", "write"):
+        status, headers, body = raw(hub.url, "GET", f"/api/datasets/team/xet/xet-{kind}-token/main", headers=AUTH)
+        answer = json.loads(body)
+        assert status == 200 and answer["accessToken"] and answer["exp"] > time.time()
+        assert headers["X-Xet-Cas-Url"] == answer["casUrl"]
+    cas = answer["casUrl"][len(hub.url):]
+    assert raw(hub.url, "POST", cas + "/v1/xorbs/default/0", b"x", AUTH)[0] == 501
+
+
+def test_whoami_names_the_token_users_organisations(tmp_path: Path) -> None:
+    for served in launch(tmp_path, token=TOKEN, read_only_token=READ_TOKEN, orgs="team,ocb"):
+        status, _, body = raw(served.url, "GET", "/api/whoami-v2", headers=AUTH)
+        me = json.loads(body)
+        assert status == 200 and [org["name"] for org in me["orgs"]] == ["team", "ocb"]
+        assert me["auth"]["accessToken"]["role"] == "write"
+        _, _, body = raw(served.url, "GET", "/api/whoami-v2", headers={"Authorization": f"Bearer {READ_TOKEN}"})
+        assert json.loads(body)["auth"]["accessToken"]["role"] == "read"
+        assert raw(served.url, "GET", "/api/whoami-v2", headers={"Authorization": "Bearer wrong"})[0] == 401

@@ -8,10 +8,16 @@ ONE commit of deletions and the new catalog, conflict-checked the same way. Smal
 which also tells the commit they were read at; volumes are downloaded with hf_hub_download
 (streamed to the work dir, resumed by the library) and verified against the meta's sha256.
 
-The library retries its upload requests itself but never a commit: 429 and 5xx on the
-commit are waited out here (ocb.retry, within the retry budget), and a commit whose answer
-was lost is looked up before it is ever repeated. Everything the store needs comes from the
-settings and secrets handed in: the endpoint (settings.hub_endpoint, which config also reads
+The library retries its upload requests itself but never a commit: 429, 5xx, timeouts and
+network errors are waited out here (ocb.retry, within the retry budget, `Retry-After` or the
+Hub's `RateLimit` honoured), and a commit whose answer was lost or timed out is looked up
+before it is ever repeated; a 412 on the repeat is looked up too (the first one may have
+landed meanwhile). Every request times out (settings.hub_timeout) and the library's own
+retries keep to the same budget (hf_library). Volumes go over LFS, never Xet (docs/hub.md).
+The Hub's limits keep their own reasons: a storage quota or the entries-per-folder limit is
+exit 1 saying what to do, never "usage" or "token refused"; a repo that answers 404 is told
+apart, where whoami allows it, as missing (a first backup creates it) or unseen (exit 13).
+Everything the store needs comes from the settings and secrets handed in: the endpoint (settings.hub_endpoint, which config also reads
 from the env file) is passed to every library call, the token likewise; the library's own
 environment is never consulted for them.
 
@@ -52,6 +58,10 @@ REPO_TYPE = "dataset"
 MAX_REPO_ID = 96
 PART = re.compile(r"^[A-Za-z0-9_.-]+$")
 RETRIED_STATUSES = (408, 429, 500, 502, 503, 504)
+# the Hub's words for its storage quota (403) and its entries-per-folder limit (400)
+QUOTA = re.compile(r"storage (limit|quota)|quota (reached|exceeded)", re.I)
+FOLDER_LIMIT = re.compile(r"too many (files|entries)|(files|entries) per (directory|folder)", re.I)
+FOLDER_MAX = 10_000
 T = TypeVar("T")
 
 
@@ -119,9 +129,12 @@ def _server_message(exc: BaseException) -> str:
     return message or str(exc).splitlines()[0]
 
 
-def _retry_after(exc: BaseException) -> str | None:
+def _wait_hint(exc: BaseException, now: float) -> float | None:
+    """`Retry-After`, else the Hub's `RateLimit` (it sends either on a 429), as seconds."""
     response = getattr(_http_cause(exc), "response", None)
-    return response.headers.get("Retry-After") if response is not None else None
+    if response is None:
+        return None
+    return retry.wait_hint(response.headers.get("Retry-After"), response.headers.get("RateLimit"), now)
 
 
 class HfStore(Store):
@@ -162,6 +175,9 @@ class HfStore(Store):
         self.token: str | bool = secrets.hf_token or False
         self.policy = retry.Policy(settings.retry_seconds)  # tests replace its sleep and clock
         self.hub = _library()
+        self.timeout = settings.hub_timeout
+        self.hub.configure(self.timeout)
+        self.budget = self.hub.BUDGET
         self.api = self.hub.HfApi(endpoint=self.endpoint, token=self.token)
         # the catalog as last read or written, with the commit it belongs to: a publish or a
         # removal at that commit needs no second read
@@ -179,6 +195,17 @@ class HfStore(Store):
             exc = _http_cause(exc)
         status = _status(exc)
         where = f"{self.url}: {action}"
+        budget = f"{self.policy.budget:.0f}s (OCB_RETRY_SECONDS)"
+        if isinstance(exc, hub.BudgetSpent):
+            return TemporarilyUnavailable(f"{where}: gave up at the end of the retry budget of {budget}: {exc}")
+        text = _server_message(exc) if status is not None else ""
+        if status == 403 and QUOTA.search(text):
+            return RuntimeFailure(f"{where}: the Hub's storage quota for this namespace is reached ({text}): "
+                                  "free storage with ocb-prune (it deletes pruned volumes for good), delete "
+                                  "other private repos, or raise the quota (a paid plan); then back up again")
+        if status == 400 and FOLDER_LIMIT.search(text):
+            return RuntimeFailure(f"{where}: the Hub refuses more than {FOLDER_MAX:,} entries in one folder "
+                                  f"({text}): run ocb-prune to keep fewer snapshots, then back up again")
         if status in (401, 403):
             return CredentialsRefused(f"{where}: the Hub refused the token ({status}): {_server_message(exc)}")
         if isinstance(exc, hub.RepositoryNotFoundError):
@@ -187,14 +214,19 @@ class HfStore(Store):
             return StoreConflict(f"{where}: another writer committed since this document was planned: re-plan")
         if status in RETRIED_STATUSES:
             return TemporarilyUnavailable(f"{where}: the Hub answered {status} past the retry budget "
-                                          f"of {self.policy.budget:.0f}s: {_server_message(exc)}")
+                                          f"of {budget}: {_server_message(exc)}")
         if status == 400:
             return UsageError(f"{where}: the Hub refused the request: {_server_message(exc)}")
+        if isinstance(exc, hub.TimeoutException):
+            return TemporarilyUnavailable(f"{where}: the Hub did not answer within {self.timeout:g}s "
+                                          f"(OCB_HUB_TIMEOUT) until the end of the retry budget of {budget}")
         if isinstance(exc, (hub.TransportError, hub.LocalEntryNotFoundError)):
-            return TemporarilyUnavailable(f"{where}: the Hub is unreachable: {exc}")
+            return TemporarilyUnavailable(f"{where}: the Hub is unreachable past the retry budget of {budget}: {exc}")
         return RuntimeFailure(f"{where}: unexpected answer from the Hub: {_server_message(exc)}")
 
     def _transient(self, exc: BaseException) -> bool:
+        if isinstance(exc, self.hub.BudgetSpent):
+            return False
         status = _status(_http_cause(exc))
         return status in RETRIED_STATUSES or (status is None and not isinstance(exc, self.hub.HfHubHTTPError))
 
@@ -202,11 +234,32 @@ class HfStore(Store):
                   before_retry: Callable[[BaseException], T | None] | None = None) -> T:
         """`call`, with 429/5xx/network failures waited out within the retry budget, and what
         the library raises mapped to ocb errors."""
+        budget = self.budget
+        outermost = budget.deadline is None
+        if outermost:
+            # one deadline for the operation, the library's own retries included (hf_library)
+            budget.clock = self.policy.clock
+            budget.deadline = self.policy.clock() + self.policy.budget
         try:
-            return retry.call(call, self.policy, transient=self._transient, retry_after=_retry_after,
+            return retry.call(call, self.policy, transient=self._transient, hint=_wait_hint,
                               before_retry=before_retry, catch=self.hub.ERRORS)
         except self.hub.ERRORS as exc:
             raise self._map(exc, action) from None
+        finally:
+            if outermost:
+                budget.deadline = None
+
+    def _looking(self, look: Callable[[], T]) -> T:
+        """`look()` (did our commit land?) with time for one request past the deadline: the
+        answer decides between success and a needless retry, so it is asked even then."""
+        budget = self.budget
+        saved = budget.deadline
+        if saved is not None:
+            budget.deadline = max(saved, budget.clock() + self.timeout + 1)
+        try:
+            return look()
+        finally:
+            budget.deadline = saved
 
     # -- small JSON files: one GET each, which also names the commit ---------------------------
 
@@ -231,10 +284,39 @@ class HfStore(Store):
     def exists(self) -> bool:
         return self._retrying("look up the repo", lambda: self.api.repo_exists(self.repo_id, repo_type=REPO_TYPE))
 
+    def _unseen(self) -> str | None:
+        """Why a repo that answers 404 may be one the token cannot see (None: it does not
+        exist). The Hub answers 404 for both; whoami tells them apart where it can: a token
+        of the repo's namespace (the user's own, or an org of theirs) that is not limited to
+        some repos sees every repo there, so its 404 means "does not exist"."""
+        namespace = self.repo_id.split("/")[0]
+        if not self.token:
+            return ("no HF_TOKEN is set, and a private repo answers 404 without one: "
+                    "whether it exists cannot be told")
+        me = self._retrying("ask the Hub whose token this is (whoami)", lambda: self.api.whoami())
+        names = {me.get("name")} | {org.get("name") for org in me.get("orgs") or []}
+        token = (me.get("auth") or {}).get("accessToken") or {}
+        if namespace not in names:
+            return (f"the token belongs to {me.get('name')!r}, who is not {namespace!r} nor one of its "
+                    "organisations: the repo may exist and be private to them")
+        if token.get("role") == "fineGrained" and not any(
+                (scope.get("entity") or {}).get("type") in ("user", "org")
+                and (scope.get("entity") or {}).get("name") == namespace
+                and {"repo.content.read", "repo.write"} & set(scope.get("permissions") or [])
+                for scope in (token.get("fineGrained") or {}).get("scoped") or []):
+            # granted only some repos, not the whole namespace: a 404 may be one it lacks
+            return (f"the token is fine-grained ({token.get('displayName') or 'unnamed'}): it may not be "
+                    f"granted this repo; give it read and write access to {self.repo_id}")
+        return None
+
     def head(self) -> Head:
         try:
             pointer, commit = self._get(POINTER, "main", parse_pointer)
         except StoreMissing:
+            why = self._unseen()
+            if why is not None:
+                raise CredentialsRefused(f"{self.url}: the Hub answers that {self.repo_id} does not exist, "
+                                         f"but {why}; nothing is read as an empty store") from None
             return Head(None, None)  # no repo yet: a first backup creates it
         if commit is None:
             info = self._retrying("read the repo head", lambda: self.api.repo_info(self.repo_id, repo_type=REPO_TYPE))
@@ -375,7 +457,7 @@ class HfStore(Store):
             try:
                 return hub.hf_hub_download(self.repo_id, f"{prefix}/{name}", repo_type=REPO_TYPE,
                                            cache_dir=os.path.join(dest_dir, "hf-cache"), token=self.token,
-                                           endpoint=self.endpoint)
+                                           endpoint=self.endpoint, etag_timeout=self.timeout)
             except hub.EntryNotFoundError:
                 raise ChainBroken(f"volume {name} is missing from {self.url}") from None
 
@@ -402,11 +484,47 @@ class HfStore(Store):
         def attempt() -> dict:
             nonlocal attempts
             attempts += 1
-            info = self.api.create_commit(self.repo_id, operations, repo_type=REPO_TYPE, parent_commit=parent,
-                                          commit_message=message)
+            try:
+                try:
+                    info = self.api.create_commit(self.repo_id, operations, repo_type=REPO_TYPE,
+                                                  parent_commit=parent, commit_message=message)
+                except RuntimeError as exc:
+                    # the library wraps what failed an LFS upload (_commit_api._wrapped_lfs_upload):
+                    # the Hub's answer or the network error underneath is what counts
+                    cause = exc.__cause__
+                    if str(exc).startswith("Error while uploading") and isinstance(cause, self.hub.ERRORS):
+                        raise cause from None
+                    raise
+            except self.hub.HfHubHTTPError as exc:
+                if _status(exc) != 412 or attempts == 1:
+                    raise
+                # the head moved between our tries: by the try whose answer was lost (it
+                # landed after the look-up) or by another writer; the head says which
+                found = self._looking(landed)
+                if found is None:
+                    raise
+                return found
+            except self.hub.BudgetSpent:
+                # a 5xx at the end of the budget may still have committed (a gateway timeout)
+                found = self._looking(landed)
+                if found is None:
+                    raise
+                return found
+            except ValueError as exc:
+                # the library's words for per-object errors of the LFS batch call; any other
+                # ValueError is a bug of ours and stays one
+                reason = str(exc)
+                if not reason.startswith("LFS batch API returned errors"):
+                    raise
+                if QUOTA.search(reason):
+                    raise RuntimeFailure(f"{self.url}: {action}: the Hub's storage quota for this namespace is "
+                                         f"reached ({reason.splitlines()[-1]}): free storage with ocb-prune, "
+                                         "delete other private repos, or raise the quota") from None
+                raise RuntimeFailure(f"{self.url}: {action}: the Hub refused an upload: {reason}") from None
             return {"commit": info.oid}
 
-        return self._retrying(action, attempt, before_retry=lambda exc: landed()), attempts
+        result = self._retrying(action, attempt, before_retry=lambda exc: self._looking(landed))
+        return result, attempts
 
     def publish(self, prefix: str, snapshot_id: str, uploads: list[Upload], meta: dict,
                 pointer: dict, catalog: dict, expect_token: str | None) -> dict:
