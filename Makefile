@@ -9,7 +9,7 @@ TEST_INSTALLED := $(VENV)/.ocb-test-installed
 PORT ?= 8808
 DATA ?= .hub-data
 
-.PHONY: install test test-live test-unit test-e2e demo hub lint clean jq
+.PHONY: install test test-live test-unit test-e2e demo hub lint clean jq bench
 
 install: $(INSTALLED)
 
@@ -24,7 +24,7 @@ jq:
 
 $(TEST_INSTALLED): $(INSTALLED) | jq
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	missing=; for tool in dash parallel faketime strace; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; [ -z "$$missing" ] || { apt-get update -qq && apt-get install -y -qq $$missing; }
+	missing=; for tool in dash parallel faketime strace zstd; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; [ -z "$$missing" ] || { apt-get update -qq && apt-get install -y -qq $$missing; }
 	touch $@
 
 test: $(TEST_INSTALLED) | jq
@@ -54,5 +54,13 @@ demo: $(INSTALLED) | jq
 hub: $(TEST_INSTALLED)
 	$(PY) tests/hub/testhub.py --port $(PORT) --data $(DATA)
 
+# bench: ocb against tar --zstd -T0, tar -czf and restic on a synthetic home (bench/run.py);
+# SCALE=5 is the 2 GB case, FILES=200000 a home of many small files, RUNS= runs per case
+SCALE ?= 1
+RUNS ?= 3
+bench: $(INSTALLED)
+	missing=; for tool in restic zstd; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; [ -z "$$missing" ] || { apt-get update -qq && apt-get install -y -qq $$missing; }
+	nice $(PY) bench/run.py --scale $(SCALE) --runs $(RUNS) $(if $(FILES),--files $(FILES))
+
 clean:
-	rm -rf $(VENV) .demo .hub-data
+	rm -rf $(VENV) .demo .hub-data .bench
