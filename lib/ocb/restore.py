@@ -379,7 +379,9 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
         if not place.inside:
             os.makedirs(os.path.dirname(place.target), exist_ok=True)
     txn = journal.Transaction.begin(job.work_dir or os.path.dirname(job.run_dir), tx, target_id, list(swaps.values()))
-    writer = StagingWriter({name: swap.staging for name, swap in swaps.items()}, spool)
+    # hashes (and, for an in-place restore, block hashes) are taken while files are written
+    writer = StagingWriter({name: swap.staging for name, swap in swaps.items()}, spool,
+                           block_min=job.delta_min if blocks_dir is not None else None)
     kept: dict[str, list[str]] = {}
     try:
         for link in job.snapshots:
@@ -390,7 +392,8 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
         for name in restored:
             if blocks_dir is not None:
                 os.makedirs(blocks_dir, mode=0o700, exist_ok=True)
-            make_equal(swaps[name].staging, name, final, blocks_dir, job.delta_min, private_root=True)
+            make_equal(swaps[name].staging, name, final, blocks_dir, job.delta_min, private_root=True,
+                       written=writer.written)
         for name in sorted(writer.stats.skipped_roots):
             log.warning(f"the snapshot holds root {name}, which is not configured here: not restored")
         for name in places:
