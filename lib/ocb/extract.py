@@ -102,7 +102,8 @@ class StagingWriter:
         except tarfile.ReadError as exc:
             raise HostileArchive(f"not a tar archive: {exc}") from None
         with tar:
-            for member in tar:
+            while (member := tar.next()) is not None:
+                tar.members.clear()  # tarfile keeps every member read: memory would grow with the files
                 if member.name == INDEX_MEMBER:
                     self._save_index(tar, member)
                     got_index = True
