@@ -1,4 +1,4 @@
-# ocb: make install | make test | make demo | make hub PORT=... DATA=...
+# ocb: make install | make test | make demo | make hub PORT=... DATA=... | make bench [SCALE= FILES= RUNS=]
 # Every target installs what it needs by itself, on a clean clone.
 SHELL := /bin/sh
 PYTHON ?= python3

@@ -28,13 +28,14 @@ from .errors import (
     UsageError,
     io_reason,
 )
+from .launch import READS_DOCUMENT
 from .log import configure, log
 
 VERBS = ("plan", "pack", "seal", "split", "push", "chain", "pull")
-# the stages that read a document: given one that carries `error` or `skip` (and no flags),
-# they pass it on before importing their own module (an unchanged-state backup is five
-# process starts, and importing the seal, store and restore code is most of each)
-READS_DOCUMENT = ("pack", "seal", "split", "push", "pull")
+# READS_DOCUMENT (launch.py, which must stay light): the stages that read a document. Given one
+# that carries `error` or `skip` (and no flags), they pass it on before importing their own
+# module (an unchanged-state backup is five process starts, and importing the seal, store and
+# restore code was most of each)
 
 
 class Interrupted(OcbError):

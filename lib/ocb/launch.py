@@ -11,7 +11,7 @@ import os
 import select
 import sys
 
-# the stages that read the document the one before them writes at its end (cli.READS_DOCUMENT)
+# the stages that read the document the one before them writes at its end (cli.py uses it too)
 READS_DOCUMENT = ("pack", "seal", "split", "push", "pull")
 
 
