@@ -31,7 +31,7 @@ from .errors import (
 from .launch import READS_DOCUMENT
 from .log import configure, log
 
-VERBS = ("plan", "pack", "seal", "split", "push", "chain", "pull")
+VERBS = ("plan", "pack", "seal", "split", "push", "chain", "pull", "check", "doctor")
 # READS_DOCUMENT (launch.py, which must stay light): the stages that read a document. Given one
 # that carries `error` or `skip` (and no flags), they pass it on before importing their own
 # module (an unchanged-state backup is five process starts, and importing the seal, store and

@@ -308,7 +308,7 @@ def _drain(stream: BinaryIO) -> None:
 
 
 def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: StagingWriter,
-                    keyring: seal.KeyRing | None) -> None:
+                    keyring: seal.KeyRing | None, associated: bytes = b"") -> None:
     names = ", ".join(name for name, _, _ in volumes)
     where = f"snapshot {link['id']} (volumes {names})"
     try:
@@ -316,7 +316,7 @@ def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: Sta
             opened: BinaryIO = raw  # type: ignore[assignment]
             if link.get("sealed"):
                 assert keyring is not None
-                opened = seal.SealedReader(raw, keyring, seal.snapshot_associated_data(link["id"]))  # type: ignore[assignment]
+                opened = seal.SealedReader(raw, keyring, associated)  # type: ignore[assignment]
             decoded = decompressor(opened)
             got_index = writer.extract(decoded)
             _drain(decoded)
@@ -333,6 +333,17 @@ def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: Sta
         raise HostileArchive(f"{where} cannot be read as an archive: {exc}") from None
     if not got_index:
         raise ChainBroken(f"{where} carries no index")
+
+
+def read_archive(link: dict, volumes: list[tuple[str, str, str]], keyring: seal.KeyRing | None, spool: str) -> Index:
+    """Read one snapshot's archive (its fetched volumes: name, path, sha256) through to its
+    index, writing no member anywhere (ocb-check --read-data): every volume re-hashed, the
+    seal opened and authenticated, the compression and tar layers decoded, the index checked.
+    The integrity errors a restore would raise, naming the snapshot."""
+    _stream_archive(link, volumes, StagingWriter({}, spool), keyring)
+    index = read_spooled_index(spool, f"snapshot {link['id']}")
+    _check_index(index, link["id"])
+    return index
 
 
 def _check_index(index: Index, target_id: str) -> None:
@@ -384,8 +395,9 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
                            block_min=job.delta_min if blocks_dir is not None else None)
     kept: dict[str, list[str]] = {}
     try:
-        for link in job.snapshots:
-            _stream_archive(link, fetched[link["id"]], writer, job.keyring)
+        for position, link in enumerate(job.snapshots):
+            _stream_archive(link, fetched[link["id"]], writer, job.keyring,
+                            seal.link_associated_data(job.snapshots, position))
         final = read_spooled_index(spool, f"snapshot {target_id}")
         _check_index(final, target_id)
         restored = [name for name, info in sorted(final.roots.items()) if info.get("present") and name in places]
@@ -440,7 +452,8 @@ def _dry_run(job: Job, fetched: dict, spool: str) -> dict:
     """Read only the final index (the last archive's last member) and compare with the targets."""
     last, target_id, places = job.snapshots[-1], job.target_id, job.places
     writer = StagingWriter({}, spool)  # no staging roots: members are read past, not written
-    _stream_archive(last, fetched[last["id"]], writer, job.keyring)
+    _stream_archive(last, fetched[last["id"]], writer, job.keyring,
+                    seal.link_associated_data(job.snapshots, len(job.snapshots) - 1))
     final = read_spooled_index(spool, f"snapshot {target_id}")
     _check_index(final, target_id)
     live_roots = [Root(name, place.target, place.kind) for name, place in places.items()
