@@ -1,4 +1,4 @@
-# ocb: make install | make test | make demo | make hub PORT=... DATA=...
+# ocb: make install | make test | make demo | make hub PORT=... DATA=... | make bench [SCALE= FILES= RUNS=]
 # Every target installs what it needs by itself, on a clean clone.
 SHELL := /bin/sh
 PYTHON ?= python3
@@ -9,14 +9,20 @@ TEST_INSTALLED := $(VENV)/.ocb-test-installed
 PORT ?= 8808
 DATA ?= .hub-data
 
-.PHONY: install test test-live test-unit test-e2e demo hub lint clean jq
+.PHONY: install test test-live test-unit test-e2e demo hub lint clean jq bench bytecode
 
 install: $(INSTALLED)
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e .
+	$(MAKE) --no-print-directory bytecode
 	touch $@
+
+# bytecode: lib/ compiled once, so that a stage does not compile it again at every start where
+# PYTHONDONTWRITEBYTECODE is set (as in many container images): five stages start per backup
+bytecode:
+	$(PY) -m compileall -q lib >/dev/null
 
 # jq: the demo and the bats suite read documents with it
 jq:
@@ -24,10 +30,10 @@ jq:
 
 $(TEST_INSTALLED): $(INSTALLED) | jq
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	missing=; for tool in dash parallel faketime strace openssl; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; [ -z "$$missing" ] || { apt-get update -qq && apt-get install -y -qq $$missing; }
+	missing=; for tool in dash parallel faketime strace openssl zstd; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; [ -z "$$missing" ] || { apt-get update -qq && apt-get install -y -qq $$missing; }
 	touch $@
 
-test: $(TEST_INSTALLED) | jq
+test: $(TEST_INSTALLED) bytecode | jq
 	sh tests/run-all.sh
 
 # the round trip against real services, each opt-in: the Hub (HF_TOKEN, OCB_LIVE_REPO=OWNER/NAME),
@@ -70,5 +76,13 @@ demo: $(INSTALLED) | jq
 hub: $(TEST_INSTALLED)
 	$(PY) tests/hub/testhub.py --port $(PORT) --data $(DATA)
 
+# bench: ocb against tar --zstd -T0, tar -czf and restic on a synthetic home (bench/run.py);
+# SCALE=5 is the 2 GB case, FILES=200000 a home of many small files, RUNS= runs per case
+SCALE ?= 1
+RUNS ?= 3
+bench: $(INSTALLED) bytecode
+	missing=; for tool in restic zstd; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; [ -z "$$missing" ] || { apt-get update -qq && apt-get install -y -qq $$missing; }
+	nice $(PY) bench/run.py --scale $(SCALE) --runs $(RUNS) $(if $(FILES),--files $(FILES))
+
 clean:
-	rm -rf $(VENV) .demo .hub-data
+	rm -rf $(VENV) .demo .hub-data .bench

@@ -28,9 +28,14 @@ from .errors import (
     UsageError,
     io_reason,
 )
+from .launch import READS_DOCUMENT
 from .log import configure, log
 
 VERBS = ("plan", "pack", "seal", "split", "push", "chain", "pull", "check", "doctor")
+# READS_DOCUMENT (launch.py, which must stay light): the stages that read a document. Given one
+# that carries `error` or `skip` (and no flags), they pass it on before importing their own
+# module (an unchanged-state backup is five process starts, and importing the seal, store and
+# restore code was most of each)
 
 
 class Interrupted(OcbError):
@@ -78,10 +83,29 @@ def _upstream(stage: ModuleType) -> dict | None:
     return handed if handed.get("error") is not None else None
 
 
+def _pass_on(handed: bytes) -> None:
+    """A document carrying `error` or `skip` goes on as it is (exit: its code, or 0); any
+    other (or a bad one, which the stage reports) is left to the stage."""
+    try:
+        doc = document.parse(handed)
+    except OcbError:
+        return
+    if doc.get("error") is not None and isinstance(doc["error"], dict) and isinstance(doc["error"].get("code"), int):
+        _write(doc)
+        sys.exit(doc["error"]["code"])
+    if doc.get("skip") is not None and doc.get("error") is None:
+        _write(doc)
+        sys.exit(0)
+
+
 def main(verb: str, argv: list[str] | None = None) -> None:
     configure(verb, json_lines=os.environ.get("OCB_LOG_FORMAT") == "json",
               debug=os.environ.get("OCB_DEBUG") == "1",
               progress=os.environ.get("OCB_PROGRESS") == "1" or sys.stderr.isatty())
+    handed: bytes | None = None
+    if verb in READS_DOCUMENT and not (sys.argv[1:] if argv is None else argv):
+        handed = sys.stdin.buffer.read()
+        _pass_on(handed)
     stage = importlib.import_module(f"ocb.stages.{verb}")
     parser = build_parser(verb, stage)
     signal.signal(signal.SIGTERM, _on_signal)
@@ -103,7 +127,7 @@ def main(verb: str, argv: list[str] | None = None) -> None:
             sys.stdout.write(f"ocb-{verb} {__version__}\n")
             sys.exit(0)
         if not stage.STARTS_DOCUMENT:
-            doc = document.parse(sys.stdin.buffer.read())
+            doc = document.parse(sys.stdin.buffer.read() if handed is None else handed)
             if doc.get("error") is not None:
                 _write(doc)
                 log.debug(f"passing on the error of ocb-{doc['error'].get('stage')}")

@@ -82,10 +82,16 @@ def _remove_at(parent_fd: int, name: str) -> None:
 class StagingWriter:
     """Applies the members of one archive after another onto per-root staging paths."""
 
-    def __init__(self, staging: dict[str, str], index_spool: str) -> None:
+    def __init__(self, staging: dict[str, str], index_spool: str, block_min: int | None = None) -> None:
         self.staging = staging  # root name -> staging path (beside its target)
         self.index_spool = index_spool
         self.stats = ExtractStats()
+        # (root, rel) -> (sha256, block hashes) of what a whole-file member wrote there, hashed
+        # while it was written, so make_equal need not read every file back; a delta applied
+        # on top drops the record (that file is read back). Block hashes for files of at
+        # least `block_min` bytes (None: none).
+        self.block_min = block_min
+        self.written: dict[tuple[str, str], tuple[str, BlockHashes | None]] = {}
 
     def extract(self, stream: BinaryIO, progress: Callable[[int], None] | None = None) -> bool:
         """Extract one archive; True when it carried the index member (it must)."""
@@ -96,7 +102,8 @@ class StagingWriter:
         except tarfile.ReadError as exc:
             raise HostileArchive(f"not a tar archive: {exc}") from None
         with tar:
-            for member in tar:
+            while (member := tar.next()) is not None:
+                tar.members.clear()  # tarfile keeps every member read: memory would grow with the files
                 if member.name == INDEX_MEMBER:
                     self._save_index(tar, member)
                     got_index = True
@@ -128,8 +135,10 @@ class StagingWriter:
             kind = "hardlink" if member.islnk() else "device, fifo or other special file"
             raise HostileArchive(f"member {member.name!r} is a {kind}: refused")
         top = self.staging[root]
+        key = (root, "/".join(parts))
+        self.written.pop(key, None)
         if not parts:
-            self._apply_root(tar, member, top)
+            self._apply_root(tar, member, top, key)
             return
         parent_fd = self._open_parent(top, parts)
         try:
@@ -145,11 +154,11 @@ class StagingWriter:
                 os.symlink(member.linkname, name, dir_fd=parent_fd)
                 return
             fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, STAGING_FILE_MODE, dir_fd=parent_fd)
-            self._copy_member(tar, member, fd)
+            self._copy_member(tar, member, fd, key)
         finally:
             os.close(parent_fd)
 
-    def _apply_root(self, tar: tarfile.TarFile, member: tarfile.TarInfo, top: str) -> None:
+    def _apply_root(self, tar: tarfile.TarFile, member: tarfile.TarInfo, top: str, key: tuple[str, str]) -> None:
         """The root entry itself: a directory root, or a single-file root."""
         if member.isdir():
             if os.path.lexists(top) and not os.path.isdir(top) or os.path.islink(top):
@@ -166,7 +175,7 @@ class StagingWriter:
         elif os.path.lexists(top):
             os.unlink(top)
         fd = os.open(top, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, STAGING_FILE_MODE)
-        self._copy_member(tar, member, fd)
+        self._copy_member(tar, member, fd, key)
 
     def _open_parent(self, top: str, parts: list[str]) -> int:
         if not os.path.isdir(top) or os.path.islink(top):
@@ -218,25 +227,41 @@ class StagingWriter:
                 self.stats.bytes += want
             target.truncate(length)
 
-    def _copy_member(self, tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int) -> None:
-        """Write a member's data; runs of zero blocks become holes (a sparse file stays sparse)."""
+    def _copy_member(self, tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int, key: tuple[str, str]) -> None:
+        """Write a member's data, hashing it on the way; runs of zero blocks become holes (a
+        sparse file stays sparse)."""
         source = tar.extractfile(member)
         assert source is not None
+        hasher = Hasher(self.block_min is not None and member.size >= self.block_min)
         offset = 0
         with os.fdopen(fd, "wb") as out:
             while chunk := source.read(COPY_CHUNK):
+                hasher.update(chunk)
                 view = memoryview(chunk)
+                if ZERO_BLOCK not in chunk:  # no run of a zero block's length: no hole to make
+                    _pwrite_all(fd, view, offset)
+                    offset += len(chunk)
+                    self.stats.bytes += len(chunk)
+                    continue
                 start = 0
                 for at in range(0, len(chunk), HOLE_BLOCK):
                     if view[at:at + HOLE_BLOCK] == ZERO_BLOCK[:len(view[at:at + HOLE_BLOCK])]:
                         if at > start:
-                            os.pwrite(fd, view[start:at], offset + start)
+                            _pwrite_all(fd, view[start:at], offset + start)
                         start = at + HOLE_BLOCK
                 if start < len(chunk):
-                    os.pwrite(fd, view[start:], offset + start)
+                    _pwrite_all(fd, view[start:], offset + start)
                 offset += len(chunk)
                 self.stats.bytes += len(chunk)
             out.truncate(offset)  # a file that ends in a hole gets its length
+        self.written[key] = hasher.finish()
+
+
+def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
+    """pwrite may write less than asked (a hash taken while writing must describe the file)."""
+    while data:
+        done = os.pwrite(fd, data, offset)
+        data, offset = data[done:], offset + done
 
 
 def read_spooled_index(path: str, origin: str) -> Index:
@@ -247,7 +272,8 @@ def read_spooled_index(path: str, origin: str) -> Index:
 
 
 def make_equal(staging: str, root: str, index: Index, blocks_dir: str | None = None,
-               delta_min: int | None = None, private_root: bool = False) -> None:
+               delta_min: int | None = None, private_root: bool = False,
+               written: dict[tuple[str, str], tuple[str, BlockHashes | None]] | None = None) -> None:
     """Make one root's staging tree hold exactly the index's entries, verified, with their metadata.
 
     Removes what the index lacks, checks type, size and sha256 of every file and the target of
@@ -255,7 +281,8 @@ def make_equal(staging: str, root: str, index: Index, blocks_dir: str | None = N
     With `blocks_dir`, files of at least `delta_min` bytes get their block hashes written there
     in the same read, so the next backup on this machine can store deltas. With
     `private_root`, a directory root keeps its staging mode (0700) and gets its own mode once
-    it is in place (journal.py).
+    it is in place (journal.py). `written` (StagingWriter.written): the hashes taken while
+    the files were written; a file found there of the recorded size is not read again.
     """
     as_root = os.geteuid() == 0  # only root may give files away; anyone else owns what it writes
     wanted = {e.path: e for e in index.entries.values() if e.root == root}
@@ -280,7 +307,11 @@ def make_equal(staging: str, root: str, index: Index, blocks_dir: str | None = N
             if st.st_size != entry.content_size:
                 raise ChecksumMismatch(f"{root}/{rel}: size {st.st_size} after extraction, the index says {entry.content_size}")
             with_blocks = blocks_dir is not None and delta_min is not None and st.st_size >= delta_min
-            sha256, blocks = _hash_file(path, with_blocks)
+            known = written.get((root, rel)) if written is not None else None
+            if known is not None and (known[1] is not None or not with_blocks):
+                sha256, blocks = known if with_blocks else (known[0], None)
+            else:
+                sha256, blocks = _hash_file(path, with_blocks)
             if sha256 != entry.sha256:
                 raise ChecksumMismatch(f"{root}/{rel}: sha256 differs from the index")
             if blocks is not None:

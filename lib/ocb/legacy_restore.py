@@ -204,9 +204,10 @@ def _drain(stream: BinaryIO) -> None:
 # -- extraction --------------------------------------------------------------------------------
 
 def read_chain(job: restore.Job, fetched: dict, staging: dict[str, str], spool: str,
-               password: bytes | None) -> tuple[Index, object]:
+               password: bytes | None) -> tuple[Index, object, None]:
     """restore.Job.read_chain for a legacy chain: every archive merged into staging in order;
-    the index of the result is the final index."""
+    the index of the result is the final index. No hashes taken while writing (None): make_equal
+    reads every file back."""
     writer = LegacyWriter(staging, {name: place.kind for name, place in job.places.items()})
     for link in job.snapshots:
         where = _where(link)
@@ -236,7 +237,7 @@ def read_chain(job: restore.Job, fetched: dict, staging: dict[str, str], spool: 
         raise HostileArchive(problem)
     if spool:
         final.save(spool)
-    return final, writer.stats
+    return final, writer.stats, None
 
 
 class _Hashing:
@@ -434,7 +435,7 @@ def dry_run(job: restore.Job, fetched: dict, password: bytes | None) -> dict:
     restore would change."""
     scratch = os.path.join(job.run_dir, "dry")
     os.makedirs(scratch, mode=0o700)
-    final, _ = read_chain(job, fetched, {name: os.path.join(scratch, name) for name in job.places}, "", password)
+    final, _, _ = read_chain(job, fetched, {name: os.path.join(scratch, name) for name in job.places}, "", password)
     live_roots = [Root(name, place.target, place.kind) for name, place in job.places.items()
                   if final.roots.get(name, {}).get("present")]
     live, _ = scan(live_roots, [], [])

@@ -14,6 +14,7 @@ run-time failure.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -249,8 +250,9 @@ class Job:
     includes: tuple[str, ...] = ()
     force: bool = False  # swap even while other processes hold files open under the targets
     # how the chain is read into staging: (job, fetched, staging paths, index spool) -> (final
-    # index, extract stats); None: ocb's archives (_read_chain); legacy_restore.py has its own
-    read_chain: Callable[["Job", dict, dict[str, str], str], tuple[Index, ExtractStats]] | None = None
+    # index, extract stats, hashes taken while writing or None); None: ocb's archives
+    # (_read_chain); legacy_restore.py has its own
+    read_chain: Callable[["Job", dict, dict[str, str], str], tuple[Index, ExtractStats, dict | None]] | None = None
 
     @property
     def target_id(self) -> str:
@@ -395,12 +397,16 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
     txn = journal.Transaction.begin(job.work_dir or os.path.dirname(job.run_dir), tx, target_id, list(swaps.values()))
     kept: dict[str, list[str]] = {}
     try:
-        final, stats = (job.read_chain or _read_chain)(job, fetched, {n: s.staging for n, s in swaps.items()}, spool)
+        # hashes (and, for an in-place restore, block hashes) are taken while files are written
+        read_chain = job.read_chain or functools.partial(
+            _read_chain, block_min=job.delta_min if blocks_dir is not None else None)
+        final, stats, written = read_chain(job, fetched, {n: s.staging for n, s in swaps.items()}, spool)
         restored = [name for name, info in sorted(final.roots.items()) if info.get("present") and name in places]
         for name in restored:
             if blocks_dir is not None:
                 os.makedirs(blocks_dir, mode=0o700, exist_ok=True)
-            make_equal(swaps[name].staging, name, final, blocks_dir, job.delta_min, private_root=True)
+            make_equal(swaps[name].staging, name, final, blocks_dir, job.delta_min, private_root=True,
+                       written=written)
         for name in sorted(stats.skipped_roots):
             log.warning(f"the snapshot holds root {name}, which is not configured here: not restored")
         for name in places:
@@ -436,15 +442,17 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
             "kept": {n: len(paths) for n, paths in kept.items() if paths}}
 
 
-def _read_chain(job: Job, fetched: dict, staging: dict[str, str], spool: str) -> tuple[Index, ExtractStats]:
-    """ocb's archives, full -> latest, into staging; the final index is the last one's."""
-    writer = StagingWriter(staging, spool)
+def _read_chain(job: Job, fetched: dict, staging: dict[str, str], spool: str,
+                block_min: int | None = None) -> tuple[Index, ExtractStats, dict]:
+    """ocb's archives, full -> latest, into staging; the final index is the last one's. Also
+    the hashes taken while writing (StagingWriter.written), which make_equal trusts."""
+    writer = StagingWriter(staging, spool, block_min=block_min)
     for position, link in enumerate(job.snapshots):
         _stream_archive(link, fetched[link["id"]], writer, job.keyring,
                         seal.link_associated_data(job.snapshots, position))
     final = read_spooled_index(spool, f"snapshot {job.target_id}")
     _check_index(final, job.target_id)
-    return final, writer.stats
+    return final, writer.stats, writer.written
 
 
 def _root_meta(final: Index, name: str) -> list[int]:

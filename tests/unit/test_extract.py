@@ -101,3 +101,19 @@ def test_make_equal_removes_extras_and_checks_hashes(staging):
     index.add(Entry("r", "missing", FILE, 0o640, 1, 1, sha256="0" * 64))
     with pytest.raises(ChainBroken):
         make_equal(roots["r"], "r", index)
+
+
+def test_make_equal_takes_the_hashes_taken_while_writing(staging):
+    roots, tmp_path = staging
+    writer = StagingWriter(roots, str(tmp_path / "index.jsonl"), block_min=1)
+    writer.extract(tar_of(("r", tarfile.DIRTYPE, None), ("r/keep", tarfile.REGTYPE, b"k" + bytes(9000))))
+    sha, blocks = writer.written[("r", "keep")]
+    assert sha == hashlib.sha256(b"k" + bytes(9000)).hexdigest() and blocks is not None
+    assert os.path.getsize(os.path.join(roots["r"], "keep")) == 9001  # a trailing hole keeps the length
+    index = Index(roots={"r": {"kind": "dir", "present": True}})
+    index.add(Entry("r", "", DIR, 0o700, 0, 10**18))
+    index.add(Entry("r", "keep", FILE, 0o640, 9001, 10**18, sha256=sha))
+    make_equal(roots["r"], "r", index, written=writer.written)
+    index.add(Entry("r", "keep", FILE, 0o640, 9001, 10**18, sha256="0" * 64))
+    with pytest.raises(ChecksumMismatch):  # the recorded hash is still checked against the index
+        make_equal(roots["r"], "r", index, written=writer.written)

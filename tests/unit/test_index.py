@@ -1,5 +1,6 @@
 """index: scanning without following links, excludes, and change detection (table-driven)."""
 
+import fnmatch
 import os
 
 import pytest
@@ -85,3 +86,16 @@ def test_index_round_trips_odd_names(tmp_path):
     index.save(str(tmp_path / "i.jsonl"))
     again = Index.load(str(tmp_path / "i.jsonl"))
     assert again.entries == index.entries and again.snapshot == index.snapshot
+
+
+@pytest.mark.parametrize("rel", ["a/logs", "x.log", "a/b/x.log", "browser/p/user-data", "b/browser/p/user-data",
+                                 "browser/user-data", "Code Cache", "a/Code Cache/x", "cachet", "n/node_modules",
+                                 "[odd]", "a.b", "new\nline.log"])
+def test_exclude_regexes_match_as_fnmatch_does(rel):
+    from ocb.config import DEFAULT_EXCLUDES
+    from ocb.index import _matches
+    patterns = list(DEFAULT_EXCLUDES) + ["[ab].b", "a/*/x"]
+    name = rel.rpartition("/")[2]
+    expected = any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(rel, "*/" + p) if "/" in p
+                   else fnmatch.fnmatchcase(name, p) for p in patterns)
+    assert _matches(patterns, rel, name) == expected
