@@ -53,6 +53,7 @@ class Log:
         self.verb = "ocb"
         self.json_lines = False
         self.progress_enabled = False
+        self.quiet = False
 
     def debug(self, message: str) -> None:
         self.logger.debug(message)
@@ -115,6 +116,16 @@ def configure(verb: str, json_lines: bool, debug: bool, progress: bool) -> None:
     log.logger.setLevel(logging.DEBUG if debug else logging.INFO)
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def set_loudness(quiet: bool, verbose: bool) -> None:
+    """-q: warnings and errors only, no progress; -v: debug lines too."""
+    if quiet:
+        log.logger.setLevel(logging.WARNING)
+        log.progress_enabled = False
+        log.quiet = True
+    elif verbose:
+        log.logger.setLevel(logging.DEBUG)
 
 
 def adopt_library_logger(name: str) -> None:

@@ -13,6 +13,7 @@ Writes:  `archive`: {path, size, sha256, compression, level, index, stats} in th
          An entry that cannot be read (permission denied, name too long, I/O error) is left
          out, warned about and named in `archive.skipped` [{path, reason}]; the rest is packed.
 Environment: none (settings travel in the document).
+Example: ocb-plan | ocb-pack | jq .archive.stats;  ocb-pack < plan.json > packed.json
 Exit status: 0 ok or skip; 1 run-time failure (I/O, disk full, a database locked past
              settings.sqlite_timeout); 3 bad input document.
 """

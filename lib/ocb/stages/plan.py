@@ -24,6 +24,7 @@ Environment:
   Not sealed (no password, or OCB_SEAL=off), ocb's own env file (openclaw-backup.env, which
   holds the token) is excluded. A store whose latest snapshot is sealed refuses a backup that
   would not be, unless OCB_SEAL=off says so (exit 2, nothing written).
+Example: ocb-plan > plan.json && jq .plan.changes plan.json;  ocb-plan --show-config | jq .settings
 Exit status: 0 planned or skip; 1 run-time failure; 2 bad flag or env value, missing state dir,
              an unsealed backup onto a sealed store without OCB_SEAL=off.
 """

@@ -24,6 +24,7 @@ Writes:  `pull`: {roots, dry_run, changes, stats}. Every volume of the chain is 
 Environment: HF_TOKEN for Hub stores; OCB_PASSWORD or OCB_PASSWORD_FILE (legacy
   OPENCLAW_BACKUP_ENCRYPTION_PASSWORD) for sealed snapshots: the meta says which are sealed
   and with what, so the password is all a restore needs.
+Example: ocb-chain | ocb-pull --dry-run;  ocb-chain --id ID | ocb-pull --include .openclaw/workspace/SOUL.md --to /tmp/r
 Exit status: 0 restored or nothing to restore; 1 run-time failure (I/O, disk full, files
              open under a target, a root link that points nowhere, a swap that failed and
              was undone); 11 another restore is swapping its roots right now;

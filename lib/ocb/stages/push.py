@@ -10,6 +10,7 @@ Writes:  `push`: {meta, pointer, stats, skipped (a count, when some were)}. The 
          becomes the local cache (this machine's lineage) and the snapshot's work dir is
          removed.
 Environment: HF_TOKEN for Hub stores (never written anywhere).
+Example: ocb-plan | ocb-pack | ocb-seal | ocb-split | ocb-push | jq .push
 Exit status: 0 ok or skip; 6 published, but some entries could not be read (named in
              `plan.skipped`, `archive.skipped` and the meta); 1 run-time failure, or an
              index that a restore would refuse (ocb.index.check_structure: nothing is

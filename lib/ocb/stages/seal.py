@@ -13,6 +13,7 @@ Environment:
   OPENCLAW_BACKUP_ENCRYPTION_ENABLED=true with OPENCLAW_BACKUP_ENCRYPTION_PASSWORD). Sealing
   is on when a password is set; OCB_SEAL=on requires one, OCB_SEAL=off turns sealing off
   (both resolved by ocb-plan into settings.seal). OCB_SCRYPT_LOG_N: the KDF cost (default 17).
+Example: OCB_PASSWORD_FILE=~/.ocb-pass ocb-pack < plan.json | ocb-seal | jq .seal
 Exit status: 0 ok or skip; 1 run-time failure (disk full); 2 sealing on but no password;
              3 bad input document.
 """

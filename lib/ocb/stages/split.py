@@ -7,6 +7,7 @@ Writes:  `volumes`: {files: [{name, path, size, sha256}], volume_size}. An archi
          in one volume becomes that volume without a copy; a larger one is cut into
          `<name>.part-0001`, `.part-0002`, ... in the work dir.
 Environment: none (OCB_VOLUME_SIZE is resolved by ocb-plan into settings.volume_size).
+Example: ocb-seal < packed.json | ocb-split | jq '.volumes.files[] | {name, size}'
 Exit status: 0 ok or skip; 1 run-time failure (disk full); 3 bad input document.
 """
 
