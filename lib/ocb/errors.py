@@ -76,6 +76,10 @@ class NoSuchSnapshot(UsageError):
     """
 
 
+class NoSuchPath(UsageError):
+    """`--include` matches no path of the snapshot: nothing to restore (exit 2)."""
+
+
 class BadDocument(OcbError):
     """The document on stdin is empty, not JSON, of another kind or version, or lacks a field."""
 

@@ -14,6 +14,7 @@ run-time failure.
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import io
 import os
@@ -36,13 +37,15 @@ from .errors import (
     ChecksumMismatch,
     HostileArchive,
     IntegrityError,
+    NoSuchPath,
     RuntimeFailure,
     SealBroken,
+    UsageError,
     WrongPassword,
     io_reason,
 )
 from .extract import StagingWriter, make_equal, read_spooled_index
-from .index import SQLITE_COMPANIONS, Index, check_structure, is_excluded, scan
+from .index import DIR, SQLITE_COMPANIONS, Index, check_structure, is_excluded, scan
 from .log import log
 from .stores.base import Store
 
@@ -248,6 +251,9 @@ class Job:
     excludes: tuple[str, ...] = ()  # what to carry over when the snapshot's index does not say
     includes: tuple[str, ...] = ()
     force: bool = False  # swap even while other processes hold files open under the targets
+    # root name -> patterns relative to it ("" = the whole root): restore only the matching
+    # paths (include_patterns); None: everything
+    include: dict[str, list[str]] | None = None
 
     @property
     def target_id(self) -> str:
@@ -259,8 +265,13 @@ def apply(job: Job, record: tuple[str, str, dict] | None) -> dict:
     restore: the snapshot becomes this machine's base, so the next backup is incremental."""
     started = time.monotonic()
     try:
-        fetched = _fetch_all(job.store, job.prefix, job.snapshots, job.run_dir)
         spool = os.path.join(job.run_dir, "index.jsonl")
+        if job.include is not None:  # some paths: only the snapshots that hold them
+            fetched, chosen = _fetch_for(job, spool)
+            result = _apply(job, fetched, spool, None, in_place=record is not None, chosen=chosen)
+            result["stats"] = _stats(job, fetched, started)
+            return result
+        fetched = _fetch_all(job.store, job.prefix, job.snapshots, job.run_dir)
         blocks_dir = os.path.join(job.run_dir, cache.BLOCKS_DIR) if record is not None else None
         result = _apply(job, fetched, spool, blocks_dir, in_place=record is not None)
         if record is not None:
@@ -286,7 +297,119 @@ def dry_run(job: Job) -> dict:
 
 def _stats(job: Job, fetched: dict, started: float) -> dict:
     return {"seconds": round(time.monotonic() - started, 3), "volumes": sum(len(v) for v in fetched.values()),
-            "bytes": sum(v["size"] for link in job.snapshots for v in link["volumes"])}
+            "bytes": sum(v["size"] for link in job.snapshots if link["id"] in fetched for v in link["volumes"])}
+
+
+def include_patterns(patterns: Iterable[str], roots: Iterable[Root], home: str) -> dict[str, list[str]]:
+    """Root name -> the patterns, relative to that root, of `--include PATTERN...`.
+
+    A pattern is a path as it lies under the home (`.openclaw/workspace/SOUL.md`, `.ssh/*`)
+    or an absolute path of the live system (`/root/.openclaw/workspace/SOUL.md`); globs are
+    allowed below a root. "" stands for the whole root. A pattern under no root is a usage
+    error, before anything is fetched."""
+    result: dict[str, list[str]] = {}
+    roots = list(roots)
+    for raw in patterns:
+        pattern = os.path.normpath(os.path.join(home, os.path.expanduser(raw))) if raw else ""
+        hit = False
+        for root in roots:
+            top = os.path.normpath(root.path)
+            if pattern == top or fnmatch.fnmatchcase(top, pattern):
+                result.setdefault(root.name, []).append("")
+                hit = True
+            elif pattern.startswith(top + "/"):
+                result.setdefault(root.name, []).append(pattern[len(top) + 1:])
+                hit = True
+        if not hit:
+            raise UsageError(f"--include {raw}: under none of the roots restored here "
+                             f"({', '.join(os.path.normpath(r.path) for r in roots)})")
+    return result
+
+
+def _included(include: dict[str, list[str]], root: str, path: str) -> bool:
+    """Whether the entry `root`/`path` is one of the paths asked for: it, or a directory
+    above it, matches one of its root's patterns."""
+    patterns = include.get(root)
+    if not patterns:
+        return False
+    if "" in patterns:
+        return True
+    parts = path.split("/") if path else []
+    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    return any(fnmatch.fnmatchcase(prefix, pattern) for pattern in patterns for prefix in prefixes)
+
+
+def _subset(final: Index, chosen: set[tuple[str, str]]) -> Index:
+    """The final index cut down to the chosen entries and the directories above them."""
+    subset = Index(roots=final.roots, snapshot=final.snapshot, excludes=final.excludes, includes=final.includes)
+    for root, path in chosen:
+        parts = path.split("/") if path else []
+        for n in range(len(parts) + 1):
+            key = (root, "/".join(parts[:n]))
+            if key in final.entries:
+                subset.add(final.entries[key])
+    return subset
+
+
+def _fetch_for(job: Job, spool: str) -> tuple[dict[str, list[tuple[str, str, str]]], set[tuple[str, str]]]:
+    """For a restore of some paths: the target snapshot (it carries the index), then only the
+    snapshots of the chain whose archives hold the matching entries (each entry's `held`;
+    an index that does not record it: every snapshot). Returns what was fetched and the
+    (root, path) of the matching entries."""
+    last, target_id = job.snapshots[-1], job.target_id
+    assert job.include is not None
+    fetched = {last["id"]: _fetch(job.store, job.prefix, last, job.run_dir)}
+    _stream_archive(last, fetched[last["id"]], StagingWriter({}, spool), job.keyring)
+    final = read_spooled_index(spool, f"snapshot {target_id}")
+    _check_index(final, target_id)
+    chosen = {key for key in final.entries if key[0] in job.places and _included(job.include, *key)}
+    if not chosen:
+        raise NoSuchPath(f"no path of snapshot {target_id} matches --include "
+                         f"{' '.join(p for ps in job.include.values() for p in ps) or '(the roots)'}: nothing restored "
+                         "(ocb-restore --dry-run shows what it holds)")
+    needed: set[str] = set()
+    for key in chosen:
+        held = final.entries[key].held
+        needed.update(held if held is not None else (link["id"] for link in job.snapshots))
+    for link in job.snapshots:
+        if link["id"] in needed and link["id"] not in fetched:
+            fetched[link["id"]] = _fetch(job.store, job.prefix, link, job.run_dir)
+    log.info(f"{len(chosen)} entries match --include: fetched {len(fetched)} of the {len(job.snapshots)} "
+             f"snapshots of the chain ({sum(len(v) for v in fetched.values())} volumes)")
+    return {i: v for i, v in fetched.items() if i in needed}, chosen
+
+
+def _fetch(store, prefix: str, link: dict, run_dir: str) -> list[tuple[str, str, str]]:
+    return [(v["name"], store.fetch_volume(prefix, v["name"], v["size"], v["sha256"], run_dir), v["sha256"])
+            for v in link["volumes"]]
+
+
+def carried_except(target: str, subset: Index, root: str) -> list[str]:
+    """For a restore of some paths: the topmost live paths under `target` that the restored
+    subset does not hold. They are carried into the new tree (hard links), so the swap
+    replaces only the matching paths and touches nothing else; a live path the snapshot
+    lacks is kept, never deleted."""
+    found: list[str] = []
+
+    def walk(path: str, rel_dir: str) -> None:
+        try:
+            with os.scandir(path) as listing:
+                children = sorted(listing, key=lambda d: d.name)
+        except OSError:
+            return
+        for child in children:
+            rel = child.name if not rel_dir else f"{rel_dir}/{child.name}"
+            if not rel_dir and journal.INSIDE_LEFTOVER.match(child.name):
+                continue
+            entry = subset.entries.get((root, rel))
+            if entry is None:
+                found.append(rel)
+            elif entry.type == DIR and child.is_dir(follow_symlinks=False):
+                walk(child.path, rel)
+
+    if os.path.isdir(target) and not os.path.islink(target):
+        walk(target, "")
+    return found
 
 
 def _fetch_all(store, prefix: str, snapshots: list[dict], restore_dir: str) -> dict[str, list[tuple[str, str, str]]]:
@@ -364,7 +487,8 @@ def _check_links(places: dict[str, Placement], names: Iterable[str]) -> None:
             log.info(f"root {name} is the link {place.link}: restoring into {place.target}, which it names")
 
 
-def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place: bool) -> dict:
+def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place: bool,
+           chosen: set[tuple[str, str]] | None = None) -> dict:
     """Extract the chain into staging, make it equal the final index, swap every root in one
     transaction.
 
@@ -379,18 +503,29 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
         if not place.inside:
             os.makedirs(os.path.dirname(place.target), exist_ok=True)
     txn = journal.Transaction.begin(job.work_dir or os.path.dirname(job.run_dir), tx, target_id, list(swaps.values()))
-    writer = StagingWriter({name: swap.staging for name, swap in swaps.items()}, spool)
+    # some paths: the final index was read first (and the target's archive may not be read
+    # again); each archive's own index goes elsewhere
+    writer = StagingWriter({name: swap.staging for name, swap in swaps.items()},
+                           spool if chosen is None else spool + ".each")
+    writer.only = chosen
+    if chosen is not None:  # a root whose own entry no fetched snapshot carries
+        for name in {root for root, _ in chosen}:
+            if places[name].kind == "dir":
+                os.makedirs(swaps[name].staging, 0o700, exist_ok=True)
     kept: dict[str, list[str]] = {}
     try:
         for link in job.snapshots:
-            _stream_archive(link, fetched[link["id"]], writer, job.keyring)
+            if link["id"] in fetched:
+                _stream_archive(link, fetched[link["id"]], writer, job.keyring)
         final = read_spooled_index(spool, f"snapshot {target_id}")
         _check_index(final, target_id)
-        restored = [name for name, info in sorted(final.roots.items()) if info.get("present") and name in places]
+        wanted = final if chosen is None else _subset(final, chosen)
+        restored = [name for name, info in sorted(final.roots.items()) if info.get("present") and name in places
+                    and (chosen is None or any(root == name for root, _ in chosen))]
         for name in restored:
             if blocks_dir is not None:
                 os.makedirs(blocks_dir, mode=0o700, exist_ok=True)
-            make_equal(swaps[name].staging, name, final, blocks_dir, job.delta_min, private_root=True)
+            make_equal(swaps[name].staging, name, wanted, blocks_dir, job.delta_min, private_root=True)
         for name in sorted(writer.stats.skipped_roots):
             log.warning(f"the snapshot holds root {name}, which is not configured here: not restored")
         for name in places:
@@ -404,7 +539,9 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
         for name in restored:
             swap = swaps[name]
             swap.new_root = _root_meta(final, name)  # the staging root stays 0700 until in place
-            kept[name] = swap.prepare(carried_paths(places[name].target, excludes, includes, final, name))
+            carried = (carried_paths(places[name].target, excludes, includes, final, name) if chosen is None
+                       else carried_except(places[name].target, wanted, name))
+            kept[name] = swap.prepare(carried)
         txn.swap()
     except BaseException:
         if txn.state == "swapping":
@@ -414,16 +551,21 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
         raise
     txn.finish()
     for name in restored:
+        carried_note = ("paths not asked for" if chosen is not None else "paths the snapshot left out")
         log.info(f"restored {name} into {places[name].target}"
-                 + (f" (kept {len(kept[name])} paths the snapshot left out)" if kept.get(name) else ""))
+                 + (f" (kept {len(kept[name])} {carried_note})" if kept.get(name) else ""))
     if blocks_dir is not None:
         for entry in final.files():
             if entry.db:
                 entry.size, entry.wal = entry.content_size, None
         final.save(spool)
-    return {"dry_run": False, "roots": {n: places[n].target for n in restored},
-            "files": sum(1 for _ in final.files()), "bytes_extracted": writer.stats.bytes,
-            "kept": {n: len(paths) for n, paths in kept.items() if paths}}
+    result = {"dry_run": False, "roots": {n: places[n].target for n in restored},
+              "files": sum(1 for _ in wanted.files()), "bytes_extracted": writer.stats.bytes,
+              "kept": {n: len(paths) for n, paths in kept.items() if paths}}
+    if chosen is not None:
+        result["included"] = {n: sorted(p for r, p in chosen if r == n)[:20] for n in restored}
+        result["snapshots_fetched"] = [link["id"] for link in job.snapshots if link["id"] in fetched]
+    return result
 
 
 def _root_meta(final: Index, name: str) -> list[int]:
