@@ -47,6 +47,7 @@ from .errors import (
 from .extract import StagingWriter, make_equal, read_spooled_index
 from .index import DIR, SQLITE_COMPANIONS, Index, check_structure, is_excluded, scan
 from .log import log
+from .progress import Meter, human_bytes
 from .stores.base import Store
 
 READ_CHUNK = 1024 * 1024
@@ -189,7 +190,8 @@ class VolumeStream(io.RawIOBase):
     file changed under us in between, and names the volume when it happens.
     """
 
-    def __init__(self, volumes: list[tuple[str, str, str]]) -> None:  # (name, path, sha256)
+    def __init__(self, volumes: list[tuple[str, str, str]], meter: Meter | None = None) -> None:  # (name, path, sha256)
+        self.meter = meter  # the bytes read are the extraction's progress
         self.pending = list(volumes)
         self.current: BinaryIO | None = None
         self.name = ""
@@ -220,6 +222,8 @@ class VolumeStream(io.RawIOBase):
             if data:
                 self.digest.update(data)
                 buffer[: len(data)] = data
+                if self.meter is not None:
+                    self.meter.update(len(data))
                 return len(data)
             if not self._advance():
                 return 0
@@ -415,11 +419,15 @@ def carried_except(target: str, subset: Index, root: str) -> list[str]:
 def _fetch_all(store, prefix: str, snapshots: list[dict], restore_dir: str) -> dict[str, list[tuple[str, str, str]]]:
     """Every volume of the chain, fetched and verified before anything is extracted."""
     fetched: dict[str, list[tuple[str, str, str]]] = {}
-    for link in snapshots:
-        fetched[link["id"]] = [
-            (v["name"], store.fetch_volume(prefix, v["name"], v["size"], v["sha256"], restore_dir), v["sha256"])
-            for v in link["volumes"]]
-    log.info(f"verified {sum(len(v) for v in fetched.values())} volumes of {len(snapshots)} snapshots")
+    meter = Meter("fetch", sum(v["size"] for link in snapshots for v in link["volumes"]), bar=False)
+    try:
+        for link in snapshots:
+            fetched[link["id"]] = _fetch(store, prefix, link, restore_dir)
+    except BaseException:
+        meter.abandon()
+        raise
+    meter.close(done=meter.total, note=f"{sum(len(v) for v in fetched.values())} volumes of {len(snapshots)} "
+                                       "snapshots, each verified against its sha256")
     return fetched
 
 
@@ -431,11 +439,11 @@ def _drain(stream: BinaryIO) -> None:
 
 
 def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: StagingWriter,
-                    keyring: seal.KeyRing | None) -> None:
+                    keyring: seal.KeyRing | None, meter: Meter | None = None) -> None:
     names = ", ".join(name for name, _, _ in volumes)
     where = f"snapshot {link['id']} (volumes {names})"
     try:
-        with VolumeStream(volumes) as raw:
+        with VolumeStream(volumes, meter) as raw:
             opened: BinaryIO = raw  # type: ignore[assignment]
             if link.get("sealed"):
                 assert keyring is not None
@@ -513,10 +521,13 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
             if places[name].kind == "dir":
                 os.makedirs(swaps[name].staging, 0o700, exist_ok=True)
     kept: dict[str, list[str]] = {}
+    meter = Meter("extract", sum(v["size"] for link in job.snapshots if link["id"] in fetched for v in link["volumes"]))
     try:
         for link in job.snapshots:
             if link["id"] in fetched:
-                _stream_archive(link, fetched[link["id"]], writer, job.keyring)
+                _stream_archive(link, fetched[link["id"]], writer, job.keyring, meter)
+        meter.close(note=f"{writer.stats.members} entries from {len(fetched)} snapshots, "
+                         f"{human_bytes(writer.stats.bytes)} written")
         final = read_spooled_index(spool, f"snapshot {target_id}")
         _check_index(final, target_id)
         wanted = final if chosen is None else _subset(final, chosen)
@@ -544,6 +555,7 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
             kept[name] = swap.prepare(carried)
         txn.swap()
     except BaseException:
+        meter.abandon()
         if txn.state == "swapping":
             txn.rollback()
         elif txn.state != "staging" or os.path.lexists(txn.path):
@@ -585,16 +597,58 @@ def _dry_run(job: Job, fetched: dict, spool: str) -> dict:
     live_roots = [Root(name, place.target, place.kind) for name, place in places.items()
                   if final.roots.get(name, {}).get("present")]
     excludes, includes = _patterns(job, final)
+    meter = Meter("scan", 0, unit="entries", bar=False)
     live, _ = scan(live_roots, excludes, includes)
+    meter.close(done=len(live.entries), note="the targets, compared with the snapshot's index")
     added = sorted(k for k in final.entries if k not in live.entries)
     removed = sorted(k for k in live.entries if k not in final.entries)
     changed = sorted(k for k, e in final.entries.items() if k in live.entries and not e.same_as(live.entries[k]))
     kept = sorted((root.name, rel) for root in live_roots
                   for rel in carried_paths(root.path, excludes, includes, final, root.name))
-    for mark, keys in (("+", added), ("~", changed), ("-", removed), ("=", kept)):
+    if job.include is not None:  # only the matching paths; live paths the snapshot lacks stay
+        include = job.include
+        added, changed = ([k for k in keys if _included(include, *k)] for keys in (added, changed))
+        removed, kept = [], []
+    words = (("add", added), ("change", changed), ("remove", removed), ("keep", kept))
+    by_root: dict[str, dict] = {}
+    for name in sorted(places):
+        if name not in final.roots or not final.roots[name].get("present"):
+            continue
+        counts = {word: sum(1 for root, _ in keys if root == name) for word, keys in words}
+        first = {word: [path or "." for root, path in keys if root == name][:DRY_RUN_SHOWN] for word, keys in words}
+        by_root[name] = {**counts, "first": {w: p for w, p in first.items() if p}}
+        log.info(f"{name} ({places[name].target}): would add {counts['add']}, change {counts['change']}, "
+                 f"remove {counts['remove']}, keep {counts['keep']}")
+    shown: dict[tuple[str, str], int] = {}
+    for word, keys in words:  # the first 20 of each kind per root; every one with -v
+        note = " (left out of the snapshot by its excludes)" if word == "keep" else ""
         for root, path in keys:
-            word = {"+": "add", "~": "change", "-": "remove", "=": "keep"}[mark]
-            note = " (left out of the snapshot by its excludes)" if mark == "=" else ""
-            log.info(f"would {word} {root}/{path}{note}")
+            shown[(root, word)] = shown.get((root, word), 0) + 1
+            (log.info if shown[(root, word)] <= DRY_RUN_SHOWN else log.debug)(f"would {word} {root}/{path}{note}")
+        for (root, kind), count in sorted(shown.items()):
+            if kind == word and count > DRY_RUN_SHOWN:
+                log.info(f"... and {count - DRY_RUN_SHOWN} more to {word} in {root} (-v lists them all)")
     return {"dry_run": True, "roots": {n: places[n].target for n in sorted(final.roots) if n in places},
-            "changes": {"add": len(added), "change": len(changed), "remove": len(removed), "keep": len(kept)}}
+            "changes": {word: len(keys) for word, keys in words}, "by_root": by_root}
+
+
+DRY_RUN_SHOWN = 20  # paths of each kind per root that a dry run names
+
+
+def render_dry_run(pull: dict) -> str:
+    """A dry run as a person reads it: per root, the counts and the first paths of each kind."""
+    lines = []
+    for name, root in pull.get("by_root", {}).items():
+        target = pull.get("roots", {}).get(name, "")
+        lines.append(f"{name}  {target}")
+        lines.append("  " + ", ".join(f"{root[w]} to {w}" for w in ("add", "change", "remove", "keep")))
+        for word, mark in (("add", "+"), ("change", "~"), ("remove", "-"), ("keep", "=")):
+            shown = root.get("first", {}).get(word, [])
+            for path in shown:
+                lines.append(f"  {mark} {path}")
+            if root[word] > len(shown):
+                lines.append(f"  {mark} ... and {root[word] - len(shown)} more (-v lists them all on stderr)")
+    totals = pull.get("changes", {})
+    lines.append("dry run, nothing written: " + ", ".join(f"{totals.get(w, 0)} to {w}" for w in ("add", "change", "remove", "keep"))
+                 + "; --json for the document")
+    return "\n".join(lines) + "\n"

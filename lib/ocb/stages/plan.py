@@ -41,6 +41,7 @@ from ..errors import UsageError
 from ..fsutil import fresh_run_dir
 from ..index import mark_changes, scan
 from ..log import log
+from ..progress import Meter
 from ..snapshot import utc_text
 from ..stores import open_store
 
@@ -102,7 +103,9 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
             log.warning(f"{reasons[-1]}: a new full snapshot starts a whole chain")
     full = bool(reasons)
 
+    meter = Meter("scan", 0, unit="entries", bar=False)
     current, report = scan(roots, list(settings.excludes), list(settings.includes), cached.index if cached else None)
+    meter.close(done=len(current.entries), note=f"{sum(e.size for e in current.files())} bytes in files")
     if report.missing_roots:
         log.info(f"absent roots, noted and not backed up: {', '.join(report.missing_roots)}")
     for path in report.skipped_special:

@@ -19,6 +19,8 @@ Writes:  `pull`: {roots, dry_run, changes, stats}. Every volume of the chain is 
   --to DIR   restore under DIR instead of in place (roots under $HOME keep their path relative
              to it, others go to DIR/<root name>); the cache is not touched.
   --dry-run  verify the chain and say what would change (and what would be kept); write nothing.
+             `pull.changes` counts it all, `pull.by_root` per root, with the first 20 paths of
+             each kind; at a terminal it reads as a list; -v logs every path on stderr.
   --force    restore in place even while other processes hold files open under a target
              (without it: exit 1 naming their pids; their writes would be lost).
   --include PATTERN...  restore only the matching paths: a path as it lies under the home
@@ -101,3 +103,12 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         whole = to_dir is None and include is None
         doc["pull"] = restore.apply(job, record=(settings.cache_dir, doc["store"], doc["meta"]) if whole else None)
     return doc
+
+
+def render(doc: dict) -> str | None:
+    """At a terminal, a dry run reads as a list (+ add, ~ change, - remove, = keep); anything
+    else is the document."""
+    pull = doc.get("pull")
+    if doc.get("error") is not None or not isinstance(pull, dict) or not pull.get("dry_run"):
+        return None
+    return restore.render_dry_run(pull)

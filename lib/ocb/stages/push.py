@@ -31,6 +31,7 @@ from ..config import Settings
 from ..errors import EXIT_PARTIAL, BadDocument, RuntimeFailure
 from ..index import Index, check_structure
 from ..log import log
+from ..progress import Meter
 from ..snapshot import POINTER, build_meta, build_pointer, meta_path, skipped_entries
 from ..stores import open_store
 from ..stores.base import Upload
@@ -71,8 +72,14 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         # a store written before catalogs existed: its snapshots, as its listing names them
         known = catalog.seed(store.list_snapshot_ids(prefix))
     new_catalog = catalog.append(known, meta)
-    stats = store.publish(prefix, doc["id"], uploads, meta, pointer, new_catalog, doc["plan"]["base"])
+    meter = Meter("push", sum(u.size for u in uploads), bar=False)
+    try:
+        stats = store.publish(prefix, doc["id"], uploads, meta, pointer, new_catalog, doc["plan"]["base"])
+    except BaseException:
+        meter.abandon()
+        raise
     stats["seconds"] = round(time.monotonic() - started, 3)
+    meter.close(done=meter.total, note=f"{len(uploads)} volumes and the meta published to {doc['store']}")
     log.info(f"snapshot {doc['id']} ({meta['backup_type']}) is the latest in {doc['store']}")
 
     snapshot_dir = doc["plan"]["dir"]

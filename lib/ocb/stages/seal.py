@@ -29,6 +29,7 @@ from ..config import Settings
 from ..errors import BadDocument, RuntimeFailure, UsageError, io_reason
 from ..fsutil import discard
 from ..log import log
+from ..progress import Meter, MeteredReader, human_bytes
 
 STARTS_DOCUMENT = False
 KIND = "backup"
@@ -52,20 +53,25 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         raise UsageError("this document asks for sealing but no password is set (OCB_PASSWORD or OCB_PASSWORD_FILE)")
     key = seal.cached_password_key(settings.cache_dir, password, seal.KdfParams(log_n=settings.scrypt_log_n))
     sealed_path = path + SEALED_SUFFIX
+    meter = Meter("seal", archive["size"])
     try:
-        with open(path, "rb") as source, open(sealed_path, "wb") as raw_out:
+        with open(path, "rb") as plain, open(sealed_path, "wb") as raw_out:
             hashing = HashingWriter(raw_out)
-            info = seal.seal_stream(source, hashing, key, associated=seal.snapshot_associated_data(doc["id"]))
+            source = MeteredReader(plain, meter)  # type: ignore[arg-type]  # bytes read: the progress
+            info = seal.seal_stream(source,  # type: ignore[arg-type]
+                                     hashing, key, associated=seal.snapshot_associated_data(doc["id"]))
             raw_out.flush()
             os.fsync(raw_out.fileno())
     except FileNotFoundError:
+        meter.abandon()
         discard(sealed_path)
         raise BadDocument(f"the archive {path} is gone: run the backup pipe again") from None
     except OSError as exc:
+        meter.abandon()
         discard(sealed_path)
         raise RuntimeFailure(f"cannot write the sealed archive {sealed_path}: {io_reason(exc)}") from None
     os.unlink(path)  # only the sealed copy leaves this machine; keep one copy on disk
-    log.info(f"sealed {info.plaintext_bytes} bytes into {info.sealed_bytes} ({info.segments} segments)")
+    meter.close(note=f"sealed into {human_bytes(info.sealed_bytes)} ({info.segments} segments)")
     doc["seal"] = {"sealed": True, "path": sealed_path, "size": info.sealed_bytes,
                    "sha256": hashing.digest.hexdigest(), "params": info.header}
     return doc

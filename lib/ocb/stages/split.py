@@ -18,6 +18,7 @@ import os
 
 from ..config import Settings
 from ..errors import BadDocument, ChecksumMismatch, RuntimeFailure, io_reason
+from ..progress import Meter, human_bytes
 from ..volumes import split_file
 
 STARTS_DOCUMENT = False
@@ -38,9 +39,14 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         raise BadDocument(f"the {where} file {path} is gone: run the backup pipe again")
     if os.path.getsize(path) != size:
         raise ChecksumMismatch(f"the {where} file {path} is {os.path.getsize(path)} bytes, the document says {size}")
+    # one volume is the archive itself (no copy, no bar); more are cut with a bar
+    meter = Meter("split", size, bar=size > settings.volume_size)
     try:
-        volumes = split_file(path, size, source["sha256"], settings.volume_size)
+        volumes = split_file(path, size, source["sha256"], settings.volume_size, meter.update)
     except OSError as exc:
+        meter.abandon()
         raise RuntimeFailure(f"cannot write volumes of {path}: {io_reason(exc)}") from None
+    meter.close(done=size, note=f"{len(volumes)} volume{'s' if len(volumes) != 1 else ''} of at most "
+                f"{human_bytes(settings.volume_size)}")
     doc["volumes"] = {"volume_size": settings.volume_size, "files": volumes}
     return doc
