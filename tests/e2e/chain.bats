@@ -51,8 +51,11 @@ setup() {
     run -2 --separate-stderr ocb-chain --id openclaw-backup-20000101-000000
     [[ "$stderr" == *"no such snapshot"*"ocb-chain --list"* ]]
     # a snapshot the store knows but whose meta is gone stays a broken chain
-    rm "$STORE_DIR/backups/$(last_id).meta.json"
-    run -4 --separate-stderr ocb-chain --id "$(last_id)"
+    first=$(last_id)
+    printf 'more\n' >>"$HOME/.openclaw/a.txt"
+    backup_ok
+    rm "$STORE_DIR/backups/$first.meta.json"
+    run -4 --separate-stderr ocb-chain --id "$first"
     [[ "$stderr" == *"no meta"* ]]
     run -2 --separate-stderr ocb-chain --id ../../etc/passwd
     [[ "$stderr" == *"not a snapshot id"* ]]
