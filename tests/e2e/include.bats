@@ -33,16 +33,14 @@ reset_stats() { hub_post /__hub/stats/reset '{}' >/dev/null; }
 # entries OF ONE manifest line set (path, type, mode, mtime, sha) for the given paths
 lines_for() { local dir=$1; shift; manifest "$dir" | jq -c --args 'select(.path as $p | $ARGS.positional | index($p))' "$@"; }
 
-# three snapshots: the full holds SOUL.md and the keys, the second changes with space.txt,
-# the third adds a file
+# three snapshots: the full holds SOUL.md and the keys, the second changes with space.txt
+# (home-at-second: the tree then), the third adds a file
 three_snapshots() {
     backup_ok
     FULL=$(last_id)
-    cp -a "$HOME" "$BATS_TEST_TMPDIR/home-at-full"
     sleep 1
     printf 'second\n' >>"$HOME/.openclaw/with space.txt"
     backup_ok
-    SECOND=$(last_id)
     cp -a "$HOME" "$BATS_TEST_TMPDIR/home-at-second"
     sleep 1
     printf 'third\n' >"$HOME/.openclaw/third.txt"
