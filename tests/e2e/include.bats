@@ -101,3 +101,21 @@ three_snapshots() {
     [[ "$stderr" == *"matches --include"* ]]
     manifest "$HOME" | diff "$BATS_TEST_TMPDIR/before" -
 }
+
+@test "--include of a large file stored as block deltas fetches its whole copy and every delta on it" {
+    export OCB_DELTA_MIN=64K
+    head -c 400000 /dev/urandom >"$HOME/.openclaw/big.db.bin"
+    backup_ok
+    FULL=$(last_id)
+    sleep 1
+    printf 'patched' | dd of="$HOME/.openclaw/big.db.bin" bs=1 seek=100000 conv=notrunc 2>/dev/null
+    backup_ok
+    DELTA=$(last_id)
+    jq -e '.archive.stats.delta_files == 1' "$BATS_TEST_TMPDIR/last.json"
+    sleep 1
+    printf 'other\n' >"$HOME/.openclaw/other.txt"
+    backup_ok
+    run -0 --separate-stderr ocb-restore --include .openclaw/big.db.bin --to "$BATS_TEST_TMPDIR/r"
+    jq -e --arg f "$FULL" --arg d "$DELTA" '.pull.snapshots_fetched == [$f, $d]' <<<"$output"
+    cmp "$HOME/.openclaw/big.db.bin" "$BATS_TEST_TMPDIR/r/.openclaw/big.db.bin"
+}
