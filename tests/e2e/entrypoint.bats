@@ -256,8 +256,8 @@ main_scenario() {
 
 @test "entrypoint.sh --help describes the settings" {
     run -0 dash "$EP" --help
-    [[ "$output" == *"Usage: entrypoint.sh CMD [ARGS...]"* ]]
-    for name in OCB_INTERVAL OCB_STOP_TIMEOUT OCB_ON_RESTORE_FAIL OCB_RESTORE_DONE_FILE OCB_RESTORE_SKIPPED_FILE; do
+    [[ "$output" == *"Usage: entrypoint.sh [--] CMD [ARGS...]"* ]]
+    for name in OCB_INTERVAL OCB_STOP_GRACE OCB_STOP_TIMEOUT OCB_ON_RESTORE_FAIL OCB_RESTORE_DONE_FILE OCB_RESTORE_SKIPPED_FILE Example; do
         [[ "$output" == *"$name"* ]]
     done
 }
