@@ -31,7 +31,7 @@ from .errors import (
 )
 from .log import configure, log, set_loudness
 
-VERBS = ("plan", "pack", "seal", "split", "push", "chain", "pull")
+VERBS = ("plan", "pack", "seal", "split", "push", "chain", "pull", "check", "doctor")
 
 # what every stage's --help says after its own docstring: what cli.py itself reads
 COMMON_HELP = """Every stage: stdout is exactly the JSON document when piped (at a terminal the same,

@@ -284,6 +284,8 @@ class Settings:
     includes: tuple[str, ...] = ()
     seal: bool = False
     scrypt_log_n: int = 17
+    kdf: str = "argon2id"  # what new snapshots are sealed with (seal.py); scrypt when chosen
+    argon2_memory: int = 64 * 1024**2
     delta_min: int = 4 * 1024**2
     sqlite_timeout: float = 30.0
     lock_wait: float = 900.0  # ocb-restore waits this long for the lock: one backup's worth
@@ -372,6 +374,7 @@ def resolve_settings(env: Environment, kind: str) -> Settings:
         raise UsageError(f"{level_name}={level}: out of range for {compression} (1..{limits.max_level})")
     default_excludes = parse_bool(env, ("OCB_DEFAULT_EXCLUDES",), True)
     seal_on, log_n = resolve_seal(env)
+    kdf, argon2_memory = resolve_kdf(env)
     return Settings(
         home=home,
         work_dir=os.path.abspath(work or os.path.join(home, ".cache", "ocb", "work")),
@@ -390,6 +393,8 @@ def resolve_settings(env: Environment, kind: str) -> Settings:
         includes=tuple(parse_patterns(env, "OCB_INCLUDE")),
         seal=seal_on,
         scrypt_log_n=log_n,
+        kdf=kdf,
+        argon2_memory=argon2_memory,
         delta_min=parse_size(env, ("OCB_DELTA_MIN",), Settings.delta_min),
         sqlite_timeout=parse_seconds(env, ("OCB_SQLITE_TIMEOUT",), Settings.sqlite_timeout, 0, inclusive=False),
         lock_wait=parse_wait(env, "OCB_LOCK_WAIT", Settings.lock_wait),
@@ -475,3 +480,21 @@ def resolve_seal(env: Environment) -> tuple[bool, int]:
     if log_n > 22:
         raise UsageError(f"OCB_SCRYPT_LOG_N={log_n}: at most 22 (scrypt memory doubles with each step)")
     return has_password and mode != "off", log_n
+
+
+KDFS = ("argon2id", "scrypt")
+
+
+def resolve_kdf(env: Environment) -> tuple[str, int]:
+    """The KDF new snapshots are sealed with: OCB_KDF (argon2id by default; scrypt when
+    OCB_SCRYPT_LOG_N alone is set, which is how the tests ask for a cheap one), and Argon2id's
+    memory, OCB_ARGON2_MEMORY (default 64M; 1M..1G)."""
+    name, var = env.get("OCB_KDF")
+    if name is None:
+        name = "scrypt" if env.get("OCB_SCRYPT_LOG_N")[0] is not None else "argon2id"
+    elif name not in KDFS:
+        raise UsageError(f"{var}={name!r}: expected one of {', '.join(KDFS)}")
+    memory = parse_size(env, ("OCB_ARGON2_MEMORY",), Settings.argon2_memory)
+    if not 1024**2 <= memory <= 1024**3 or memory % 1024:
+        raise UsageError(f"OCB_ARGON2_MEMORY={env.get('OCB_ARGON2_MEMORY')[0]!r}: expected 1M to 1G")
+    return name, memory

@@ -363,7 +363,8 @@ def _fetch_for(job: Job, spool: str) -> tuple[dict[str, list[tuple[str, str, str
     last, target_id = job.snapshots[-1], job.target_id
     assert job.include is not None
     fetched = {last["id"]: _fetch(job.store, job.prefix, last, job.run_dir)}
-    _stream_archive(last, fetched[last["id"]], StagingWriter({}, spool), job.keyring)
+    _stream_archive(last, fetched[last["id"]], StagingWriter({}, spool), job.keyring,
+                    seal.link_associated_data(job.snapshots, len(job.snapshots) - 1))
     final = read_spooled_index(spool, f"snapshot {target_id}")
     _check_index(final, target_id)
     chosen = {key for key in final.entries if key[0] in job.places and _included(job.include, *key)}
@@ -439,7 +440,7 @@ def _drain(stream: BinaryIO) -> None:
 
 
 def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: StagingWriter,
-                    keyring: seal.KeyRing | None, meter: Meter | None = None) -> None:
+                    keyring: seal.KeyRing | None, associated: bytes = b"", meter: Meter | None = None) -> None:
     names = ", ".join(name for name, _, _ in volumes)
     where = f"snapshot {link['id']} (volumes {names})"
     try:
@@ -447,7 +448,7 @@ def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: Sta
             opened: BinaryIO = raw  # type: ignore[assignment]
             if link.get("sealed"):
                 assert keyring is not None
-                opened = seal.SealedReader(raw, keyring, seal.snapshot_associated_data(link["id"]))  # type: ignore[assignment]
+                opened = seal.SealedReader(raw, keyring, associated)  # type: ignore[assignment]
             decoded = decompressor(opened)
             got_index = writer.extract(decoded)
             _drain(decoded)
@@ -464,6 +465,17 @@ def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: Sta
         raise HostileArchive(f"{where} cannot be read as an archive: {exc}") from None
     if not got_index:
         raise ChainBroken(f"{where} carries no index")
+
+
+def read_archive(link: dict, volumes: list[tuple[str, str, str]], keyring: seal.KeyRing | None, spool: str) -> Index:
+    """Read one snapshot's archive (its fetched volumes: name, path, sha256) through to its
+    index, writing no member anywhere (ocb-check --read-data): every volume re-hashed, the
+    seal opened and authenticated, the compression and tar layers decoded, the index checked.
+    The integrity errors a restore would raise, naming the snapshot."""
+    _stream_archive(link, volumes, StagingWriter({}, spool), keyring)
+    index = read_spooled_index(spool, f"snapshot {link['id']}")
+    _check_index(index, link["id"])
+    return index
 
 
 def _check_index(index: Index, target_id: str) -> None:
@@ -523,9 +535,10 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
     kept: dict[str, list[str]] = {}
     meter = Meter("extract", sum(v["size"] for link in job.snapshots if link["id"] in fetched for v in link["volumes"]))
     try:
-        for link in job.snapshots:
+        for position, link in enumerate(job.snapshots):
             if link["id"] in fetched:
-                _stream_archive(link, fetched[link["id"]], writer, job.keyring, meter)
+                _stream_archive(link, fetched[link["id"]], writer, job.keyring,
+                                seal.link_associated_data(job.snapshots, position), meter)
         meter.close(note=f"{writer.stats.members} entries from {len(fetched)} snapshots, "
                          f"{human_bytes(writer.stats.bytes)} written")
         final = read_spooled_index(spool, f"snapshot {target_id}")
@@ -591,7 +604,8 @@ def _dry_run(job: Job, fetched: dict, spool: str) -> dict:
     """Read only the final index (the last archive's last member) and compare with the targets."""
     last, target_id, places = job.snapshots[-1], job.target_id, job.places
     writer = StagingWriter({}, spool)  # no staging roots: members are read past, not written
-    _stream_archive(last, fetched[last["id"]], writer, job.keyring)
+    _stream_archive(last, fetched[last["id"]], writer, job.keyring,
+                    seal.link_associated_data(job.snapshots, len(job.snapshots) - 1))
     final = read_spooled_index(spool, f"snapshot {target_id}")
     _check_index(final, target_id)
     live_roots = [Root(name, place.target, place.kind) for name, place in places.items()

@@ -406,6 +406,25 @@ def test_fetch_detects_damage_and_absence(backend, store, tmp_path):
         backend.open().fetch_volume("backups", upload.name, upload.size, upload.sha256, str(tmp_path / "work2"))
 
 
+def test_digests_the_start_of_a_volume_and_access_need_no_download(backend, store, tmp_path):
+    """What ocb-check and ocb-doctor ask of every store (issue 18)."""
+    before = store.access()
+    assert before.exists is False and before.can_write is True and before.detail
+    data = os.urandom(5000)  # above the test Hub's LFS threshold: the Hub records its sha256
+    upload, _, _, _ = publish(store, backend.url, tmp_path, SNAP, data=data)
+    digests = store.list_file_digests("backups")
+    assert {name: size for name, (size, _) in digests.items()} == store.list_files("backups")
+    hub = backend.url.startswith("hf://")
+    assert digests[upload.name] == (len(data), upload.sha256 if hub else None)
+    assert store.read_start("backups", upload.name, 107) == data[:107]
+    assert store.read_start("backups", upload.name, 10**6) == data
+    with pytest.raises(ChainBroken, match="missing"):
+        store.read_start("backups", "openclaw-backup-20261101-130000.tar.zst", 10)
+    after = store.access()
+    assert after.exists is True and after.can_write is True
+    assert (after.private, bool(after.who)) == ((True, True) if hub else (None, False))
+
+
 def test_a_store_written_before_catalogs_has_none_and_its_snapshots_stay_safe(backend, store, tmp_path):
     _, first, _, _ = publish(store, backend.url, tmp_path, SNAP, token=None, old_catalog=None)
     backend.raw.delete(catalog.NAME)  # now as an older ocb or the legacy script left it

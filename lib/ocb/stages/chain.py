@@ -13,31 +13,41 @@ Writes:  a new restore document with `settings` (roots to restore, work and cach
          --list writes `list`: {snapshots: [{id, created_at_utc, latest, this_machine,
          backup_type, files, bytes, stored_bytes, sealed, chain_length, chain_id, parent_id}]}
          and `skip`; on a terminal it is a table (--json: the document).
+         In a sealed store (a password set, or this machine has seen the store authenticated)
+         the pointer, the meta and the catalog read must carry a record MAC that verifies,
+         every snapshot of the chain must be sealed, and the latest must not be older than
+         the highest publish this machine has seen there (docs/format.md, README "Against
+         someone who can write the store"); the publish seen is recorded in the cache.
 Environment:
-  OCB_STORE (legacy OPENCLAW_BACKUP_DATASET_REPO; no default); OCB_RESTORE_STORE (legacy
-  OPENCLAW_RESTORE_DATASET_REPO; default: the backup store) restores from another store
-  OCB_STATE_DIR (default ~/.openclaw), OPENCLAW_BACKUP_ROOT_*_DIR (default ~/.config ...),
-  OPENCLAW_BACKUP_EXTRA_DIRS / _FILES, OPENCLAW_RESTORE_NPM_ENABLED (default true)
-                 where each root is restored
-  OCB_WORK_DIR (default ~/.cache/ocb/work), OCB_CACHE_DIR (default ~/.cache/ocb)
+  OCB_STORE (legacy OPENCLAW_BACKUP_DATASET_REPO); OCB_RESTORE_STORE (legacy
+  OPENCLAW_RESTORE_DATASET_REPO) restores from another store
+  OCB_STATE_DIR, OPENCLAW_BACKUP_ROOT_*_DIR, OPENCLAW_BACKUP_EXTRA_DIRS / _FILES,
+  OPENCLAW_RESTORE_NPM_ENABLED   where each root is restored
+  OCB_WORK_DIR, OCB_CACHE_DIR
+  OCB_PASSWORD or OCB_PASSWORD_FILE: checks the record MACs; OCB_SEAL=off: unsealed snapshots
+  and records without a MAC are restored on purpose
   HF_TOKEN, HF_ENDPOINT for Hub stores; OCB_LOG_FORMAT=json, OCB_DEBUG=1, OCB_PROGRESS=1
   --show-config  write the resolved settings and stop (the sh porcelain reads its work dir there)
 Example: ocb-chain --list;  ocb-chain | jq .chain.snapshots[].id;  ocb-chain --at 2026-12-01T09:00:00Z > c.json
 Exit status: 0 ok or nothing to restore; 1 run-time failure; 2 bad flag or env value, or no
              such snapshot (an --id the store does not hold, an --at before its first
-             snapshot: see ocb-chain --list); 4 broken chain or damaged meta;
-             13 credentials refused; 14 store unavailable.
+             snapshot: see ocb-chain --list);
+             4 broken chain, damaged meta, a record failing or lacking its MAC, an unsealed
+             snapshot in a sealed restore (named), a rollback; 13 credentials refused; 14 store unavailable.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from .. import DOC_VERSION, cache, config, lineage
-from ..errors import ChainBroken, IntegrityError, NoSuchSnapshot
+from .. import DOC_VERSION, cache, catalog, config, lineage, seal
+from ..errors import ChainBroken, IntegrityError, NoSuchSnapshot, NotAuthenticated, RollbackDetected
 from ..log import log
 from ..snapshot import (
     POINTER,
+    RECORD_MAC,
+    check_mac,
+    store_id_of,
     check_id,
     check_meta,
     id_sort_key,
@@ -84,15 +94,20 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         store_url, store = fallback_url, open_store(fallback_url, settings, secrets)
     doc.update({"ocb": DOC_VERSION, "store": store_url, "settings": settings.as_dict()})
     prefix = settings.path_prefix
+    guard = Guard(settings.cache_dir, store_url, env)
     try:
         head = store.head()
         pointer_problem = None
+        if head.pointer is not None:
+            guard.pointer(head.pointer, f"{store_url}/{POINTER}")
     except IntegrityError as exc:
-        # a damaged pointer: --id and --at do not need it, the latest is named below
+        # a damaged or forged pointer: --id and --at do not need it, the latest is named below
+        if args.id is None and moment is None and not args.list and isinstance(exc, NotAuthenticated):
+            raise
         head, pointer_problem = Head(None, None), str(exc)
 
     if args.list:
-        known = store.read_catalog()
+        known = guard.catalog(store.read_catalog(), f"{store_url}/{catalog.NAME}")
         entries = (known["snapshots"] if known is not None
                    else [{"id": i} for i in sorted(store.list_snapshot_ids(prefix), key=id_sort_key)])
         cached = cache.load(settings.cache_dir, store_url)
@@ -104,7 +119,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     if args.id is not None:
         target = args.id
     elif moment is not None:
-        known = store.read_catalog()
+        known = guard.catalog(store.read_catalog(), f"{store_url}/{catalog.NAME}")
         if known is not None:
             # publish order, not the clock's: the last published of those stamped at or before
             # the moment (a snapshot taken after the clock went back is still the later one)
@@ -118,6 +133,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         target = found
     else:
         target = head.snapshot_id
+        guard.not_rolled_back(head.pointer)
         if target is None and head.pointer is not None:
             raise ChainBroken("the store's latest-backup.json names no snapshot id (damaged?)")
         if target is None and (pointer_problem or store.list_snapshot_ids(prefix)):
@@ -136,6 +152,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     if target == head.snapshot_id and "meta" in pointer:
         source = f"{store_url}/{POINTER}"
         meta = pointer_meta(pointer, target, source)
+        guard.meta(meta, source)
         snapshots = check_meta(meta, target, source, pointer)
     else:
         try:
@@ -145,7 +162,10 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
                 raise NoSuchSnapshot(f"no such snapshot: {store_url} holds no snapshot {target} "
                                      "(see ocb-chain --list)") from None
             raise
-        snapshots = check_meta(meta, target, f"{store_url}/{meta_path(prefix, target)}")
+        source = f"{store_url}/{meta_path(prefix, target)}"
+        guard.meta(meta, source)
+        snapshots = check_meta(meta, target, source)
+    guard.sealed_links(snapshots, source)
     log.info(f"snapshot {target}: a chain of {len(snapshots)} ({snapshots[0]['id']} full)")
     doc["id"] = target
     doc["chain"] = {"target": target, "latest": head.snapshot_id, "base": head.token,
@@ -210,3 +230,107 @@ def render(doc: dict) -> str | None:
     lines.append(f"{count} snapshot{'s' if count != 1 else ''} in {doc.get('store')}"
                  + ("" if count else " (none yet)") + "; --json for the document")
     return "\n".join(lines) + "\n"
+class Guard:
+    """What a restore trusts in a sealed store (docs/format.md, "Records of a sealed store").
+
+    With a password (and OCB_SEAL not off), or on a machine that has seen this store's
+    authenticated pointer: the pointer, metas and catalog must carry a record MAC that
+    verifies before anything in them is used, except records written before MACs existed,
+    whose whole chain is sealed in the first form (no store_id: their archives open only
+    under the first associated data); every link of the chain must be sealed (exit 4 naming
+    the unsealed ones); and the latest must not be older than the highest publish number this
+    machine has seen there (exit 4; --id and --at pick an older snapshot on purpose).
+    A MAC present is verified whenever a password is set, OCB_SEAL=off or not.
+    """
+
+    def __init__(self, cache_dir: str, store_url: str, env: config.Environment) -> None:
+        self.cache_dir, self.store_url = cache_dir, store_url
+        password = config.seal_password(env)
+        self.keyring = seal.KeyRing(password) if password is not None else None
+        self.seen = cache.seen(cache_dir, store_url)
+        self.required = not config.seal_explicitly_off(env) and (password is not None or self.seen is not None)
+        self.verified_pointer: dict | None = None
+        self.meta_verified = False
+        self.meta_without_mac = True
+
+    def _check(self, record: dict, kind: str, what: str) -> bool:
+        """True when the record's MAC verified; NotAuthenticated when it fails, or is missing
+        where one is required: a record naming a store_id (written since MACs), or a pointer
+        or catalog of a store this machine has seen authenticated. A meta of the first form
+        stays readable (by --id): its chain is checked in sealed_links."""
+        if RECORD_MAC in record and self.keyring is not None:
+            check_mac(record, kind, self.keyring, what)
+            return True
+        if not self.required:
+            return False
+        if RECORD_MAC in record:
+            # no password here to check it with: a sealed chain then stops in ocb-pull
+            # (exit 2), an unsealed one below (exit 4); a MAC cannot be forged either way
+            return False
+        if self.seen is not None and kind != "meta":
+            raise NotAuthenticated(f"{what} carries no MAC, but this machine has seen {self.store_url} authenticated "
+                                   f"(publish {self.seen['seq']}, {self.seen.get('snapshot')}): refused")
+        if store_id_of(record) is not None or "store_id" in record:
+            raise NotAuthenticated(f"{what} carries no MAC: refused in a restore with a password "
+                                   "(OCB_SEAL=off reads it anyway)")
+        return False
+
+    def pointer(self, pointer: dict, what: str) -> None:
+        if self._check(pointer, "pointer", what) and store_id_of(pointer) and isinstance(pointer.get("seq"), int):
+            self.verified_pointer = pointer  # what rollback detection and the store id compare with
+
+    def not_rolled_back(self, pointer: dict | None) -> None:
+        """The latest pointer is not older than the newest this machine has seen; then it is
+        recorded as seen."""
+        if self.verified_pointer is None or self.verified_pointer is not pointer:
+            return
+        store_id, seq = store_id_of(pointer), pointer["seq"]
+        if self.seen is not None:
+            if self.seen["store_id"] != store_id:
+                raise RollbackDetected(
+                    f"{self.store_url} is not the store this machine has seen there: its store id is {store_id}, "
+                    f"this machine recorded {self.seen['store_id']} (publish {self.seen['seq']}). If the store was "
+                    f"made again on purpose, remove {self.store_url!r} from {self.cache_dir}/{cache.SEEN}")
+            if seq < self.seen["seq"]:
+                raise RollbackDetected(
+                    f"{self.store_url} was rolled back: its latest is {pointer.get('id')} (publish {seq}), but this "
+                    f"machine has seen publish {self.seen['seq']} ({self.seen.get('snapshot')}) there. "
+                    "ocb-restore --id ID restores an older snapshot on purpose")
+        try:
+            cache.record_seen(self.cache_dir, self.store_url, store_id, seq, str(pointer.get("id")))  # type: ignore[arg-type]
+        except OSError as exc:
+            log.warning(f"cannot record publish {seq} of {self.store_url} in {self.cache_dir}: {exc.strerror or exc}")
+
+    def catalog(self, known: dict | None, what: str) -> dict | None:
+        if known is None:
+            return None
+        if self._check(known, "catalog", what) and self.seen is not None and store_id_of(known) == self.seen["store_id"]:
+            newest = max((e["seq"] for e in known["snapshots"]), default=0)
+            if newest < self.seen["seq"]:
+                raise RollbackDetected(f"{what} was rolled back: its newest publish is {newest}, but this machine has "
+                                       f"seen publish {self.seen['seq']} ({self.seen.get('snapshot')}) there")
+        return known
+
+    def meta(self, meta: object, what: str) -> None:
+        self.meta_verified = isinstance(meta, dict) and self._check(meta, "meta", what)
+        # without a password a MAC cannot be checked, but its absence still tells the form
+        self.meta_without_mac = not (isinstance(meta, dict) and RECORD_MAC in meta)
+
+    def sealed_links(self, snapshots: list[dict], what: str) -> None:
+        """Every link sealed (where required), a meta without MAC of the first form only, no
+        link of another store than the verified pointer's."""
+        if not self.required:
+            return
+        if not self.meta_verified and self.meta_without_mac:
+            second = [link["id"] for link in snapshots if "store_id" in link]
+            if second:  # links of the second form are only ever written with a MAC'd meta
+                raise NotAuthenticated(f"{what} carries no MAC, yet its chain names a store ({', '.join(second)}): refused")
+        unsealed = [link["id"] for link in snapshots if not link["sealed"]]
+        if unsealed:
+            raise NotAuthenticated(
+                f"{what}: the chain holds unsealed snapshots ({', '.join(unsealed)}), in a sealed restore: refused "
+                "(a sealed store's snapshots are all sealed; OCB_SEAL=off restores them anyway)")
+        store_id = store_id_of(self.verified_pointer)
+        foreign = [link["id"] for link in snapshots if store_id and link.get("store_id") not in (None, store_id)]
+        if foreign:
+            raise NotAuthenticated(f"{what}: snapshots {', '.join(foreign)} belong to another store (store id)")

@@ -43,6 +43,18 @@ class Upload:
     sha256: str
 
 
+@dataclass(frozen=True)
+class Access:
+    """What the credentials may do with a store, as far as the backend tells without writing
+    (ocb-doctor). None where the backend cannot tell or the notion does not apply."""
+
+    exists: bool
+    can_write: bool | None
+    private: bool | None  # of a store that does not exist yet: what its first backup makes it
+    who: str | None  # the account the credentials belong to
+    detail: str  # what decided can_write, for people
+
+
 def file_sha256(path: str) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
@@ -155,6 +167,25 @@ class Store(ABC):
     def list_files(self, prefix: str) -> dict[str, int]:
         """{name: size} of every file directly under `prefix` (volumes and metas), from one
         listing, nothing downloaded; {} for a missing store or prefix."""
+
+    def list_file_digests(self, prefix: str) -> dict[str, tuple[int, str | None]]:
+        """{name: (size, sha256 or None)} of every file directly under `prefix`, from one
+        listing, nothing downloaded: the sha256 where the backend records one for a file (the
+        Hub, for LFS files), else None. ocb-check compares it with the meta's."""
+        return {name: (size, None) for name, size in self.list_files(prefix).items()}
+
+    def read_start(self, prefix: str, name: str, length: int) -> bytes | None:
+        """The first `length` bytes of a store file (fewer when it is shorter), without
+        downloading the rest; None where the backend cannot read part of a file. ocb-doctor
+        opens a sealed volume's header with it to check the password."""
+        return None
+
+    def access(self) -> Access:
+        """Whether the store exists, and whether these credentials may write it (ocb-doctor)."""
+        return Access(self.exists(), None, None, None, "this store cannot tell what its credentials allow")
+
+    # what the backend allows (ocb-doctor reports the store's distance to each); none known here
+    limits: ClassVar[dict[str, int]] = {}
 
     @abstractmethod
     def fetch_volume(self, prefix: str, name: str, size: int, sha256: str, dest_dir: str) -> str:

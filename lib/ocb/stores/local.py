@@ -37,6 +37,7 @@ from ..errors import (
 from ..fsutil import TMP_MARK, atomic_write, fsync_dir, write_bytes
 from ..snapshot import META_SUFFIX, POINTER, encode_record, meta_path, parse_record
 from .base import (
+    Access,
     Head,
     Store,
     Upload,
@@ -128,6 +129,24 @@ class LocalStore(Store):
             return {}
         except OSError as exc:
             raise _io_failure("list", self._path(prefix), exc) from None
+
+    def access(self) -> Access:
+        folder = self.root
+        while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+            folder = os.path.dirname(folder)  # a first backup creates the store folder here
+        writable = os.access(folder, os.W_OK | os.X_OK)
+        where = "the store folder" if folder == self.root else f"{folder}, where the store folder is to be made,"
+        return Access(self.exists(), writable, None, None,
+                      f"{where} is {'' if writable else 'not '}writable by this user")
+
+    def read_start(self, prefix: str, name: str, length: int) -> bytes | None:
+        try:
+            with open(self._path(f"{prefix}/{name}"), "rb") as handle:
+                return handle.read(length)
+        except FileNotFoundError:
+            raise ChainBroken(f"volume {name} is missing from {self.url}") from None
+        except OSError as exc:
+            raise _io_failure("read", self._path(f"{prefix}/{name}"), exc) from None
 
     def fetch_volume(self, prefix: str, name: str, size: int, sha256: str, dest_dir: str) -> str:
         try:
