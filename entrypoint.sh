@@ -2,7 +2,10 @@
 # Summary: a container's entrypoint: restore the agent's state, run the app, back it up every
 # OCB_INTERVAL while it runs and once more when it stops.
 #
-# Usage: entrypoint.sh CMD [ARGS...]    (--help, --version: answer and exit, nothing run)
+# Usage: entrypoint.sh [--] CMD [ARGS...]
+#        entrypoint.sh --help | --version    (answer and exit, nothing run)
+# A first word that starts with "-" and is none of these is a usage error (exit 2); put "--"
+# before an app whose name starts with "-".
 #
 # 1. Restores the latest snapshot (bin/ocb-restore). No snapshot yet is a normal first start.
 # 2. Starts CMD as a child and backs up (bin/ocb-backup, never two at once) every OCB_INTERVAL.
@@ -17,7 +20,13 @@
 # Environment:
 #   OCB_INTERVAL         time between backups: 600, 90s, 10m, 1h; 0 = only the final backup
 #                        (default 10m; legacy OPENCLAW_INCREMENTAL_INTERVAL_MINUTES, minutes)
-#   OCB_STOP_TIMEOUT     how long the app may take to stop after the signal (default 30s)
+#   OCB_STOP_GRACE       how long the platform waits between SIGTERM and SIGKILL (default 10s:
+#                        docker stop's and a Hugging Face Space's, raisable there to 10 minutes
+#                        in the Space's settings); the app's stop and the final backup share it
+#   OCB_STOP_TIMEOUT     how long the app may take to stop after the signal (default: 3/10 of
+#                        OCB_STOP_GRACE, 3s of 10s); the rest is the final backup's. The log
+#                        says at start what the stop needs, and warns when a backup took longer
+#                        than the grace period leaves it
 #   OCB_ON_RESTORE_FAIL  stop | continue (default stop)
 #   OCB_CHECK_EVERY      off | chain | backup (default off): run the cheap ocb-check (every
 #                        meta, chain and volume size, nothing downloaded) after each periodic
@@ -30,7 +39,10 @@
 #
 # Log lines go to stderr as "TIME entrypoint: STAGE: MESSAGE" (UTC).
 # Needs jq (documents are read as JSON): without it, exit 1 before anything runs.
-# Exit status: the app's; 2 for a bad setting, of the entrypoint or of ocb (ocb-plan and
+# Example:
+#   OCB_STORE=hf://datasets/me/openclaw-state entrypoint.sh openclaw gateway --port 7860
+#   docker run --stop-timeout 60 -e OCB_STOP_GRACE=60s ... image   (a longer stop)
+# Exit status: the app's; 2 for a bad setting or an unknown flag, of the entrypoint or of ocb (ocb-plan and
 # ocb-chain --show-config check them all before anything runs); the restore's status
 # when it failed and OCB_ON_RESTORE_FAIL=stop; 130/143 when stopped during the restore.
 set -u
@@ -39,6 +51,10 @@ case "${1:-}" in -h|--help) sed -n '2,/^set -u/p' "$0" | sed '$d; s/^# \{0,1\}//
 here=$(dirname -- "$(readlink -f -- "$0")")
 # --version answers before anything runs (never a restore, never "--version" run as the app)
 case "${1:-}" in --version) "$here/bin/ocb-chain" --version | sed 's/^ocb-chain/entrypoint.sh (ocb)/'; exit 0 ;; esac
+case "${1:-}" in
+    --) shift ;;
+    -*) printf 'entrypoint.sh: unknown flag %s\nusage: entrypoint.sh [--] CMD [ARGS...] | --help | --version\n' "$1" >&2; exit 2 ;;
+esac
 
 log() { printf '%s entrypoint: %s: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$1" "$2" >&2; }
 now() { date +%s; }
@@ -78,7 +94,8 @@ case "$check_every" in
     off | chain | backup) ;;
     *) log config "OCB_CHECK_EVERY=$check_every: expected off, chain or backup"; exit 2 ;;
 esac
-stop_timeout=$(seconds OCB_STOP_TIMEOUT "${OCB_STOP_TIMEOUT:-30}") || exit 2
+stop_grace=$(seconds OCB_STOP_GRACE "${OCB_STOP_GRACE:-10}") || exit 2
+stop_timeout=$(seconds OCB_STOP_TIMEOUT "${OCB_STOP_TIMEOUT:-$((stop_grace * 3 / 10))}") || exit 2
 command -v jq >/dev/null 2>&1 || { log config "jq is not installed: the entrypoint and ocb-backup/ocb-restore read documents with it (Debian: apt-get install jq)"; exit 1; }
 # the whole ocb configuration, as the backup and the restore will read it: a bad value is their
 # error document's message and exit 2 now, not a restored app whose every backup fails
@@ -98,6 +115,7 @@ stop_signal=""   # the first one: it decides the exit status when the app never 
 app_pid=""
 sleeper=""
 backup_pid=""
+backup_began=0
 # shellcheck disable=SC2329  # called by the traps below
 on_signal() { signals="$signals $1"; [ -n "$stop_signal" ] || stop_signal=$1; }
 trap 'on_signal TERM' TERM
@@ -170,6 +188,9 @@ else
     "$@" &
     app_pid=$!
 fi
+if [ "$backups" = on ]; then
+    log stop "a stop needs up to ${stop_timeout}s for the app (OCB_STOP_TIMEOUT), then the final backup, within the ${stop_grace}s the platform gives between SIGTERM and SIGKILL (OCB_STOP_GRACE; a Space gives 10s unless raised in its settings): $((stop_grace - stop_timeout))s left for the backup"
+fi
 if [ "$backups" = on ] && [ "$interval" -gt 0 ]; then
     log backup "every ${interval}s while the app runs, and once more when it stops"
 elif [ "$backups" = on ]; then
@@ -199,13 +220,19 @@ backup_start() {
             exit "$status" ) &
     fi
     backup_pid=$!
+    backup_began=$(now)
 }
 backup_reap() {   # once the periodic backup has ended, say how
     if [ -z "$backup_pid" ] || kill -0 "$backup_pid" 2>/dev/null; then return 0; fi
     wait "$backup_pid"
     status=$?
+    took=$(($(now) - backup_began))
+    if [ "$status" -eq 0 ] || [ "$status" -eq 6 ]; then
+        [ "$took" -le $((stop_grace - stop_timeout)) ] ||
+            log stop "warning: that backup took ${took}s, more than the $((stop_grace - stop_timeout))s a stop leaves the final backup (OCB_STOP_GRACE=${stop_grace}s less OCB_STOP_TIMEOUT=${stop_timeout}s): raise the platform's grace period and OCB_STOP_GRACE with it"
+    fi
     case "$status" in
-        0) log backup "done" ;;
+        0) log backup "done in ${took}s" ;;
         6) log backup "done, but some entries could not be read and are not in it (see the ocb-* warnings above)" ;;
         11) log backup "skipped: another ocb-backup holds the lock" ;;
         *) log backup "failed with status $status (see the ocb-* messages above); next try in ${interval}s" ;;

@@ -182,6 +182,7 @@ def write_archive(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, 
                 final.add(entry)
                 continue
             path = _root_paths(root_paths, entry)
+            deltas_before = stats.delta_files
             try:
                 archived = writer.add(entry, path)
             except FileNotFoundError:
@@ -193,6 +194,10 @@ def write_archive(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, 
             tar.members.clear()  # tarfile keeps every member's TarInfo: memory would grow with the files
             if archived.uid is None:  # re-read at pack time: the owner is the plan's
                 archived.uid, archived.gid = entry.uid, entry.gid
+            # which snapshots a restore of this path needs: this one, plus the base of a delta
+            stored_as_delta = stats.delta_files > deltas_before
+            base = entry.base_held if stored_as_delta else []
+            archived.held = None if base is None or plan_index.snapshot is None else [*base, plan_index.snapshot]
             final.add(archived)
             if progress and archived.type == FILE:
                 progress(archived.size)

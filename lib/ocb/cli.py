@@ -17,6 +17,7 @@ import signal
 import sys
 import traceback
 from types import FrameType, ModuleType
+from typing import Callable
 
 from . import DOC_VERSION, __version__, document
 from .errors import (
@@ -29,13 +30,24 @@ from .errors import (
     io_reason,
 )
 from .launch import READS_DOCUMENT
-from .log import configure, log
+from .log import configure, log, set_loudness
 
 VERBS = ("plan", "pack", "seal", "split", "push", "chain", "pull", "check", "doctor")
 # READS_DOCUMENT (launch.py, which must stay light): the stages that read a document. Given one
 # that carries `error` or `skip` (and no flags), they pass it on before importing their own
 # module (an unchanged-state backup is five process starts, and importing the seal, store and
 # restore code was most of each)
+
+# what every stage's --help says after its own docstring: what cli.py itself reads
+COMMON_HELP = """Every stage: stdout is exactly the JSON document when piped (at a terminal the same,
+  indented, or a table where the stage has one; --json forces the document); messages go to
+  stderr as `ocb-<verb>: <level>: <message>`, progress bars only when stderr is a terminal.
+  -q quiets (warnings and errors only), -v adds debug lines. An unknown flag: the usage line
+  on stderr, exit 2.
+  OCB_LOG_FORMAT=text|json (default text)   OCB_PROGRESS=1 (default: bars when stderr is a
+  terminal)   OCB_VERBOSITY=quiet|verbose (default: neither; what -q / -v set)
+  OCB_DEBUG=1 (default off: tracebacks)
+"""
 
 
 class Interrupted(OcbError):
@@ -62,12 +74,24 @@ def build_parser(verb: str, stage: ModuleType) -> argparse.ArgumentParser:
     parser = _Parser(prog=f"ocb-{verb}", formatter_class=argparse.RawDescriptionHelpFormatter, add_help=False)
     parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
     parser.add_argument("--version", action="store_true", help="print the version and exit")
+    parser.add_argument("--json", action="store_true",
+                        help="write the JSON document on stdout even to a terminal (piped, it always is)")
+    loudness = parser.add_mutually_exclusive_group()
+    loudness.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr, no progress")
+    loudness.add_argument("-v", "--verbose", action="store_true", help="more detail on stderr (debug lines)")
     stage.add_arguments(parser)
     return parser
 
 
+# set once the flags are parsed: how the document is shown to a person at a terminal
+_render: Callable[[dict], str | None] | None = None
+
+
 def _write(doc: dict) -> None:
-    sys.stdout.write(document.dump(doc))
+    # piped (or --json), stdout is exactly the document; at a terminal the stage may show it
+    # as a person reads it (ocb-chain --list: a table), else the same indented JSON
+    text = _render(doc) if _render is not None and sys.stdout.isatty() else None
+    sys.stdout.write(text if text is not None else document.dump(doc))
     sys.stdout.flush()
 
 
@@ -121,11 +145,19 @@ def main(verb: str, argv: list[str] | None = None) -> None:
                 sys.exit(upstream["error"]["code"])
             raise
         if args.help:
-            sys.stdout.write(stage.__doc__.strip() + "\n\n" + parser.format_help())
+            sys.stdout.write(stage.__doc__.strip() + "\n\n" + COMMON_HELP + "\n" + parser.format_help())
             sys.exit(0)
         if args.version:
             sys.stdout.write(f"ocb-{verb} {__version__}\n")
             sys.exit(0)
+        global _render
+        _render = None if args.json else getattr(stage, "render", None)
+        # -q / -v, or OCB_VERBOSITY=quiet|verbose (how ocb-backup and ocb-restore hand theirs on)
+        loudness = os.environ.get("OCB_VERBOSITY", "")
+        quiet = args.quiet or (loudness == "quiet" and not args.verbose)
+        verbose = args.verbose or (loudness == "verbose" and not args.quiet)
+        if quiet or verbose:
+            set_loudness(quiet=quiet, verbose=verbose)
         if not stage.STARTS_DOCUMENT:
             doc = document.parse(sys.stdin.buffer.read() if handed is None else handed)
             if doc.get("error") is not None:

@@ -68,6 +68,18 @@ class UsageError(OcbError):
     code = EXIT_USAGE
 
 
+class NoSuchSnapshot(UsageError):
+    """--id names a snapshot the store does not hold, or --at lies before its first one.
+
+    A usage error (exit 2), never an integrity failure: nothing is damaged, the value given
+    names nothing; `ocb-chain --list` shows what there is.
+    """
+
+
+class NoSuchPath(UsageError):
+    """`--include` matches no path of the snapshot: nothing to restore (exit 2)."""
+
+
 class BadDocument(OcbError):
     """The document on stdin is empty, not JSON, of another kind or version, or lacks a field."""
 

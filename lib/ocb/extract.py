@@ -92,6 +92,8 @@ class StagingWriter:
         # least `block_min` bytes (None: none).
         self.block_min = block_min
         self.written: dict[tuple[str, str], tuple[str, BlockHashes | None]] = {}
+        # (root, path) of the only members to write (a restore of some paths); None: all
+        self.only: set[tuple[str, str]] | None = None
 
     def extract(self, stream: BinaryIO, progress: Callable[[int], None] | None = None) -> bool:
         """Extract one archive; True when it carried the index member (it must)."""
@@ -114,7 +116,10 @@ class StagingWriter:
                     raise HostileArchive(f"two members named {clean!r} in one archive")
                 seen.add(clean)
                 if root not in self.staging:
-                    self.stats.skipped_roots.add(root)
+                    if self.only is None:
+                        self.stats.skipped_roots.add(root)
+                    continue
+                if self.only is not None and (root, "/".join(parts)) not in self.only:
                     continue
                 self._apply(tar, member, root, parts)
                 self.stats.members += 1

@@ -64,6 +64,13 @@ class Entry:
     # root sets it, one run as another user leaves its own
     uid: int | None = None
     gid: int | None = None
+    # the snapshots of the chain whose archives carry this entry's content, oldest first (a
+    # whole copy, then the block deltas on top of it), so that restoring some paths fetches
+    # only those snapshots; None: not recorded (an index from before, or a delta on such a base)
+    held: list[str] | None = None
+    # set by ocb-plan on changed files: the parent's `held` of this path (not persisted in the
+    # final index), for ocb-pack to extend when it stores the file as a delta
+    base_held: list[str] | None = None
 
     @property
     def content_size(self) -> int:
@@ -92,10 +99,14 @@ class Entry:
             record.update(db=True, wal=self.wal, stored_size=self.stored_size)
         if self.uid is not None:
             record.update(uid=self.uid, gid=self.gid)
+        if self.held is not None:
+            record["held"] = self.held
         if with_pack and self.pack:
             record["pack"] = True
             if self.base_sha256:
                 record["base_sha256"] = self.base_sha256
+            if self.base_held is not None:
+                record["base_held"] = self.base_held
         return record
 
     @classmethod
@@ -107,7 +118,8 @@ class Entry:
                         target=record.get("target"), pack=bool(record.get("pack", False)),
                         db=bool(record.get("db", False)), wal=record.get("wal"),
                         stored_size=record.get("stored_size"), base_sha256=record.get("base_sha256"),
-                        uid=_owner(record.get("uid")), gid=_owner(record.get("gid")))
+                        uid=_owner(record.get("uid")), gid=_owner(record.get("gid")),
+                        held=_held(record.get("held")), base_held=_held(record.get("base_held")))
         except (KeyError, TypeError, ValueError) as exc:
             raise BadDocument(f"index entry is malformed ({exc!r}): {str(record)[:200]}") from None
         if entry.type not in (FILE, DIR, SYMLINK) or not isinstance(entry.root, str) or not isinstance(entry.path, str):
@@ -392,12 +404,14 @@ def mark_changes(current: Index, previous: Index | None) -> Changes:
         if old is not None and entry.same_as(old) and entry.db == old.db and (entry.type != FILE or old.sha256):
             entry.sha256 = old.sha256
             entry.stored_size = old.stored_size
+            entry.held = old.held
             entry.pack = False
             changes.unchanged += 1
             continue
         entry.pack = True
         if old is not None and old.type == FILE and entry.type == FILE:
             entry.base_sha256 = old.sha256
+            entry.base_held = old.held
         if old is None:
             changes.new += 1
         else:
@@ -407,6 +421,14 @@ def mark_changes(current: Index, previous: Index | None) -> Changes:
     if previous is not None:
         changes.deleted = sum(1 for key in previous.entries if key not in current.entries)
     return changes
+
+
+def _held(value: object) -> list[str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
+        raise ValueError(f"held is not a list of snapshot ids: {value!r}")
+    return list(value)
 
 
 def split_member(name: str) -> tuple[str, list[str]]:

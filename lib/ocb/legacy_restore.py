@@ -60,6 +60,11 @@ READ_CHUNK = 1024 * 1024
 
 def pull(doc: dict, args: argparse.Namespace) -> dict:
     """ocb-pull for a document whose chain is legacy (legacy.chain_section)."""
+    if getattr(args, "include", None):
+        # a legacy index records no `held`, and restoring only some paths is not built for
+        # legacy chains: refused before anything is touched, never a whole restore instead
+        raise UsageError("--include is not supported for a legacy backup: restore it whole with --to DIR "
+                         "and copy what you need")
     settings = Settings.from_doc(doc)
     chain = doc["chain"]
     links: list[dict] = chain["snapshots"]

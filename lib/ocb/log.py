@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 import time
 from typing import Callable
@@ -53,6 +54,7 @@ class Log:
         self.verb = "ocb"
         self.json_lines = False
         self.progress_enabled = False
+        self.quiet = False
 
     def debug(self, message: str) -> None:
         self.logger.debug(message)
@@ -76,8 +78,12 @@ class Log:
             return None, lambda: None
         from tqdm import tqdm
 
+        # a terminal that reports no size (a pty with no window size, `script -c`, a container's
+        # log console) would get no bar at all from tqdm: shutil's fallback, 80x24, instead
+        size = shutil.get_terminal_size()
         bar = tqdm(total=total, desc=f"ocb-{self.verb}: {description}", unit="B", unit_scale=True,
-                   file=sys.stderr, mininterval=0.5, leave=False)
+                   unit_divisor=1024, file=sys.stderr, mininterval=0.5, leave=False,
+                   ncols=size.columns, nrows=size.lines)
         return bar.update, bar.close
 
     def _json_progress(self, total: int, description: str) -> tuple[Callable[[int], None], Callable[[], None]]:
@@ -115,6 +121,16 @@ def configure(verb: str, json_lines: bool, debug: bool, progress: bool) -> None:
     log.logger.setLevel(logging.DEBUG if debug else logging.INFO)
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if debug else logging.WARNING)
+
+
+def set_loudness(quiet: bool, verbose: bool) -> None:
+    """-q: warnings and errors only, no progress; -v: debug lines too."""
+    if quiet:
+        log.logger.setLevel(logging.WARNING)
+        log.progress_enabled = False
+        log.quiet = True
+    elif verbose:
+        log.logger.setLevel(logging.DEBUG)
 
 
 def adopt_library_logger(name: str) -> None:

@@ -14,6 +14,7 @@ run-time failure.
 
 from __future__ import annotations
 
+import fnmatch
 import functools
 import hashlib
 import io
@@ -37,14 +38,17 @@ from .errors import (
     ChecksumMismatch,
     HostileArchive,
     IntegrityError,
+    NoSuchPath,
     RuntimeFailure,
     SealBroken,
+    UsageError,
     WrongPassword,
     io_reason,
 )
 from .extract import ExtractStats, StagingWriter, make_equal, read_spooled_index
-from .index import SQLITE_COMPANIONS, Index, check_structure, is_excluded, scan
+from .index import DIR, SQLITE_COMPANIONS, Index, check_structure, is_excluded, scan
 from .log import log
+from .progress import Meter, human_bytes
 from .stores.base import Store
 
 READ_CHUNK = 1024 * 1024
@@ -187,7 +191,8 @@ class VolumeStream(io.RawIOBase):
     file changed under us in between, and names the volume when it happens.
     """
 
-    def __init__(self, volumes: list[tuple[str, str, str]]) -> None:  # (name, path, sha256)
+    def __init__(self, volumes: list[tuple[str, str, str]], meter: Meter | None = None) -> None:  # (name, path, sha256)
+        self.meter = meter  # the bytes read are the extraction's progress
         self.pending = list(volumes)
         self.current: BinaryIO | None = None
         self.name = ""
@@ -218,6 +223,8 @@ class VolumeStream(io.RawIOBase):
             if data:
                 self.digest.update(data)
                 buffer[: len(data)] = data
+                if self.meter is not None:
+                    self.meter.update(len(data))
                 return len(data)
             if not self._advance():
                 return 0
@@ -253,6 +260,9 @@ class Job:
     # index, extract stats, hashes taken while writing or None); None: ocb's archives
     # (_read_chain); legacy_restore.py has its own
     read_chain: Callable[["Job", dict, dict[str, str], str], tuple[Index, ExtractStats, dict | None]] | None = None
+    # root name -> patterns relative to it ("" = the whole root): restore only the matching
+    # paths (include_patterns); None: everything
+    include: dict[str, list[str]] | None = None
 
     @property
     def target_id(self) -> str:
@@ -264,8 +274,13 @@ def apply(job: Job, record: tuple[str, str, dict] | None) -> dict:
     restore: the snapshot becomes this machine's base, so the next backup is incremental."""
     started = time.monotonic()
     try:
-        fetched = _fetch_all(job.store, job.prefix, job.snapshots, job.run_dir)
         spool = os.path.join(job.run_dir, "index.jsonl")
+        if job.include is not None:  # some paths: only the snapshots that hold them
+            fetched, chosen = _fetch_for(job, spool)
+            result = _apply(job, fetched, spool, None, in_place=record is not None, chosen=chosen)
+            result["stats"] = _stats(job, fetched, started)
+            return result
+        fetched = _fetch_all(job.store, job.prefix, job.snapshots, job.run_dir)
         blocks_dir = os.path.join(job.run_dir, cache.BLOCKS_DIR) if record is not None else None
         result = _apply(job, fetched, spool, blocks_dir, in_place=record is not None)
         if record is not None:
@@ -291,17 +306,134 @@ def dry_run(job: Job) -> dict:
 
 def _stats(job: Job, fetched: dict, started: float) -> dict:
     return {"seconds": round(time.monotonic() - started, 3), "volumes": sum(len(v) for v in fetched.values()),
-            "bytes": sum(v["size"] for link in job.snapshots for v in link["volumes"])}
+            "bytes": sum(v["size"] for link in job.snapshots if link["id"] in fetched for v in link["volumes"])}
+
+
+def include_patterns(patterns: Iterable[str], roots: Iterable[Root], home: str) -> dict[str, list[str]]:
+    """Root name -> the patterns, relative to that root, of `--include PATTERN...`.
+
+    A pattern is a path as it lies under the home (`.openclaw/workspace/SOUL.md`, `.ssh/*`)
+    or an absolute path of the live system (`/root/.openclaw/workspace/SOUL.md`); globs are
+    allowed below a root. "" stands for the whole root. A pattern under no root is a usage
+    error, before anything is fetched."""
+    result: dict[str, list[str]] = {}
+    roots = list(roots)
+    for raw in patterns:
+        pattern = os.path.normpath(os.path.join(home, os.path.expanduser(raw))) if raw else ""
+        hit = False
+        for root in roots:
+            top = os.path.normpath(root.path)
+            if pattern == top or fnmatch.fnmatchcase(top, pattern):
+                result.setdefault(root.name, []).append("")
+                hit = True
+            elif pattern.startswith(top + "/"):
+                result.setdefault(root.name, []).append(pattern[len(top) + 1:])
+                hit = True
+        if not hit:
+            raise UsageError(f"--include {raw}: under none of the roots restored here "
+                             f"({', '.join(os.path.normpath(r.path) for r in roots)})")
+    return result
+
+
+def _included(include: dict[str, list[str]], root: str, path: str) -> bool:
+    """Whether the entry `root`/`path` is one of the paths asked for: it, or a directory
+    above it, matches one of its root's patterns."""
+    patterns = include.get(root)
+    if not patterns:
+        return False
+    if "" in patterns:
+        return True
+    parts = path.split("/") if path else []
+    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    return any(fnmatch.fnmatchcase(prefix, pattern) for pattern in patterns for prefix in prefixes)
+
+
+def _subset(final: Index, chosen: set[tuple[str, str]]) -> Index:
+    """The final index cut down to the chosen entries and the directories above them."""
+    subset = Index(roots=final.roots, snapshot=final.snapshot, excludes=final.excludes, includes=final.includes)
+    for root, path in chosen:
+        parts = path.split("/") if path else []
+        for n in range(len(parts) + 1):
+            key = (root, "/".join(parts[:n]))
+            if key in final.entries:
+                subset.add(final.entries[key])
+    return subset
+
+
+def _fetch_for(job: Job, spool: str) -> tuple[dict[str, list[tuple[str, str, str]]], set[tuple[str, str]]]:
+    """For a restore of some paths: the target snapshot (it carries the index), then only the
+    snapshots of the chain whose archives hold the matching entries (each entry's `held`;
+    an index that does not record it: every snapshot). Returns what was fetched and the
+    (root, path) of the matching entries."""
+    last, target_id = job.snapshots[-1], job.target_id
+    assert job.include is not None
+    fetched = {last["id"]: _fetch(job.store, job.prefix, last, job.run_dir)}
+    _stream_archive(last, fetched[last["id"]], StagingWriter({}, spool), job.keyring,
+                    seal.link_associated_data(job.snapshots, len(job.snapshots) - 1))
+    final = read_spooled_index(spool, f"snapshot {target_id}")
+    _check_index(final, target_id)
+    chosen = {key for key in final.entries if key[0] in job.places and _included(job.include, *key)}
+    if not chosen:
+        raise NoSuchPath(f"no path of snapshot {target_id} matches --include "
+                         f"{' '.join(p for ps in job.include.values() for p in ps) or '(the roots)'}: nothing restored "
+                         "(ocb-restore --dry-run shows what it holds)")
+    needed: set[str] = set()
+    for key in chosen:
+        held = final.entries[key].held
+        needed.update(held if held is not None else (link["id"] for link in job.snapshots))
+    for link in job.snapshots:
+        if link["id"] in needed and link["id"] not in fetched:
+            fetched[link["id"]] = _fetch(job.store, job.prefix, link, job.run_dir)
+    log.info(f"{len(chosen)} entries match --include: fetched {len(fetched)} of the {len(job.snapshots)} "
+             f"snapshots of the chain ({sum(len(v) for v in fetched.values())} volumes)")
+    return {i: v for i, v in fetched.items() if i in needed}, chosen
+
+
+def _fetch(store, prefix: str, link: dict, run_dir: str) -> list[tuple[str, str, str]]:
+    return [(v["name"], store.fetch_volume(prefix, v["name"], v["size"], v["sha256"], run_dir), v["sha256"])
+            for v in link["volumes"]]
+
+
+def carried_except(target: str, subset: Index, root: str) -> list[str]:
+    """For a restore of some paths: the topmost live paths under `target` that the restored
+    subset does not hold. They are carried into the new tree (hard links), so the swap
+    replaces only the matching paths and touches nothing else; a live path the snapshot
+    lacks is kept, never deleted."""
+    found: list[str] = []
+
+    def walk(path: str, rel_dir: str) -> None:
+        try:
+            with os.scandir(path) as listing:
+                children = sorted(listing, key=lambda d: d.name)
+        except OSError:
+            return
+        for child in children:
+            rel = child.name if not rel_dir else f"{rel_dir}/{child.name}"
+            if not rel_dir and journal.INSIDE_LEFTOVER.match(child.name):
+                continue
+            entry = subset.entries.get((root, rel))
+            if entry is None:
+                found.append(rel)
+            elif entry.type == DIR and child.is_dir(follow_symlinks=False):
+                walk(child.path, rel)
+
+    if os.path.isdir(target) and not os.path.islink(target):
+        walk(target, "")
+    return found
 
 
 def _fetch_all(store, prefix: str, snapshots: list[dict], restore_dir: str) -> dict[str, list[tuple[str, str, str]]]:
     """Every volume of the chain, fetched and verified before anything is extracted."""
     fetched: dict[str, list[tuple[str, str, str]]] = {}
-    for link in snapshots:
-        fetched[link["id"]] = [
-            (v["name"], store.fetch_volume(prefix, v["name"], v["size"], v["sha256"], restore_dir), v["sha256"])
-            for v in link["volumes"]]
-    log.info(f"verified {sum(len(v) for v in fetched.values())} volumes of {len(snapshots)} snapshots")
+    meter = Meter("fetch", sum(v["size"] for link in snapshots for v in link["volumes"]), bar=False)
+    try:
+        for link in snapshots:
+            fetched[link["id"]] = _fetch(store, prefix, link, restore_dir)
+    except BaseException:
+        meter.abandon()
+        raise
+    meter.close(done=meter.total, note=f"{sum(len(v) for v in fetched.values())} volumes of {len(snapshots)} "
+                                       "snapshots, each verified against its sha256")
     return fetched
 
 
@@ -313,11 +445,11 @@ def _drain(stream: BinaryIO) -> None:
 
 
 def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: StagingWriter,
-                    keyring: seal.KeyRing | None, associated: bytes = b"") -> None:
+                    keyring: seal.KeyRing | None, associated: bytes = b"", meter: Meter | None = None) -> None:
     names = ", ".join(name for name, _, _ in volumes)
     where = f"snapshot {link['id']} (volumes {names})"
     try:
-        with VolumeStream(volumes) as raw:
+        with VolumeStream(volumes, meter) as raw:
             opened: BinaryIO = raw  # type: ignore[assignment]
             if link.get("sealed"):
                 assert keyring is not None
@@ -380,7 +512,8 @@ def _check_links(places: dict[str, Placement], names: Iterable[str]) -> None:
             log.info(f"root {name} is the link {place.link}: restoring into {place.target}, which it names")
 
 
-def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place: bool) -> dict:
+def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place: bool,
+           chosen: set[tuple[str, str]] | None = None) -> dict:
     """Extract the chain into staging, make it equal the final index, swap every root in one
     transaction.
 
@@ -395,17 +528,29 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
         if not place.inside:
             os.makedirs(os.path.dirname(place.target), exist_ok=True)
     txn = journal.Transaction.begin(job.work_dir or os.path.dirname(job.run_dir), tx, target_id, list(swaps.values()))
+    if chosen is not None:  # a root whose own entry no fetched snapshot carries
+        for name in {root for root, _ in chosen}:
+            if places[name].kind == "dir":
+                os.makedirs(swaps[name].staging, 0o700, exist_ok=True)
     kept: dict[str, list[str]] = {}
+    meter = Meter("extract", sum(v["size"] for link in job.snapshots if link["id"] in fetched for v in link["volumes"]))
     try:
-        # hashes (and, for an in-place restore, block hashes) are taken while files are written
-        read_chain = job.read_chain or functools.partial(
-            _read_chain, block_min=job.delta_min if blocks_dir is not None else None)
-        final, stats, written = read_chain(job, fetched, {n: s.staging for n, s in swaps.items()}, spool)
-        restored = [name for name, info in sorted(final.roots.items()) if info.get("present") and name in places]
+        staging = {name: swap.staging for name, swap in swaps.items()}
+        if job.read_chain is not None:
+            final, stats, written = job.read_chain(job, fetched, staging, spool)
+        else:
+            # hashes (and, for an in-place restore, block hashes) are taken while files are written
+            final, stats, written = _read_chain(job, fetched, staging, spool, chosen, meter,
+                                                block_min=job.delta_min if blocks_dir is not None else None)
+        meter.close(note=f"{stats.members} entries from {len(fetched)} snapshots, "
+                         f"{human_bytes(stats.bytes)} written")
+        wanted = final if chosen is None else _subset(final, chosen)
+        restored = [name for name, info in sorted(final.roots.items()) if info.get("present") and name in places
+                    and (chosen is None or any(root == name for root, _ in chosen))]
         for name in restored:
             if blocks_dir is not None:
                 os.makedirs(blocks_dir, mode=0o700, exist_ok=True)
-            make_equal(swaps[name].staging, name, final, blocks_dir, job.delta_min, private_root=True,
+            make_equal(swaps[name].staging, name, wanted, blocks_dir, job.delta_min, private_root=True,
                        written=written)
         for name in sorted(stats.skipped_roots):
             log.warning(f"the snapshot holds root {name}, which is not configured here: not restored")
@@ -420,9 +565,12 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
         for name in restored:
             swap = swaps[name]
             swap.new_root = _root_meta(final, name)  # the staging root stays 0700 until in place
-            kept[name] = swap.prepare(carried_paths(places[name].target, excludes, includes, final, name))
+            carried = (carried_paths(places[name].target, excludes, includes, final, name) if chosen is None
+                       else carried_except(places[name].target, wanted, name))
+            kept[name] = swap.prepare(carried)
         txn.swap()
     except BaseException:
+        meter.abandon()
         if txn.state == "swapping":
             txn.rollback()
         elif txn.state != "staging" or os.path.lexists(txn.path):
@@ -430,26 +578,37 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
         raise
     txn.finish()
     for name in restored:
+        carried_note = ("paths not asked for" if chosen is not None else "paths the snapshot left out")
         log.info(f"restored {name} into {places[name].target}"
-                 + (f" (kept {len(kept[name])} paths the snapshot left out)" if kept.get(name) else ""))
+                 + (f" (kept {len(kept[name])} {carried_note})" if kept.get(name) else ""))
     if blocks_dir is not None:
         for entry in final.files():
             if entry.db:
                 entry.size, entry.wal = entry.content_size, None
         final.save(spool)
-    return {"dry_run": False, "roots": {n: places[n].target for n in restored},
-            "files": sum(1 for _ in final.files()), "bytes_extracted": stats.bytes,
-            "kept": {n: len(paths) for n, paths in kept.items() if paths}}
+    result = {"dry_run": False, "roots": {n: places[n].target for n in restored},
+              "files": sum(1 for _ in wanted.files()), "bytes_extracted": stats.bytes,
+              "kept": {n: len(paths) for n, paths in kept.items() if paths}}
+    if chosen is not None:
+        result["included"] = {n: sorted(p for r, p in chosen if r == n)[:20] for n in restored}
+        result["snapshots_fetched"] = [link["id"] for link in job.snapshots if link["id"] in fetched]
+    return result
 
 
 def _read_chain(job: Job, fetched: dict, staging: dict[str, str], spool: str,
+                chosen: set[tuple[str, str]] | None = None, meter: Meter | None = None,
                 block_min: int | None = None) -> tuple[Index, ExtractStats, dict]:
     """ocb's archives, full -> latest, into staging; the final index is the last one's. Also
-    the hashes taken while writing (StagingWriter.written), which make_equal trusts."""
-    writer = StagingWriter(staging, spool, block_min=block_min)
+    the hashes taken while writing (StagingWriter.written), which make_equal trusts.
+    With `chosen` (some paths): only those members are written, from the snapshots fetched;
+    the final index was read first (the target's archive may not be read again), so each
+    archive's own index goes elsewhere."""
+    writer = StagingWriter(staging, spool if chosen is None else spool + ".each", block_min=block_min)
+    writer.only = chosen
     for position, link in enumerate(job.snapshots):
-        _stream_archive(link, fetched[link["id"]], writer, job.keyring,
-                        seal.link_associated_data(job.snapshots, position))
+        if link["id"] in fetched:
+            _stream_archive(link, fetched[link["id"]], writer, job.keyring,
+                            seal.link_associated_data(job.snapshots, position), meter)
     final = read_spooled_index(spool, f"snapshot {job.target_id}")
     _check_index(final, job.target_id)
     return final, writer.stats, writer.written
@@ -473,16 +632,58 @@ def _dry_run(job: Job, fetched: dict, spool: str) -> dict:
     live_roots = [Root(name, place.target, place.kind) for name, place in places.items()
                   if final.roots.get(name, {}).get("present")]
     excludes, includes = _patterns(job, final)
+    meter = Meter("scan", 0, unit="entries", bar=False)
     live, _ = scan(live_roots, excludes, includes)
+    meter.close(done=len(live.entries), note="the targets, compared with the snapshot's index")
     added = sorted(k for k in final.entries if k not in live.entries)
     removed = sorted(k for k in live.entries if k not in final.entries)
     changed = sorted(k for k, e in final.entries.items() if k in live.entries and not e.same_as(live.entries[k]))
     kept = sorted((root.name, rel) for root in live_roots
                   for rel in carried_paths(root.path, excludes, includes, final, root.name))
-    for mark, keys in (("+", added), ("~", changed), ("-", removed), ("=", kept)):
+    if job.include is not None:  # only the matching paths; live paths the snapshot lacks stay
+        include = job.include
+        added, changed = ([k for k in keys if _included(include, *k)] for keys in (added, changed))
+        removed, kept = [], []
+    words = (("add", added), ("change", changed), ("remove", removed), ("keep", kept))
+    by_root: dict[str, dict] = {}
+    for name in sorted(places):
+        if name not in final.roots or not final.roots[name].get("present"):
+            continue
+        counts = {word: sum(1 for root, _ in keys if root == name) for word, keys in words}
+        first = {word: [path or "." for root, path in keys if root == name][:DRY_RUN_SHOWN] for word, keys in words}
+        by_root[name] = {**counts, "first": {w: p for w, p in first.items() if p}}
+        log.info(f"{name} ({places[name].target}): would add {counts['add']}, change {counts['change']}, "
+                 f"remove {counts['remove']}, keep {counts['keep']}")
+    shown: dict[tuple[str, str], int] = {}
+    for word, keys in words:  # the first 20 of each kind per root; every one with -v
+        note = " (left out of the snapshot by its excludes)" if word == "keep" else ""
         for root, path in keys:
-            word = {"+": "add", "~": "change", "-": "remove", "=": "keep"}[mark]
-            note = " (left out of the snapshot by its excludes)" if mark == "=" else ""
-            log.info(f"would {word} {root}/{path}{note}")
+            shown[(root, word)] = shown.get((root, word), 0) + 1
+            (log.info if shown[(root, word)] <= DRY_RUN_SHOWN else log.debug)(f"would {word} {root}/{path}{note}")
+        for (root, kind), count in sorted(shown.items()):
+            if kind == word and count > DRY_RUN_SHOWN:
+                log.info(f"... and {count - DRY_RUN_SHOWN} more to {word} in {root} (-v lists them all)")
     return {"dry_run": True, "roots": {n: places[n].target for n in sorted(final.roots) if n in places},
-            "changes": {"add": len(added), "change": len(changed), "remove": len(removed), "keep": len(kept)}}
+            "changes": {word: len(keys) for word, keys in words}, "by_root": by_root}
+
+
+DRY_RUN_SHOWN = 20  # paths of each kind per root that a dry run names
+
+
+def render_dry_run(pull: dict) -> str:
+    """A dry run as a person reads it: per root, the counts and the first paths of each kind."""
+    lines = []
+    for name, root in pull.get("by_root", {}).items():
+        target = pull.get("roots", {}).get(name, "")
+        lines.append(f"{name}  {target}")
+        lines.append("  " + ", ".join(f"{root[w]} to {w}" for w in ("add", "change", "remove", "keep")))
+        for word, mark in (("add", "+"), ("change", "~"), ("remove", "-"), ("keep", "=")):
+            shown = root.get("first", {}).get(word, [])
+            for path in shown:
+                lines.append(f"  {mark} {path}")
+            if root[word] > len(shown):
+                lines.append(f"  {mark} ... and {root[word] - len(shown)} more (-v lists them all on stderr)")
+    totals = pull.get("changes", {})
+    lines.append("dry run, nothing written: " + ", ".join(f"{totals.get(w, 0)} to {w}" for w in ("add", "change", "remove", "keep"))
+                 + "; --json for the document")
+    return "\n".join(lines) + "\n"

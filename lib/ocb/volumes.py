@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import Callable
 
 from .errors import ChecksumMismatch
 
@@ -23,7 +24,8 @@ def part_name(archive_name: str, number: int) -> str:
     return f"{archive_name}.part-{number:04d}"
 
 
-def split_file(path: str, size: int, sha256: str, volume_size: int) -> list[dict]:
+def split_file(path: str, size: int, sha256: str, volume_size: int,
+               progress: Callable[[int], None] | None = None) -> list[dict]:
     """Cut `path` into volumes beside it; verifies the whole-archive sha256 on the way."""
     name = os.path.basename(path)
     count = volume_count(size, volume_size)
@@ -46,6 +48,8 @@ def split_file(path: str, size: int, sha256: str, volume_size: int) -> list[dict
                     digest.update(chunk)
                     whole.update(chunk)
                     written += len(chunk)
+                    if progress is not None:
+                        progress(len(chunk))
                 out.flush()
                 os.fsync(out.fileno())
             volumes.append({"name": part_name(name, number), "path": part_path, "size": written,

@@ -40,15 +40,22 @@ setup() {
     first=$(last_id)
     run -0 --separate-stderr ocb-chain --at 2999-01-01T00:00:00Z
     jq -e --arg a "$first" '.chain.target == $a' <<<"$output"
-    run -4 --separate-stderr ocb-chain --at 2000-01-01T00:00:00Z
-    [[ "$stderr" == *"no snapshot"* ]]
+    run -2 --separate-stderr ocb-chain --at 2000-01-01T00:00:00Z
+    [[ "$stderr" == *"no such snapshot"*"ocb-chain --list"* ]]
     run -2 --separate-stderr ocb-chain --at yesterday
     [[ "$stderr" == *"--at"* ]]
 }
 
 @test "chain refuses an unknown or malformed id" {
     backup_ok
-    run -4 --separate-stderr ocb-chain --id openclaw-backup-20000101-000000
+    run -2 --separate-stderr ocb-chain --id openclaw-backup-20000101-000000
+    [[ "$stderr" == *"no such snapshot"*"ocb-chain --list"* ]]
+    # a snapshot the store knows but whose meta is gone stays a broken chain
+    first=$(last_id)
+    printf 'more\n' >>"$HOME/.openclaw/a.txt"
+    backup_ok
+    rm "$STORE_DIR/backups/$first.meta.json"
+    run -4 --separate-stderr ocb-chain --id "$first"
     [[ "$stderr" == *"no meta"* ]]
     run -2 --separate-stderr ocb-chain --id ../../etc/passwd
     [[ "$stderr" == *"not a snapshot id"* ]]

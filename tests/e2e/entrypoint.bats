@@ -256,8 +256,8 @@ main_scenario() {
 
 @test "entrypoint.sh --help describes the settings" {
     run -0 dash "$EP" --help
-    [[ "$output" == *"Usage: entrypoint.sh CMD [ARGS...]"* ]]
-    for name in OCB_INTERVAL OCB_STOP_TIMEOUT OCB_ON_RESTORE_FAIL OCB_RESTORE_DONE_FILE OCB_RESTORE_SKIPPED_FILE; do
+    [[ "$output" == *"Usage: entrypoint.sh [--] CMD [ARGS...]"* ]]
+    for name in OCB_INTERVAL OCB_STOP_GRACE OCB_STOP_TIMEOUT OCB_ON_RESTORE_FAIL OCB_RESTORE_DONE_FILE OCB_RESTORE_SKIPPED_FILE Example; do
         [[ "$output" == *"$name"* ]]
     done
 }
@@ -302,18 +302,35 @@ EOF
     [ -z "$(store_listing)" ]
 }
 
-@test "the crontab line of examples/crontab works as written, in cron's bare environment" {
+@test "the crontab line of examples/crontab works as written, in cron's bare environment, for a non-root user" {
     line=$(grep -v '^[[:space:]]*#' "$OCB_ROOT/examples/crontab" | grep -v '^[[:space:]]*$')
     [ "$(printf '%s\n' "$line" | wc -l)" -eq 1 ]
     [[ "$line" != *%* ]]   # cron turns % into newlines
-    # the five time fields, then the command, with the store, install dir and log made local
+    # the five time fields, then the command, with the install dir made local
     command=$(printf '%s\n' "$line" | sed -E 's/^([^ ]+ +){5}//')
     command=${command//\/opt\/ocb/$OCB_ROOT}
-    command=${command//\/var\/log\/ocb.log/$BATS_TEST_TMPDIR/ocb.log}
-    command=$(printf '%s\n' "$command" | sed -E "s#OCB_STORE=[^ ]+#OCB_STORE=$OCB_STORE#")
+    # the settings from the env file, as the comment says (a bare environment has none)
+    mkdir -p "$HOME/.env.d"
+    printf 'OCB_STORE=%s\nOCB_WORK_DIR=%s\nOCB_CACHE_DIR=%s\n' "$OCB_STORE" "$OCB_WORK_DIR" "$OCB_CACHE_DIR" \
+        >"$HOME/.env.d/openclaw-backup.env"
     printf 'state\n' >"$HOME/.openclaw/a.txt"
-    run -0 env -i HOME="$HOME" PATH=/usr/bin:/bin SHELL=/bin/sh /bin/sh -c "$command"
+    as=()
+    if [ "$(id -u)" -eq 0 ] && command -v setpriv >/dev/null; then
+        # cron runs a user's line as that user: uid 1000, owning its home and nothing else
+        for d in "$BATS_TEST_TMPDIR" "$OCB_ROOT"; do
+            while [ "$d" != / ]; do
+                [ -n "$(find "$d" -maxdepth 0 -perm -o+x)" ] || chmod o+x "$d"
+                d=$(dirname "$d")
+            done
+        done
+        mkdir -p "$OCB_WORK_DIR" "$OCB_CACHE_DIR" "$STORE_DIR"
+        chown -R 1000:1000 "$HOME" "$OCB_WORK_DIR" "$OCB_CACHE_DIR" "$STORE_DIR"
+        packages=$(echo "$OCB_ROOT"/.venv/lib/python3*/site-packages)
+        as=(env PYTHONPATH="$packages" setpriv --reuid 1000 --regid 1000 --clear-groups)
+    fi
+    run -0 "${as[@]}" env -i HOME="$HOME" PATH=/usr/bin:/bin SHELL=/bin/sh ${as:+PYTHONPATH="$packages"} /bin/sh -c "$command"
     [ -z "$output" ]
-    grep -q 'is the latest in' "$BATS_TEST_TMPDIR/ocb.log"
+    [ -f "$HOME/ocb-backup.log" ]
     [ -n "$(store_listing)" ]
+    jq -e '.snapshots | length == 1' "$STORE_DIR/ocb-catalog.json"
 }

@@ -143,8 +143,8 @@ no_restore_dirs() { [ -z "$(find "$OCB_WORK_DIR" -mindepth 1 -maxdepth 1 -name '
 @test "a failing ocb-chain's error passes through ocb-pull with its code, the target untouched" {
     backup_ok
     manifest "$HOME/.openclaw" >"$BATS_TEST_TMPDIR/live"
-    run -4 --separate-stderr ocb-restore --id openclaw-backup-20000101-000000
-    assert_doc_error chain 4 "$(doc)"
+    run -2 --separate-stderr ocb-restore --id openclaw-backup-20000101-000000
+    assert_doc_error chain 2 "$(doc)"
     [[ "$stderr" != *"ocb-pull: error"* ]]
     manifest "$HOME/.openclaw" | diff "$BATS_TEST_TMPDIR/live" -
     no_restore_dirs

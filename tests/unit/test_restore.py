@@ -7,7 +7,7 @@ import os
 import pytest
 from ocb import journal, restore
 from ocb.config import Root
-from ocb.errors import RuntimeFailure, StoreLocked
+from ocb.errors import RuntimeFailure, StoreLocked, UsageError
 from ocb.index import DIR, FILE, Entry, Index
 
 
@@ -194,3 +194,59 @@ def test_open_holders_names_a_process_holding_a_file(tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+# -- restoring some paths (--include) ------------------------------------------------------------
+
+INCLUDE_ROOTS = [Root("openclaw-state", "/home/u/.openclaw", "dir"), Root("root-ssh", "/home/u/.ssh", "dir"),
+                 Root("extra-notes", "/srv/notes.txt", "file")]
+
+
+@pytest.mark.parametrize("patterns, expected", [
+    ([".openclaw/workspace/SOUL.md"], {"openclaw-state": ["workspace/SOUL.md"]}),
+    (["/home/u/.openclaw/workspace/SOUL.md"], {"openclaw-state": ["workspace/SOUL.md"]}),
+    ([".ssh"], {"root-ssh": [""]}),
+    ([".ssh/*", ".openclaw/a/"], {"root-ssh": ["*"], "openclaw-state": ["a"]}),
+    (["/srv/notes.txt"], {"extra-notes": [""]}),
+])
+def test_include_patterns_are_placed_under_their_roots(patterns, expected) -> None:
+    assert restore.include_patterns(patterns, INCLUDE_ROOTS, "/home/u") == expected
+
+
+@pytest.mark.parametrize("pattern", ["/etc/passwd", ".config/x", "../u/.openclawx"])
+def test_include_pattern_under_no_root_is_a_usage_error(pattern) -> None:
+    with pytest.raises(UsageError, match="under none of the roots"):
+        restore.include_patterns([pattern], INCLUDE_ROOTS, "/home/u")
+
+
+@pytest.mark.parametrize("patterns, path, included", [
+    (["workspace/SOUL.md"], "workspace/SOUL.md", True),
+    (["workspace/SOUL.md"], "workspace", False),           # a directory above: made, not restored
+    (["workspace/SOUL.md"], "workspace/SOUL.md.bak", False),
+    (["workspace"], "workspace/a/b.md", True),             # a directory brings what it holds
+    (["*.md"], "notes/x.md", True),                         # fnmatch: * crosses /
+    ([""], "", True),                                       # the whole root
+    (["a?c"], "abc/d", True),
+])
+def test_included(patterns, path, included) -> None:
+    assert restore._included({"openclaw-state": patterns}, "openclaw-state", path) is included
+    assert restore._included({"openclaw-state": patterns}, "other-root", path) is False
+
+
+def test_mark_changes_carries_which_snapshots_hold_an_entry() -> None:
+    from ocb.index import mark_changes
+
+    previous, current = Index(), Index()
+    previous.add(Entry("r", "same", "file", 0o644, 3, 1, sha256="a", held=["S1"]))
+    previous.add(Entry("r", "changed", "file", 0o644, 3, 1, sha256="b", held=["S1", "S2"]))
+    current.add(Entry("r", "same", "file", 0o644, 3, 1))
+    current.add(Entry("r", "changed", "file", 0o644, 4, 2))
+    current.add(Entry("r", "new", "file", 0o644, 4, 2))
+    mark_changes(current, previous)
+    same, changed, new = (current.entries[("r", p)] for p in ("same", "changed", "new"))
+    assert (same.pack, same.held) == (False, ["S1"])
+    assert (changed.pack, changed.held, changed.base_held) == (True, None, ["S1", "S2"])
+    assert (new.pack, new.base_held) == (True, None)
+    # persisted: `held` in every index, `base_held` only in the plan's
+    assert Entry.from_json(same.to_json()).held == ["S1"]
+    assert "base_held" not in changed.to_json() and changed.to_json(with_pack=True)["base_held"] == ["S1", "S2"]

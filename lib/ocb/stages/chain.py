@@ -10,8 +10,10 @@ Writes:  a new restore document with `settings` (roots to restore, work and cach
          An empty store gives `skip` with `no_snapshot: true` (a normal first start); a
          store with snapshots but no readable pointer is exit 4 naming its newest complete
          snapshot (--id and --at still work).
-         --list writes `list`: {snapshots: [{id, created_at_utc, latest, format}]} and `skip`,
-         `format` "legacy" for the legacy script's backups (listed first), "ocb" for ocb's.
+         --list writes `list`: {snapshots: [{id, created_at_utc, latest, this_machine,
+         backup_type, files, bytes, stored_bytes, sealed, chain_length, chain_id, parent_id,
+         format}]} and `skip`; on a terminal it is a table (--json: the document). `format`
+         is "legacy" for the legacy script's backups (listed first), "ocb" for ocb's.
          In a sealed store (a password set, or this machine has seen the store authenticated)
          the pointer, the meta and the catalog read must carry a record MAC that verifies,
          every snapshot of the chain must be sealed, and the latest must not be older than
@@ -31,8 +33,12 @@ Environment:
   OCB_WORK_DIR, OCB_CACHE_DIR
   OCB_PASSWORD or OCB_PASSWORD_FILE: checks the record MACs; OCB_SEAL=off: unsealed snapshots
   and records without a MAC are restored on purpose
+  HF_TOKEN, HF_ENDPOINT for Hub stores; OCB_LOG_FORMAT=json, OCB_DEBUG=1, OCB_PROGRESS=1
   --show-config  write the resolved settings and stop (the sh porcelain reads its work dir there)
-Exit status: 0 ok or nothing to restore; 1 run-time failure; 2 bad flag or env value;
+Example: ocb-chain --list;  ocb-chain | jq .chain.snapshots[].id;  ocb-chain --at 2026-12-01T09:00:00Z > c.json
+Exit status: 0 ok or nothing to restore; 1 run-time failure; 2 bad flag or env value, or no
+             such snapshot (an --id the store does not hold, an --at before its first
+             snapshot: see ocb-chain --list);
              4 broken chain, damaged meta, a record failing or lacking its MAC, an unsealed
              snapshot in a sealed restore (named), a rollback; 13 credentials refused; 14 store unavailable.
 """
@@ -42,7 +48,7 @@ from __future__ import annotations
 import argparse
 
 from .. import DOC_VERSION, cache, catalog, config, legacy, lineage, seal
-from ..errors import ChainBroken, IntegrityError, NotAuthenticated, RollbackDetected
+from ..errors import ChainBroken, IntegrityError, NoSuchSnapshot, NotAuthenticated, RollbackDetected
 from ..log import log
 from ..snapshot import (
     POINTER,
@@ -112,11 +118,13 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
 
     if args.list:
         known = guard.catalog(store.read_catalog(), f"{store_url}/{catalog.NAME}")
-        ids = ([entry["id"] for entry in known["snapshots"]] if known is not None
-               else sorted(store.list_snapshot_ids(prefix), key=id_sort_key))
+        entries = (known["snapshots"] if known is not None
+                   else [{"id": i} for i in sorted(store.list_snapshot_ids(prefix), key=id_sort_key)])
         confirmed = {e["id"] for e in known["snapshots"] if not e.get("from_listing")} if known is not None else None
+        cached = cache.load(settings.cache_dir, store_url)
+        base = cached.state.get("snapshot") if cached is not None else None
         doc["list"] = {"snapshots": legacy.list_entries(legacy.Reader(store), prefix, head, [
-            {"id": i, "created_at_utc": utc_text(id_time(i)), "latest": i == head.snapshot_id} for i in ids], confirmed)}
+            _listed(e, head.snapshot_id, base) for e in entries], confirmed)}
         doc["skip"] = {"stage": "chain", "reason": f"listed {len(doc['list']['snapshots'])} snapshots"}
         return doc
 
@@ -132,7 +140,8 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         else:
             found = pick_at(store.list_snapshot_ids(prefix), moment)
         if found is None:
-            raise ChainBroken(f"no snapshot in {store_url} was taken at or before {args.at}")
+            raise NoSuchSnapshot(f"no such snapshot: none in {store_url} was taken at or before {args.at} "
+                                 f"(see ocb-chain --list)")
         target = found
     elif archive_name is not None or head.legacy:
         target = None  # the legacy pointer or archive name: legacy.meta_for below
@@ -172,7 +181,13 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         guard.meta(meta, source)
         snapshots = check_meta(meta, target, source, pointer)
     else:
-        meta = store.read_meta(prefix, target)
+        try:
+            meta = store.read_meta(prefix, target)
+        except ChainBroken:
+            if args.id is not None and not _known(store, prefix, target):
+                raise NoSuchSnapshot(f"no such snapshot: {store_url} holds no snapshot {target} "
+                                     "(see ocb-chain --list)") from None
+            raise
         source = f"{store_url}/{meta_path(prefix, target)}"
         guard.meta(meta, source)
         snapshots = check_meta(meta, target, source)
@@ -185,6 +200,62 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     return doc
 
 
+def _known(store, prefix: str, snapshot_id: str) -> bool:
+    """Whether the store has any trace of the snapshot (in its catalog, or a file of it):
+    a meta missing for a snapshot the store knows is a broken chain, not a wrong --id."""
+    known = store.read_catalog()
+    if known is not None and any(e["id"] == snapshot_id for e in known["snapshots"]):
+        return True
+    return any(name.startswith(snapshot_id + ".") for name in store.list_files(prefix))
+
+
+def _listed(entry: dict, latest: str | None, base: str | None) -> dict:
+    """One line of --list: what the catalog says of a snapshot (id and time only for a store
+    from before catalogs), whether it is the latest, whether this machine descends from it."""
+    i = entry["id"]
+    row = {"id": i, "created_at_utc": entry.get("created_at_utc") or utc_text(id_time(i)), "latest": i == latest,
+           "this_machine": i == base}
+    for key in ("backup_type", "files", "bytes", "stored_bytes", "sealed", "chain_length", "chain_id", "parent_id"):
+        if key in entry:
+            row[key] = entry[key]
+    return row
+
+
+def _size(value: object) -> str:
+    if not isinstance(value, int):
+        return "?"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return "?"
+
+
+def _short(snapshot_id: object) -> str:
+    return snapshot_id.removeprefix("openclaw-backup-") if isinstance(snapshot_id, str) else "?"
+
+
+def render(doc: dict) -> str | None:
+    """What a person reads on a terminal: --list as a table; None for the JSON document."""
+    listed = doc.get("list")
+    if not isinstance(listed, dict) or doc.get("error") is not None:
+        return None
+    rows = [("ID", "TIME (UTC)", "TYPE", "FILES", "SIZE", "SEALED", "CHAIN", "LINEAGE")]
+    for s in listed["snapshots"]:
+        marks = [m for m, on in (("latest", s.get("latest")), ("this machine", s.get("this_machine"))) if on]
+        lineage_text = f"full {_short(s['chain_id'])}" if "chain_id" in s else "?"
+        rows.append((s["id"], s["created_at_utc"].replace("T", " ").rstrip("Z"), s.get("backup_type", "legacy" if s.get("format") == "legacy" else "?"),
+                     str(s["files"]) if isinstance(s.get("files"), int) else "?", _size(s.get("bytes")),
+                     {True: "yes", False: "no"}.get(s.get("sealed"), "?"),  # type: ignore[arg-type]
+                     str(s.get("chain_length", "?")),
+                     lineage_text + (f" ({', '.join(marks)})" if marks else "")))
+    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() for r in rows]
+    count = len(listed["snapshots"])
+    lines.append(f"{count} snapshot{'s' if count != 1 else ''} in {doc.get('store')}"
+                 + ("" if count else " (none yet)") + "; --json for the document")
+    return "\n".join(lines) + "\n"
 class Guard:
     """What a restore trusts in a sealed store (docs/format.md, "Records of a sealed store").
 

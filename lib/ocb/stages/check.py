@@ -21,6 +21,7 @@ Writes:  a `check` document: {store, snapshots, volumes, bytes, sha256_confirmed
 Environment: OCB_STORE (legacy OPENCLAW_BACKUP_DATASET_REPO), OCB_PATH_PREFIX, HF_TOKEN,
   HF_ENDPOINT; OCB_PASSWORD or OCB_PASSWORD_FILE to read sealed snapshots with --read-data;
   OCB_WORK_DIR for the downloads.
+Example: ocb-check | jq '.check.problems';  ocb-check --read-data-subset 10%
 Exit status: 0 the store is whole; 4 a problem was found (each one named on stderr and in
              the document); 1 run-time failure or no such store; 2 bad flag or env value,
              or --read-data of sealed snapshots without a password; 13 credentials refused;

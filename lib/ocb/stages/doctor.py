@@ -25,6 +25,7 @@ Writes:  a `doctor` document: {store, checks: [{name, ok, message, fix, code}], 
          to stderr with its fix.
 Environment: everything ocb-plan reads (OCB_STORE, OCB_STATE_DIR and the roots, OCB_WORK_DIR,
   OCB_PRIVATE, OCB_SEAL, ...), HF_TOKEN, HF_ENDPOINT, OCB_PASSWORD or OCB_PASSWORD_FILE.
+Example: ocb-doctor | jq '.doctor'
 Exit status: 0 nothing wrong (warnings allowed); 2 the public-repo refusal, a bad flag or env
              value, a missing state dir or password; otherwise the code of the first problem
              found: 13 token refused or unable to write, 4 wrong password or a planted

@@ -13,6 +13,7 @@ Writes:  `archive`: {path, size, sha256, compression, level, index, stats} in th
          An entry that cannot be read (permission denied, name too long, I/O error) is left
          out, warned about and named in `archive.skipped` [{path, reason}]; the rest is packed.
 Environment: none (settings travel in the document).
+Example: ocb-plan | ocb-pack | jq .archive.stats;  ocb-pack < plan.json > packed.json
 Exit status: 0 ok or skip; 1 run-time failure (I/O, disk full, a database locked past
              settings.sqlite_timeout); 3 bad input document.
 """
@@ -31,6 +32,7 @@ from ..errors import BadDocument, RuntimeFailure, io_reason
 from ..fsutil import discard
 from ..index import Index
 from ..log import log
+from ..progress import Meter, human_bytes
 
 STARTS_DOCUMENT = False
 KIND = "backup"
@@ -67,19 +69,22 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         base_blocks_dir=os.path.join(settings.cache_dir, BLOCKS_DIR) if plan["type"] == "incremental" else None,
         delta_min=settings.delta_min, sqlite_timeout=settings.sqlite_timeout)
     total = plan.get("changes", {}).get("bytes_to_pack", 0)
-    advance, close = log.progress(total, "pack")
+    meter = Meter("pack", total)
     try:
         if os.path.lexists(archive_path):
             os.unlink(archive_path)  # a dead run's partial archive
         with open(archive_path, "xb") as out:
-            final, stats, sha256, size = write_archive(plan_index, root_paths, out, options, index_path, advance)
+            final, stats, sha256, size = write_archive(plan_index, root_paths, out, options, index_path, meter.update)
             out.flush()
             os.fsync(out.fileno())
     except OSError as exc:
+        meter.abandon()
         discard(archive_path)
         raise RuntimeFailure(f"cannot write the archive {archive_path}: {io_reason(exc)}") from None
-    finally:
-        close()
+    except BaseException:
+        meter.abandon()  # erase the bar; the error says the rest
+        raise
+    meter.close(note=f"{stats.files} files into an archive of {human_bytes(size)}")
     if stats.vanished:
         log.info(f"{stats.vanished} entries vanished between plan and pack: not in this snapshot")
     for skipped in stats.unreadable:

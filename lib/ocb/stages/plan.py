@@ -24,6 +24,7 @@ Environment:
   Not sealed (no password, or OCB_SEAL=off), ocb's own env file (openclaw-backup.env, which
   holds the token) is excluded. A store whose latest snapshot is sealed refuses a backup that
   would not be, unless OCB_SEAL=off says so (exit 2, nothing written).
+Example: ocb-plan > plan.json && jq .plan.changes plan.json;  ocb-plan --show-config | jq .settings
 Exit status: 0 planned or skip; 1 run-time failure; 2 bad flag or env value, missing state dir,
              an unsealed backup onto a sealed store without OCB_SEAL=off.
 """
@@ -40,6 +41,7 @@ from ..errors import UsageError
 from ..fsutil import fresh_run_dir
 from ..index import mark_changes, scan
 from ..log import log
+from ..progress import Meter
 from ..snapshot import store_id_of, utc_text
 from ..stores import open_store
 
@@ -101,7 +103,9 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
             log.warning(f"{reasons[-1]}: a new full snapshot starts a whole chain")
     full = bool(reasons)
 
+    meter = Meter("scan", 0, unit="entries", bar=False)
     current, report = scan(roots, list(settings.excludes), list(settings.includes), cached.index if cached else None)
+    meter.close(done=len(current.entries), note=f"{sum(e.size for e in current.files())} bytes in files")
     if report.missing_roots:
         log.info(f"absent roots, noted and not backed up: {', '.join(report.missing_roots)}")
     for path in report.skipped_special:

@@ -13,6 +13,7 @@ Writes:  `push`: {meta, pointer, stats, skipped (a count, when some were)}. The 
          the publish number is remembered in the cache (rollback detection).
 Environment: HF_TOKEN for Hub stores (never written anywhere); OCB_PASSWORD or
   OCB_PASSWORD_FILE for a sealed snapshot (the record MACs).
+Example: ocb-plan | ocb-pack | ocb-seal | ocb-split | ocb-push | jq .push
 Exit status: 0 ok or skip; 6 published, but some entries could not be read (named in
              `plan.skipped`, `archive.skipped` and the meta); 1 run-time failure, or an
              index that a restore would refuse (ocb.index.check_structure: nothing is
@@ -34,6 +35,7 @@ from ..config import Settings
 from ..errors import EXIT_PARTIAL, BadDocument, RuntimeFailure, UsageError
 from ..index import Index, check_structure
 from ..log import log
+from ..progress import Meter
 from ..snapshot import (
     POINTER,
     RECORD_MAC,
@@ -91,7 +93,12 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     pointer = build_pointer(doc["store"], meta, prefix, seq)
     if key is not None:
         new_catalog, pointer = sign(new_catalog, "catalog", key), sign(pointer, "pointer", key)
-    stats = store.publish(prefix, doc["id"], uploads, meta, pointer, new_catalog, doc["plan"]["base"])
+    meter = Meter("push", sum(u.size for u in uploads), bar=False)
+    try:
+        stats = store.publish(prefix, doc["id"], uploads, meta, pointer, new_catalog, doc["plan"]["base"])
+    except BaseException:
+        meter.abandon()
+        raise
     if key is not None and meta.get("store_id"):
         try:
             cache.record_seen(settings.cache_dir, doc["store"], meta["store_id"], seq, doc["id"])
@@ -99,6 +106,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
             log.warning(f"cannot record publish {seq} of {doc['store']} in {settings.cache_dir}: "
                         f"{exc.strerror or exc}")
     stats["seconds"] = round(time.monotonic() - started, 3)
+    meter.close(done=meter.total, note=f"{len(uploads)} volumes and the meta published to {doc['store']}")
     log.info(f"snapshot {doc['id']} ({meta['backup_type']}) is the latest in {doc['store']}")
 
     snapshot_dir = doc["plan"]["dir"]

@@ -16,6 +16,7 @@ Environment:
   (both resolved by ocb-plan into settings.seal). OCB_KDF: argon2id (default; memory
   OCB_ARGON2_MEMORY, default 64M, t=3, p=4) or scrypt (cost OCB_SCRYPT_LOG_N, default 17;
   setting OCB_SCRYPT_LOG_N alone picks scrypt).
+Example: OCB_PASSWORD_FILE=~/.ocb-pass ocb-pack < plan.json | ocb-seal | jq .seal
 Exit status: 0 ok or skip; 1 run-time failure (disk full); 2 sealing on but no password;
              3 bad input document.
 """
@@ -31,6 +32,7 @@ from ..config import Settings
 from ..errors import BadDocument, RuntimeFailure, UsageError, io_reason
 from ..fsutil import discard
 from ..log import log
+from ..progress import Meter, MeteredReader, human_bytes
 
 STARTS_DOCUMENT = False
 KIND = "backup"
@@ -60,20 +62,25 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     chain_ids = [link["id"] for link in plan.get("parent_chain") or []] + [doc["id"]]
     associated = seal.chain_associated_data(plan["store_id"], chain_ids, len(chain_ids) - 1)
     sealed_path = path + SEALED_SUFFIX
+    meter = Meter("seal", archive["size"])
     try:
-        with open(path, "rb") as source, open(sealed_path, "wb") as raw_out:
+        with open(path, "rb") as plain, open(sealed_path, "wb") as raw_out:
             hashing = HashingWriter(raw_out)
-            info = seal.seal_stream(source, hashing, key, associated=associated)
+            source = MeteredReader(plain, meter)  # type: ignore[arg-type]  # bytes read: the progress
+            info = seal.seal_stream(source,  # type: ignore[arg-type]
+                                     hashing, key, associated=associated)
             raw_out.flush()
             os.fsync(raw_out.fileno())
     except FileNotFoundError:
+        meter.abandon()
         discard(sealed_path)
         raise BadDocument(f"the archive {path} is gone: run the backup pipe again") from None
     except OSError as exc:
+        meter.abandon()
         discard(sealed_path)
         raise RuntimeFailure(f"cannot write the sealed archive {sealed_path}: {io_reason(exc)}") from None
     os.unlink(path)  # only the sealed copy leaves this machine; keep one copy on disk
-    log.info(f"sealed {info.plaintext_bytes} bytes into {info.sealed_bytes} ({info.segments} segments)")
+    meter.close(note=f"sealed into {human_bytes(info.sealed_bytes)} ({info.segments} segments)")
     doc["seal"] = {"sealed": True, "path": sealed_path, "size": info.sealed_bytes,
                    "sha256": hashing.digest.hexdigest(), "params": info.header}
     return doc

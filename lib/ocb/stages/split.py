@@ -7,6 +7,7 @@ Writes:  `volumes`: {files: [{name, path, size, sha256}], volume_size}. An archi
          in one volume becomes that volume without a copy; a larger one is cut into
          `<name>.part-0001`, `.part-0002`, ... in the work dir.
 Environment: none (OCB_VOLUME_SIZE is resolved by ocb-plan into settings.volume_size).
+Example: ocb-seal < packed.json | ocb-split | jq '.volumes.files[] | {name, size}'
 Exit status: 0 ok or skip; 1 run-time failure (disk full); 3 bad input document.
 """
 
@@ -17,6 +18,7 @@ import os
 
 from ..config import Settings
 from ..errors import BadDocument, ChecksumMismatch, RuntimeFailure, io_reason
+from ..progress import Meter, human_bytes
 from ..volumes import split_file
 
 STARTS_DOCUMENT = False
@@ -37,9 +39,14 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         raise BadDocument(f"the {where} file {path} is gone: run the backup pipe again")
     if os.path.getsize(path) != size:
         raise ChecksumMismatch(f"the {where} file {path} is {os.path.getsize(path)} bytes, the document says {size}")
+    # one volume is the archive itself (no copy, no bar); more are cut with a bar
+    meter = Meter("split", size, bar=size > settings.volume_size)
     try:
-        volumes = split_file(path, size, source["sha256"], settings.volume_size)
+        volumes = split_file(path, size, source["sha256"], settings.volume_size, meter.update)
     except OSError as exc:
+        meter.abandon()
         raise RuntimeFailure(f"cannot write volumes of {path}: {io_reason(exc)}") from None
+    meter.close(done=size, note=f"{len(volumes)} volume{'s' if len(volumes) != 1 else ''} of at most "
+                f"{human_bytes(settings.volume_size)}")
     doc["volumes"] = {"volume_size": settings.volume_size, "files": volumes}
     return doc
