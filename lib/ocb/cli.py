@@ -30,7 +30,7 @@ from .errors import (
 )
 from .log import configure, log
 
-VERBS = ("plan", "pack", "seal", "split", "push", "chain", "pull")
+VERBS = ("plan", "pack", "seal", "split", "push", "chain", "pull", "prune")
 
 
 class Interrupted(OcbError):
@@ -102,7 +102,10 @@ def main(verb: str, argv: list[str] | None = None) -> None:
         if args.version:
             sys.stdout.write(f"ocb-{verb} {__version__}\n")
             sys.exit(0)
-        if not stage.STARTS_DOCUMENT:
+        # what the stage reads on stdin with these flags (ocb-prune --after-backup reads a
+        # backup document; without it, it starts one): (kind, sections), or None
+        reads = getattr(stage, "reads", lambda _args: None if stage.STARTS_DOCUMENT else (stage.KIND, stage.NEEDS))(args)
+        if reads is not None:
             doc = document.parse(sys.stdin.buffer.read())
             if doc.get("error") is not None:
                 _write(doc)
@@ -111,7 +114,7 @@ def main(verb: str, argv: list[str] | None = None) -> None:
             if doc.get("skip") is not None:
                 _write(doc)
                 sys.exit(0)
-            document.require(doc, stage.KIND, stage.NEEDS, verb)
+            document.require(doc, reads[0], reads[1], verb)
         doc = stage.run(doc, args)
         # a stage may report a success with a reservation (ocb-push: 6, entries skipped)
         status = getattr(stage, "exit_status", lambda _doc: 0)(doc)
