@@ -16,9 +16,10 @@ No I/O, no clock, no printing: the stage reads the catalog and carries out the d
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import functools
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, fields
 
 UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
@@ -110,67 +111,92 @@ class Decision:
     broken: list[str]
 
 
-def _time(entry: dict) -> dt.datetime:
-    return dt.datetime.strptime(entry["created_at_utc"], UTC_FORMAT).replace(tzinfo=dt.timezone.utc)
+@functools.lru_cache(maxsize=65536)
+def _parse_time(text: str) -> dt.datetime:
+    return dt.datetime.strptime(text, UTC_FORMAT).replace(tzinfo=dt.timezone.utc)
 
 
-def _bucket_keys() -> dict[str, Callable[[dt.datetime], tuple[int, ...]]]:
-    return {
-        "hourly": lambda t: (t.year, t.month, t.day, t.hour),
-        "daily": lambda t: (t.year, t.month, t.day),
-        "weekly": lambda t: tuple(t.isocalendar()[:2]),
-        "monthly": lambda t: (t.year, t.month),
-        "yearly": lambda t: (t.year,),
-    }
+def _bucket_start(rule: str, t: dt.datetime) -> dt.datetime:
+    """The first moment of the hour, day, ISO week, month or year (UTC) that `t` falls in."""
+    if rule == "hourly":
+        return t.replace(minute=0, second=0, microsecond=0)
+    day = t.replace(hour=0, minute=0, second=0, microsecond=0)
+    if rule == "daily":
+        return day
+    if rule == "weekly":
+        return day - dt.timedelta(days=t.weekday())  # ISO weeks start on Monday
+    if rule == "monthly":
+        return day.replace(day=1)
+    return day.replace(month=1, day=1)
 
 
 def decide(entries: list[dict], policy: Policy, latest: str | None) -> Decision:
     """The decision for catalog `entries` (publish order) under `policy`; `latest` is the
     pointer's snapshot (always kept). Every kept snapshot's chain is kept whole."""
-    order = {e["id"]: n for n, e in enumerate(entries)}
-    by_id = {e["id"]: e for e in entries}
-    reasons: dict[str, list[str]] = {}
+    ids = [e["id"] for e in entries]
+    index = {snapshot_id: n for n, snapshot_id in enumerate(ids)}
+    times = [_parse_time(e["created_at_utc"]) for e in entries]
+    reasons: dict[int, list[str]] = {}
 
-    def keep(snapshot_id: str, why: str) -> None:
-        reasons.setdefault(snapshot_id, []).append(why)
+    def keep(n: int, why: str) -> None:
+        reasons.setdefault(n, []).append(why)
 
-    newest_first = sorted(entries, key=lambda e: (_time(e), order[e["id"]]), reverse=True)
-    for n, entry in enumerate(newest_first[: policy.last], start=1):
-        keep(entry["id"], f"last #{n}")
-    keys = _bucket_keys()
+    # newest first: by time, then by publish order (a clock that went back)
+    newest_first = [n for _, n in sorted(zip(times, range(len(ids))), reverse=True)]
+    for number, n in enumerate(newest_first[: policy.last], start=1):
+        keep(n, f"last #{number}")
+    # oldest first, for bisect: the newest snapshot of the bucket before one that starts at B
+    # is the newest taken before B
+    ascending = [times[n] for n in reversed(newest_first)]
     for rule in BUCKETS:
         count = getattr(policy, rule)
-        seen: set[tuple[int, ...]] = set()
-        for entry in newest_first:
-            if len(seen) >= count:
+        position = len(ascending)  # newest_first[len - position] is the next candidate
+        for number in range(1, count + 1):
+            if position == 0:
                 break
-            key = keys[rule](_time(entry))
-            if key not in seen:
-                seen.add(key)
-                keep(entry["id"], f"{rule} #{len(seen)}")
+            n = newest_first[len(ascending) - position]
+            keep(n, f"{rule} #{number}")
+            position = bisect.bisect_left(ascending, _bucket_start(rule, times[n]), 0, position)
     if not policy.within.zero and newest_first:
-        cutoff = policy.within.before(_time(newest_first[0]))
-        for entry in newest_first:
-            if _time(entry) >= cutoff:
-                keep(entry["id"], f"within {policy.within}")
-    if latest is not None and latest in by_id:
-        keep(latest, "latest")
-    for entry in entries:
-        if entry.get("from_listing"):
-            keep(entry["id"], "listed before the catalog existed (its chain is unknown)")
-
-    # chain safety: every ancestor of a kept snapshot, newest dependants first
-    broken: list[str] = []
-    for snapshot_id in sorted(list(reasons), key=lambda i: order[i], reverse=True):
-        parent = by_id[snapshot_id].get("parent_id")
-        while parent is not None:
-            if parent not in by_id:
-                broken.append(snapshot_id)
+        cutoff = policy.within.before(times[newest_first[0]])
+        for n in newest_first:
+            if times[n] < cutoff:
                 break
-            if parent not in reasons:
-                keep(parent, f"chain of {snapshot_id}")
-            elif not any(r.startswith("chain of ") for r in reasons[parent]):
-                reasons[parent].append(f"chain of {snapshot_id}")
-            parent = by_id[parent].get("parent_id")
-    kept = {e["id"]: reasons[e["id"]] for e in entries if e["id"] in reasons}
-    return Decision(kept, [e["id"] for e in entries if e["id"] not in reasons], sorted(set(broken), key=order.get))
+            keep(n, f"within {policy.within}")
+    if latest is not None and latest in index:
+        keep(index[latest], "latest")
+    for n, entry in enumerate(entries):
+        if entry.get("from_listing"):
+            keep(n, "listed before the catalog existed (its chain is unknown)")
+
+    # chain safety: a parent is listed before its children (catalog.check), so one pass from
+    # the newest back keeps every ancestor of whatever is kept, naming the newest dependant
+    # that had a reason of its own
+    dependant: dict[int, str] = {}
+    missing: set[int] = set()
+    for n in range(len(ids) - 1, -1, -1):
+        if n not in reasons:
+            continue
+        parent_id = entries[n].get("parent_id")
+        if parent_id is None:
+            continue
+        parent = index.get(parent_id)
+        if parent is None or parent > n:
+            missing.add(n)
+            continue
+        because = dependant.get(n, ids[n])
+        if parent not in reasons:
+            reasons[parent] = [f"chain of {because}"]
+            dependant[parent] = because
+        elif parent not in dependant:
+            reasons[parent].append(f"chain of {because}")
+            dependant[parent] = because
+    # a kept snapshot whose chain lacks a link (broken before this decision)
+    broken: set[int] = set()
+    for n in sorted(reasons):
+        parent = index.get(entries[n].get("parent_id") or "")
+        if n in missing or (parent is not None and parent in broken):
+            broken.add(n)
+    return Decision({ids[n]: reasons[n] for n in sorted(reasons)},
+                    [snapshot_id for n, snapshot_id in enumerate(ids) if n not in reasons],
+                    [ids[n] for n in sorted(broken)])

@@ -11,7 +11,9 @@ Writes:  `push`: {meta, pointer, stats, skipped (a count, when some were)}. The 
          removed.
 Environment: HF_TOKEN for Hub stores (never written anywhere).
 Exit status: 0 ok or skip; 6 published, but some entries could not be read (named in
-             `plan.skipped`, `archive.skipped` and the meta); 1 run-time failure, or an
+             `plan.skipped`, `archive.skipped` and the meta); 1 run-time failure, a snapshot
+             that would take the folder past the store's limit of entries (the Hub: 10,000;
+             nothing uploaded: run ocb-prune), or an
              index that a restore would refuse (ocb.index.check_structure: nothing is
              published); 3 bad input document;
              5 the store moved since planning (re-plan); 13 credentials refused; 14 rate
@@ -30,9 +32,9 @@ from ..config import Settings
 from ..errors import EXIT_PARTIAL, BadDocument, RuntimeFailure
 from ..index import Index, check_structure
 from ..log import log
-from ..snapshot import POINTER, build_meta, build_pointer, meta_path, skipped_entries
+from ..snapshot import META_SUFFIX, POINTER, build_meta, build_pointer, meta_path, skipped_entries
 from ..stores import open_store
-from ..stores.base import Upload
+from ..stores.base import Store, Upload
 
 STARTS_DOCUMENT = False
 KIND = "backup"
@@ -65,6 +67,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     pointer = build_pointer(doc["store"], meta, prefix)
     store = open_store(doc["store"], settings, config.store_secrets())
     started = time.monotonic()
+    _check_folder_limit(store, prefix, doc["id"], [u.name for u in uploads])
     known = store.read_catalog()
     if known is None and doc["plan"]["base"] is not None:
         # a store written before catalogs existed: its snapshots, as its listing names them
@@ -92,6 +95,19 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         log.warning(f"snapshot {doc['id']} leaves out {len(skipped)} unreadable entries: "
                     + ", ".join(s["path"] for s in skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
     return doc
+
+
+def _check_folder_limit(store: Store, prefix: str, snapshot_id: str, names: list[str]) -> None:
+    """Refuse, before uploading anything, a snapshot that would take the folder past the
+    backend's limit of entries (the Hub: 10,000 per folder; one listing)."""
+    limit = store.folder_limit
+    if limit is None:
+        return
+    entries = len(set(store.list_files(prefix)) | set(names) | {snapshot_id + META_SUFFIX})
+    if entries > limit:
+        raise RuntimeFailure(f"snapshot {snapshot_id} is not pushed: {prefix}/ in {store.url} would hold {entries} "
+                             f"entries, past the {limit} a folder may hold there; run ocb-prune to remove the "
+                             "snapshots the retention policy does not keep (README: Retention), then back up again")
 
 
 def exit_status(doc: dict) -> int:
