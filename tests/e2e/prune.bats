@@ -86,7 +86,7 @@ hub_state() { hub_get "/__hub/repo/dataset/$HUB_REPO"; }
     restores_exactly "${ids[4]}"
     # the next backup builds on what is left
     snap 6
-    [ "$(jq -r .plan.type "$BATS_TEST_TMPDIR/last.json")" = full ]
+    [ "$(jq -r .plan.parent "$BATS_TEST_TMPDIR/last.json")" = "${ids[4]}" ]
     restores_exactly "$ID"
 }
 
@@ -146,9 +146,10 @@ hub_state() { hub_get "/__hub/repo/dataset/$HUB_REPO"; }
     # every 2nd backup (by publish number), or never
     OCB_PRUNE_EVERY=2 snap 4
     jq -e '.prune.due and .prune.reason == "backup number 4, OCB_PRUNE_EVERY=2"' "$BATS_TEST_TMPDIR/last.json"
+    [ "$(listed | wc -l)" -eq 2 ]   # 4 and the full 3 it builds on
     OCB_PRUNE_EVERY=off snap 5 --full
     jq -e '.prune.due == false' "$BATS_TEST_TMPDIR/last.json"
-    [ "$(listed | wc -l)" -eq 2 ]
+    [ "$(listed | wc -l)" -eq 3 ]
 }
 
 @test "on the test Hub a prune is one commit, frees the LFS bytes it reports, squashes a long history" {
