@@ -137,11 +137,13 @@ def _after_backup(doc: dict, args: argparse.Namespace) -> dict:
     if settings.prune_every == "off":
         doc["prune"] = {"due": False, "reason": "OCB_PRUNE_EVERY=off"}
         return doc
+    if settings.prune_every == "full" and doc["plan"]["type"] != "full":
+        doc["prune"] = {"due": False, "reason": "not a backup that starts a new chain"}
+        return doc
     try:
         store = open_store(doc["store"], settings, config.store_secrets())
         if settings.prune_every == "full":
-            due = doc["plan"]["type"] == "full"
-            reason = "a backup that starts a new chain" if due else "not a backup that starts a new chain"
+            due, reason = True, "a backup that starts a new chain"
         else:
             every = int(settings.prune_every)
             known = store.read_catalog()
