@@ -182,16 +182,20 @@ hub_state() { hub_get "/__hub/repo/dataset/$HUB_REPO"; }
     export OCB_FULL_EVERY=0 OCB_PRUNE_EVERY=off
     snap 1
     snap 2
-    # the prune looks up what it deletes, slowly; a backup lands meanwhile
-    hub_post /__hub/faults '{"route": "paths_info", "delay": 8, "times": 1}' >/dev/null
+    # a backup planned and packed; the prune looks up what it deletes, slowly; the backup's
+    # push lands meanwhile
+    printf 'three\n' >>"$HOME/.openclaw/a.txt"
+    ocb-plan | ocb-pack | ocb-seal | ocb-split >"$BATS_TEST_TMPDIR/split.json" 2>/dev/null
+    hub_post /__hub/faults '{"route": "paths_info", "delay": 12, "times": 1}' >/dev/null
     ocb-prune --keep-last 1 >"$BATS_TEST_TMPDIR/prune.json" 2>"$BATS_TEST_TMPDIR/prune.err" &
     pruner=$!
     WAIT_FOR_LOG="$BATS_TEST_TMPDIR/prune.err" wait_for 30 \
         eval 'hub_get /__hub/faults | jq -e ".rules[0].fired == 1" >/dev/null'
-    snap 3
-    status=0
-    wait "$pruner" || status=$?
-    [ "$status" -eq 5 ] || { cat "$BATS_TEST_TMPDIR/prune.err"; return 1; }
+    run -0 --separate-stderr ocb-push <"$BATS_TEST_TMPDIR/split.json"
+    ID=$(jq -r .id <<<"$output")
+    code=0
+    wait "$pruner" || code=$?
+    [ "$code" -eq 5 ] || { cat "$BATS_TEST_TMPDIR/prune.err"; return 1; }
     assert_doc_error prune 5 "$BATS_TEST_TMPDIR/prune.json"
     [ "$(listed | wc -l)" -eq 3 ]
     # run again, it prunes on the new head
