@@ -9,7 +9,7 @@
 load test_helper
 
 setup_file() {
-    hub_setup_file --lfs-threshold 8000
+    hub_setup_file --lfs-threshold 8000 --page-size 1000   # listings of 10,000 files: pages of 1,000, as the Hub
 }
 
 teardown_file() {
