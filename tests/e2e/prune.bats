@@ -177,30 +177,31 @@ hub_state() { hub_get "/__hub/repo/dataset/$HUB_REPO"; }
     restores_exactly "$ID"
 }
 
-@test "a push that lands while a prune runs on the test Hub makes it exit 5 with nothing deleted" {
+@test "a commit that lands while a prune runs on the test Hub makes it exit 5 with nothing deleted" {
     use_store hf
     export OCB_FULL_EVERY=0 OCB_PRUNE_EVERY=off
     snap 1
     snap 2
-    # a backup planned and packed; the prune looks up what it deletes, slowly; the backup's
-    # push lands meanwhile
-    printf 'three\n' >>"$HOME/.openclaw/a.txt"
-    ocb-plan | ocb-pack | ocb-seal | ocb-split >"$BATS_TEST_TMPDIR/split.json" 2>/dev/null
-    hub_post /__hub/faults '{"route": "paths_info", "delay": 12, "times": 1}' >/dev/null
+    # the prune looks up what it deletes, slowly; meanwhile another writer commits (the test
+    # Hub's move-head: what a push that lands then does to the branch)
+    hub_post /__hub/faults '{"route": "paths_info", "delay": 4, "times": 1}' >/dev/null
     ocb-prune --keep-last 1 >"$BATS_TEST_TMPDIR/prune.json" 2>"$BATS_TEST_TMPDIR/prune.err" &
     pruner=$!
-    WAIT_FOR_LOG="$BATS_TEST_TMPDIR/prune.err" wait_for 30 \
+    WAIT_FOR_LOG="$BATS_TEST_TMPDIR/prune.err" wait_for 60 \
         eval 'hub_get /__hub/faults | jq -e ".rules[0].fired == 1" >/dev/null'
-    run -0 --separate-stderr ocb-push <"$BATS_TEST_TMPDIR/split.json"
-    ID=$(jq -r .id <<<"$output")
+    hub_post /__hub/move-head "{\"repo\": \"$HUB_REPO\"}" >/dev/null
+    before=$(hub_state | jq -S '.files')
     code=0
     wait "$pruner" || code=$?
     [ "$code" -eq 5 ] || { cat "$BATS_TEST_TMPDIR/prune.err"; return 1; }
     assert_doc_error prune 5 "$BATS_TEST_TMPDIR/prune.json"
-    [ "$(listed | wc -l)" -eq 3 ]
-    # run again, it prunes on the new head
+    [ "$(hub_state | jq -S '.files')" = "$before" ]
+    [ "$(listed | wc -l)" -eq 2 ]
+    # run again: it prunes on the new head, and the next backup builds on what is left
     run -0 --separate-stderr ocb-prune --keep-last 1
     [ "$(listed)" = "$ID" ]
+    snap 3
+    restores_exactly "$ID"
 }
 
 @test "a push that would take the Hub folder past 10,000 entries is refused before uploading anything" {
