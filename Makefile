@@ -24,19 +24,35 @@ jq:
 
 $(TEST_INSTALLED): $(INSTALLED) | jq
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
-	missing=; for tool in dash parallel faketime strace; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; [ -z "$$missing" ] || { apt-get update -qq && apt-get install -y -qq $$missing; }
+	missing=; for tool in dash parallel faketime strace openssl; do command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; [ -z "$$missing" ] || { apt-get update -qq && apt-get install -y -qq $$missing; }
 	touch $@
 
 test: $(TEST_INSTALLED) | jq
 	sh tests/run-all.sh
 
-# the round trip against the real Hub: needs HF_TOKEN and OCB_LIVE_REPO=OWNER/NAME
+# the round trip against real services, each opt-in: the Hub (HF_TOKEN, OCB_LIVE_REPO=OWNER/NAME),
+# an S3 bucket (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, OCB_LIVE_S3=s3://BUCKET/PREFIX, and
+# OCB_S3_ENDPOINT for a non-AWS service), a Hugging Face Storage Bucket through its S3 gateway
+# (OCB_LIVE_HF_BUCKET=NAMESPACE/BUCKET, HF_S3_ACCESS_KEY_ID, HF_S3_SECRET_ACCESS_KEY)
 test-live: $(TEST_INSTALLED) | jq
-	@if [ -z "$${HF_TOKEN:-}" ] || [ -z "$${OCB_LIVE_REPO:-}" ]; then \
-		echo "test-live: skipped: set HF_TOKEN (with write access) and OCB_LIVE_REPO=OWNER/NAME (a dataset repo of yours) to run it"; \
+	@run=$$(date -u +%Y%m%d%H%M%S); status=0; \
+	if [ -z "$${HF_TOKEN:-}" ] || [ -z "$${OCB_LIVE_REPO:-}" ]; then \
+		echo "test-live: hub: skipped: set HF_TOKEN (with write access) and OCB_LIVE_REPO=OWNER/NAME (a dataset repo of yours) to run it"; \
 	else \
-		OCB_TEST_STORE=live OCB_LIVE_RUN=$$(date -u +%Y%m%d%H%M%S) BATS_TEST_NAME_PREFIX="[live] " $(VENV)/bin/bats tests/e2e/roundtrip.bats; \
-	fi
+		OCB_TEST_STORE=live OCB_LIVE_RUN=$$run BATS_TEST_NAME_PREFIX="[live] " $(VENV)/bin/bats tests/e2e/roundtrip.bats || status=1; \
+	fi; \
+	if [ -z "$${AWS_ACCESS_KEY_ID:-}" ] || [ -z "$${AWS_SECRET_ACCESS_KEY:-}" ] || [ -z "$${OCB_LIVE_S3:-}" ]; then \
+		echo "test-live: s3: skipped: set AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and OCB_LIVE_S3=s3://BUCKET/PREFIX (a bucket of yours; OCB_S3_ENDPOINT for a non-AWS service) to run it"; \
+	else \
+		OCB_TEST_STORE=live-s3 OCB_LIVE_RUN=$$run BATS_TEST_NAME_PREFIX="[live-s3] " $(VENV)/bin/bats tests/e2e/roundtrip.bats || status=1; \
+	fi; \
+	if [ -z "$${HF_S3_ACCESS_KEY_ID:-}" ] || [ -z "$${HF_S3_SECRET_ACCESS_KEY:-}" ] || [ -z "$${OCB_LIVE_HF_BUCKET:-}" ]; then \
+		echo "test-live: hf-bucket: skipped: set OCB_LIVE_HF_BUCKET=NAMESPACE/BUCKET and the gateway's HF_S3_ACCESS_KEY_ID / HF_S3_SECRET_ACCESS_KEY (Generate S3 credentials on a Write token) to run it"; \
+	else \
+		AWS_ACCESS_KEY_ID=$$HF_S3_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY=$$HF_S3_SECRET_ACCESS_KEY OCB_TEST_STORE=live-hf-bucket OCB_LIVE_RUN=$$run \
+			BATS_TEST_NAME_PREFIX="[live-hf-bucket] " $(VENV)/bin/bats tests/e2e/roundtrip.bats || status=1; \
+	fi; \
+	exit $$status
 
 test-unit: $(TEST_INSTALLED)
 	$(PY) -m pytest -q tests/unit
@@ -45,7 +61,7 @@ test-e2e: $(TEST_INSTALLED)
 	$(VENV)/bin/bats tests/e2e
 
 lint: $(TEST_INSTALLED)
-	$(VENV)/bin/shellcheck -x entrypoint.sh bin/ocb-backup bin/ocb-restore lib/sh/lock.sh tests/run-all.sh examples/demo.sh tests/hub/start-hub.sh
+	$(VENV)/bin/shellcheck -x entrypoint.sh bin/ocb-backup bin/ocb-restore lib/sh/lock.sh tests/run-all.sh examples/demo.sh tests/hub/start-hub.sh tests/s3/start-s3.sh
 	for f in entrypoint.sh bin/ocb-backup bin/ocb-restore lib/sh/lock.sh examples/demo.sh; do dash -n "$$f" || exit 1; done
 
 demo: $(INSTALLED) | jq

@@ -20,6 +20,9 @@
 #                        (default 10m; legacy OPENCLAW_INCREMENTAL_INTERVAL_MINUTES, minutes)
 #   OCB_STOP_TIMEOUT     how long the app may take to stop after the signal (default 30s)
 #   OCB_ON_RESTORE_FAIL  stop | continue (default stop)
+#   OCB_CHECK_EVERY      off | chain | backup (default off): run the cheap ocb-check (every
+#                        meta, chain and volume size, nothing downloaded) after each periodic
+#                        backup that starts a new chain (chain), or after every one (backup)
 #   OCB_RESTORE_DONE_FILE     touched after a restore, or when there was nothing to restore
 #                             (default /tmp/openclaw-restore-completed)
 #   OCB_RESTORE_SKIPPED_FILE  touched when the store had no snapshot yet
@@ -71,6 +74,11 @@ elif [ -n "${OPENCLAW_INCREMENTAL_INTERVAL_MINUTES:-}" ]; then
 else
     interval=600
 fi
+check_every=${OCB_CHECK_EVERY:-off}
+case "$check_every" in
+    off | chain | backup) ;;
+    *) log config "OCB_CHECK_EVERY=$check_every: expected off, chain or backup"; exit 2 ;;
+esac
 stop_timeout=$(seconds OCB_STOP_TIMEOUT "${OCB_STOP_TIMEOUT:-30}") || exit 2
 command -v jq >/dev/null 2>&1 || { log config "jq is not installed: the entrypoint and ocb-backup/ocb-restore read documents with it (Debian: apt-get install jq)"; exit 1; }
 # the whole ocb configuration, as the backup and the restore will read it: a bad value is their
@@ -171,7 +179,26 @@ fi
 
 # --- 3. the loop: signals, the timer, the app's end -------------------------------------------
 backup_start() {
-    "$here/bin/ocb-backup" >/dev/null &
+    if [ "$check_every" = off ]; then
+        "$here/bin/ocb-backup" >/dev/null &
+    else
+        # the backup's document says whether it started a new chain; the check follows it
+        (   doc=$("$here/bin/ocb-backup"); status=$?
+            case "$status" in 0 | 6) ;; *) exit "$status" ;; esac
+            if [ "$check_every" = backup ]; then
+                why="OCB_CHECK_EVERY=backup"
+            elif printf '%s\n' "$doc" | jq -e '.skip == null and .plan.type == "full"' >/dev/null 2>&1; then
+                why="the backup started a new chain"
+            else
+                exit "$status"
+            fi
+            log check "$why: checking the store (ocb-check)"
+            "$here/bin/ocb-check" >/dev/null
+            checked=$?
+            if [ "$checked" -eq 0 ]; then log check "the store is whole"
+            else log check "ocb-check failed with status $checked (its messages are above)"; fi
+            exit "$status" ) &
+    fi
     backup_pid=$!
 }
 backup_reap() {   # once the periodic backup has ended, say how

@@ -23,6 +23,9 @@ cat "$out/local.tap"
 # the round trip again against the test Hub: the same file, parameterised by store
 OCB_TEST_STORE=hf BATS_TEST_NAME_PREFIX="[hf] " "$venv/bats" "$@" tests/e2e/roundtrip.bats >"$out/hf.tap" || status=1
 cat "$out/hf.tap"
+# and against the S3 test server (moto behind the fault proxy, tests/s3/s3server.py)
+OCB_TEST_STORE=s3 BATS_TEST_NAME_PREFIX="[s3] " "$venv/bats" "$@" tests/e2e/roundtrip.bats >"$out/s3.tap" || status=1
+cat "$out/s3.tap"
 bats_seconds=$(($(date +%s) - started))
 "$venv/python" -m pytest -q tests/unit >"$out/pytest.log" 2>&1 || status=1
 cat "$out/pytest.log"

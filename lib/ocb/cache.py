@@ -90,3 +90,53 @@ def state_for(meta: dict, store: str, origin: str) -> dict:
         "incrementals": max(len(chain) - 1, 0),
         "origin": origin,
     }
+
+
+# -- the rollback record: the highest publish number this machine has seen in each store ---------
+
+SEEN = "seen-stores.json"  # {store URL: {"store_id", "seq", "snapshot"}}, mode 0600
+
+
+def seen(cache_dir: str, store: str) -> dict | None:
+    """What this machine recorded of `store`'s latest authenticated pointer, or None."""
+    try:
+        with open(os.path.join(cache_dir, SEEN), encoding="utf-8") as handle:
+            value = json.load(handle).get(store)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if (not isinstance(value, dict) or not isinstance(value.get("seq"), int)
+            or not isinstance(value.get("store_id"), str)):
+        return None
+    return value
+
+
+def record_seen(cache_dir: str, store: str, store_id: str, seq: int, snapshot: str) -> None:
+    """Remember an authenticated pointer of `store` (its publish number `seq`); a lower
+    number than the one recorded for the same store id never replaces it. OSError when the
+    cache cannot be written."""
+    path = os.path.join(cache_dir, SEEN)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            records = json.load(handle)
+        if not isinstance(records, dict):
+            records = {}
+    except (OSError, ValueError):
+        records = {}
+    old = records.get(store)
+    if isinstance(old, dict) and old.get("store_id") == store_id and isinstance(old.get("seq"), int) and old["seq"] >= seq:
+        return
+    records[store] = {"store_id": store_id, "seq": seq, "snapshot": snapshot}
+    os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+    _write_json(path, records)
+    os.chmod(path, 0o600)
+
+
+def forget(cache_dir: str) -> None:
+    """No snapshot is this machine's base any more (after restoring a legacy backup, which no
+    ocb incremental can build on): the next backup is a full one. The state record goes
+    first, so a crash in between still reads as "no cache"."""
+    for name in (STATE, META, INDEX):
+        try:
+            os.unlink(os.path.join(cache_dir, name))
+        except FileNotFoundError:
+            continue

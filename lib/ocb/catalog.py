@@ -20,13 +20,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import ChainBroken, StoreConflict
 from .snapshot import (
     BACKUP_TYPES,
     MAX_BYTES,
+    RECORD_MAC,
     RECORD_SUM,
+    STORE_ID,
     SNAPSHOT_ID,
     VOLUME_NAME,
     id_sort_key,
@@ -67,8 +70,12 @@ def entry(meta: dict, seq: int) -> dict:
     }
 
 
-def _build(entries: list[dict]) -> dict:
-    catalog = with_digest({"ocb": VERSION, "kind": KIND, "snapshots": entries})
+def _build(entries: list[dict], store_id: str | None = None) -> dict:
+    """A new catalog; unsigned: a sealed store's publisher signs it (snapshot.sign, "catalog")."""
+    body: dict[str, Any] = {"ocb": VERSION, "kind": KIND, "snapshots": entries}
+    if store_id is not None:
+        body["store_id"] = store_id
+    catalog = with_digest(body)
     check(catalog, "the new catalog")
     return catalog
 
@@ -82,7 +89,8 @@ def append(catalog: dict | None, meta: dict) -> dict:
     new = entry(meta, entries[-1]["seq"] + 1 if entries else 1)
     if any(e["id"] == new["id"] for e in entries):
         raise StoreConflict(f"snapshot {new['id']} is already in the store's catalog: re-plan")
-    return _build(entries + [new])
+    store_id = meta.get("store_id") or (catalog or {}).get("store_id")
+    return _build(entries + [new], store_id)
 
 
 def seed(ids: Iterable[str]) -> dict:
@@ -99,7 +107,7 @@ def without(catalog: dict, ids: Iterable[str]) -> dict:
     missing = gone - {e["id"] for e in catalog["snapshots"]}
     if missing:
         raise ValueError(f"not in the catalog: {', '.join(sorted(missing))}")
-    return _build([e for e in catalog["snapshots"] if e["id"] not in gone])
+    return _build([e for e in catalog["snapshots"] if e["id"] not in gone], catalog.get("store_id"))
 
 
 def ids(catalog: dict | None) -> list[str]:
@@ -171,9 +179,11 @@ def check(value: Any, what: str) -> dict:
     if value.get("ocb") != VERSION or value.get("kind") != KIND:
         raise ChainBroken(f"{what} is not an ocb catalog of version {VERSION} "
                           f"(ocb {value.get('ocb')!r}, kind {value.get('kind')!r})")
-    extra = set(value) - {"ocb", "kind", "snapshots", RECORD_SUM}
+    extra = set(value) - {"ocb", "kind", "snapshots", RECORD_SUM, RECORD_MAC, "store_id"}
     if extra:
         raise ChainBroken(f"{what} has unknown fields: {', '.join(sorted(extra))}")
+    if "store_id" in value and not (isinstance(value["store_id"], str) and STORE_ID.match(value["store_id"])):
+        raise ChainBroken(f"{what}.store_id is not a store id: {value['store_id']!r}")
     snapshots = value.get("snapshots")
     if not isinstance(snapshots, list):
         raise ChainBroken(f"{what}.snapshots is not a list")
@@ -198,3 +208,36 @@ def check(value: Any, what: str) -> dict:
         seen[item["id"]] = item
         previous_seq = item["seq"]
     return value
+
+
+# -- seal status: for ocb-check and ocb-doctor ---------------------------------------------------
+
+@dataclass(frozen=True)
+class SealStatus:
+    """Whether a store is sealed, and what in it is not.
+
+    `sealed`: some snapshot in it is sealed, or its catalog or pointer carries a record MAC.
+    `unsealed`: the ids of the catalog entries that are not sealed, in publish order (a
+    planted or deliberate OCB_SEAL=off snapshot in a sealed store). `unknown`: entries seeded
+    from a listing, which do not say. `authenticated`: the catalog carries a record MAC (it
+    is not verified here: that needs the password, snapshot.check_mac)."""
+
+    sealed: bool
+    unsealed: tuple[str, ...]
+    unknown: tuple[str, ...]
+    authenticated: bool
+
+
+def seal_status(catalog: dict | None, pointer: dict | None = None) -> SealStatus:
+    """Pure: what a store's catalog (catalog.parse'd) and pointer say about its seal."""
+    entries = (catalog or {}).get("snapshots") or []
+    authenticated = RECORD_MAC in (catalog or {})
+    sealed = (authenticated or RECORD_MAC in (pointer or {})
+              or bool(((pointer or {}).get("meta") or {}).get("sealed"))
+              or any(e.get("sealed") is True for e in entries))
+    return SealStatus(
+        sealed=sealed,
+        unsealed=tuple(e["id"] for e in entries if e.get("sealed") is False),
+        unknown=tuple(e["id"] for e in entries if e.get(FROM_LISTING)),
+        authenticated=authenticated,
+    )

@@ -30,7 +30,7 @@ from .errors import (
 )
 from .log import configure, log
 
-VERBS = ("plan", "pack", "seal", "split", "push", "chain", "pull", "prune")
+VERBS = ("plan", "pack", "seal", "split", "push", "chain", "pull", "check", "doctor", "prune")
 
 
 class Interrupted(OcbError):

@@ -259,6 +259,7 @@ def resolve_restore_stores(env: Environment, flag_value: str | None) -> tuple[st
 
 # -- the resolved settings: one typed object, written whole into each document ----------------
 
+
 @dataclass(frozen=True)
 class Settings:
     """Every non-secret setting a stage acts on, with its one default.
@@ -285,6 +286,8 @@ class Settings:
     includes: tuple[str, ...] = ()
     seal: bool = False
     scrypt_log_n: int = 17
+    kdf: str = "argon2id"  # what new snapshots are sealed with (seal.py); scrypt when chosen
+    argon2_memory: int = 64 * 1024**2
     delta_min: int = 4 * 1024**2
     sqlite_timeout: float = 30.0
     lock_wait: float = 900.0  # ocb-restore waits this long for the lock: one backup's worth
@@ -300,6 +303,12 @@ class Settings:
     prune_every: str = "full"  # after which backups ocb-backup prunes: full | off | N
     squash_commits: int = 300  # squash the Hub branch's history past this many commits (0: never)
     reclaim: bool = True  # after a prune on the Hub: delete unreferenced LFS objects, squash
+    # s3:// stores (resolve_s3); None: the SDK's own default (AWS, its region chain)
+    s3_endpoint: str | None = None
+    s3_region: str | None = None
+    s3_path_style: bool = False
+    s3_checksums: str = "when_supported"  # botocore's request/response checksum setting
+    s3_part_size: int = 64 * 1024**2  # volumes larger than this go up in multipart parts of it
     roots: tuple[Root, ...] = ()  # restore documents: where each root goes back
 
     def policy(self) -> retention.Policy:
@@ -335,9 +344,16 @@ class StoreSecrets:
     """What a store needs that must never enter a document, argv or a log line."""
 
     hf_token: str | None = None
+    # s3:// stores: explicit keys (AWS_ACCESS_KEY_ID...) or a profile; none of them: the SDK's
+    # own credential chain (shared files, SSO, container and instance roles)
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    aws_profile: str | None = None
 
     def __repr__(self) -> str:  # never print a secret, even in a traceback
-        return f"StoreSecrets(hf_token={'<set>' if self.hf_token else None})"
+        shown = ", ".join(f"{f.name}={'<set>' if getattr(self, f.name) else None}" for f in fields(self))
+        return f"StoreSecrets({shown})"
 
 
 def parse_seconds(env: Environment, names: tuple[str, ...], default: float, minimum: float,
@@ -435,6 +451,7 @@ def resolve_settings(env: Environment, kind: str) -> Settings:
                          "off, or a number N (every Nth backup)")
     if prune_every.isdigit():
         prune_every = str(int(prune_every)) if int(prune_every) else "off"
+    kdf, argon2_memory = resolve_kdf(env)
     return Settings(
         home=home,
         work_dir=os.path.abspath(work or os.path.join(home, ".cache", "ocb", "work")),
@@ -453,6 +470,8 @@ def resolve_settings(env: Environment, kind: str) -> Settings:
         includes=tuple(parse_patterns(env, "OCB_INCLUDE")),
         seal=seal_on,
         scrypt_log_n=log_n,
+        kdf=kdf,
+        argon2_memory=argon2_memory,
         delta_min=parse_size(env, ("OCB_DELTA_MIN",), Settings.delta_min),
         sqlite_timeout=parse_seconds(env, ("OCB_SQLITE_TIMEOUT",), Settings.sqlite_timeout, 0, inclusive=False),
         lock_wait=parse_wait(env, "OCB_LOCK_WAIT", Settings.lock_wait),
@@ -460,8 +479,62 @@ def resolve_settings(env: Environment, kind: str) -> Settings:
         squash_commits=parse_int(env, ("OCB_SQUASH_COMMITS",), Settings.squash_commits, 0),
         reclaim=parse_bool(env, ("OCB_RECLAIM",), Settings.reclaim),
         **resolve_policy(env),  # type: ignore[arg-type]
+        **resolve_s3(env),
         roots=tuple(resolve_roots(env, for_restore=True)) if kind == "restore" else (),
     )
+
+
+S3_CHECKSUMS = ("when_supported", "when_required")
+S3_MIN_PART = 5 * 1024**2  # S3's smallest part (but the last)
+S3_MAX_PART = 5 * 1024**3  # and its largest
+# Hugging Face Storage Buckets through their S3 gateway (hub-docs storage-buckets-s3.md): the
+# namespace in the endpoint, one region, path-style addressing, no trailing checksums (the
+# gateway does not parse aws-chunked framing), and large parts (as few as possible)
+HF_BUCKETS_ENDPOINT = "https://s3.hf.co/"
+HF_BUCKETS = {"s3_region": "us-east-1", "s3_path_style": True, "s3_checksums": "when_required",
+              "s3_part_size": 2 * 1024**3}
+
+
+def resolve_s3(env: Environment) -> dict:
+    """The s3:// store settings: OCB_S3_PRESET (hf:NAMESPACE, Hugging Face Storage Buckets),
+    then OCB_S3_ENDPOINT, OCB_S3_REGION, OCB_S3_PATH_STYLE, OCB_S3_CHECKSUMS, OCB_S3_PART_SIZE,
+    each overriding the preset; the endpoint and region fall back to the AWS_* names."""
+    values: dict = {}
+    preset, preset_name = env.get("OCB_S3_PRESET")
+    if preset is not None:
+        kind, _, namespace = preset.partition(":")
+        if kind != "hf" or (namespace and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", namespace)):
+            raise UsageError(f"{preset_name}={preset!r}: expected hf:NAMESPACE (Hugging Face Storage Buckets: "
+                             "your user or organisation name)")
+        values.update(HF_BUCKETS)
+        if namespace:
+            values["s3_endpoint"] = HF_BUCKETS_ENDPOINT + namespace
+    endpoint, endpoint_name = env.get("OCB_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+    if endpoint is not None:
+        if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", endpoint):
+            raise UsageError(f"{endpoint_name}={endpoint!r}: expected an http(s) URL such as https://minio.example:9000")
+        values["s3_endpoint"] = endpoint.rstrip("/")
+    if preset is not None and "s3_endpoint" not in values:
+        raise UsageError(f"{preset_name}={preset!r}: name the namespace (hf:NAMESPACE) or set OCB_S3_ENDPOINT")
+    region, region_name = env.get("OCB_S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
+    if region is not None:
+        if not re.fullmatch(r"[a-z0-9-]{1,40}", region):
+            raise UsageError(f"{region_name}={region!r}: expected a region name such as us-east-1")
+        values["s3_region"] = region
+    # self-hosted endpoints (MinIO, Ceph) rarely serve bucket subdomains: path-style there
+    default_path_style = values.get("s3_path_style", "s3_endpoint" in values)
+    values["s3_path_style"] = parse_bool(env, ("OCB_S3_PATH_STYLE",), default_path_style)
+    checksums, checksums_name = env.get("OCB_S3_CHECKSUMS")
+    if checksums is not None:
+        if checksums not in S3_CHECKSUMS:
+            raise UsageError(f"{checksums_name}={checksums!r}: expected one of {', '.join(S3_CHECKSUMS)}")
+        values["s3_checksums"] = checksums
+    part = parse_size(env, ("OCB_S3_PART_SIZE",), values.get("s3_part_size", Settings.s3_part_size))
+    if not S3_MIN_PART <= part <= S3_MAX_PART:
+        _, part_name = env.get("OCB_S3_PART_SIZE")
+        raise UsageError(f"{part_name or 'OCB_S3_PART_SIZE'}={part}: S3 parts are 5 MiB to 5 GiB")
+    values["s3_part_size"] = part
+    return values
 
 
 def store_secrets(env: Environment | None = None) -> StoreSecrets:
@@ -470,7 +543,12 @@ def store_secrets(env: Environment | None = None) -> StoreSecrets:
     token, _ = env.get("HF_TOKEN", "HUGGINGFACE_HUB_TOKEN")
     if token is None:
         token = _saved_hf_token(env)
-    return StoreSecrets(hf_token=token)
+    key_id, _ = env.get("AWS_ACCESS_KEY_ID")
+    secret, _ = env.get("AWS_SECRET_ACCESS_KEY")
+    session, _ = env.get("AWS_SESSION_TOKEN")
+    profile, _ = env.get("AWS_PROFILE")
+    return StoreSecrets(hf_token=token, aws_access_key_id=key_id, aws_secret_access_key=secret,
+                        aws_session_token=session, aws_profile=profile)
 
 
 def _saved_hf_token(env: Environment) -> str | None:
@@ -542,3 +620,49 @@ def resolve_seal(env: Environment) -> tuple[bool, int]:
     if log_n > 22:
         raise UsageError(f"OCB_SCRYPT_LOG_N={log_n}: at most 22 (scrypt memory doubles with each step)")
     return has_password and mode != "off", log_n
+
+
+KDFS = ("argon2id", "scrypt")
+
+
+def resolve_kdf(env: Environment) -> tuple[str, int]:
+    """The KDF new snapshots are sealed with: OCB_KDF (argon2id by default; scrypt when
+    OCB_SCRYPT_LOG_N alone is set, which is how the tests ask for a cheap one), and Argon2id's
+    memory, OCB_ARGON2_MEMORY (default 64M; 1M..1G)."""
+    name, var = env.get("OCB_KDF")
+    if name is None:
+        name = "scrypt" if env.get("OCB_SCRYPT_LOG_N")[0] is not None else "argon2id"
+    elif name not in KDFS:
+        raise UsageError(f"{var}={name!r}: expected one of {', '.join(KDFS)}")
+    memory = parse_size(env, ("OCB_ARGON2_MEMORY",), Settings.argon2_memory)
+    if not 1024**2 <= memory <= 1024**3 or memory % 1024:
+        raise UsageError(f"OCB_ARGON2_MEMORY={env.get('OCB_ARGON2_MEMORY')[0]!r}: expected 1M to 1G")
+    return name, memory
+
+
+# -- reading what the legacy script wrote (legacy.py, ocb-chain, ocb-pull) ---------------------
+
+
+def restore_archive(env: Environment) -> str | None:
+    """OPENCLAW_RESTORE_ARCHIVE: one backup to restore instead of the latest (a snapshot id,
+    or the legacy script's archive name); legacy.archive_request tells which."""
+    return env.get("OPENCLAW_RESTORE_ARCHIVE")[0]
+
+
+def legacy_metadata_dir(env: Environment) -> str:
+    """Where the legacy archive root `backup-info` (the script's own metadata dir) goes back:
+    OPENCLAW_BACKUP_METADATA_DIR, else the script's default /root/.backup-info under HOME."""
+    path, _ = env.get("OPENCLAW_BACKUP_METADATA_DIR")
+    return os.path.abspath(path or os.path.join(env.home, ".backup-info"))
+
+
+def legacy_password(env: Environment | None = None) -> bytes | None:
+    """The password of legacy encrypted archives (a secret): the sealing password, else
+    OPENCLAW_BACKUP_ENCRYPTION_PASSWORD even without _ENABLED (the legacy restore needed
+    only the password)."""
+    env = env or load_environment()
+    password = seal_password(env)
+    if password is None:
+        legacy = env.values.get("OPENCLAW_BACKUP_ENCRYPTION_PASSWORD") or None
+        password = legacy.encode("utf-8") if legacy is not None else None
+    return password

@@ -100,6 +100,14 @@ class SealBroken(IntegrityError):
     """Sealed data fails authentication: tampered, truncated, reordered or extended."""
 
 
+class NotAuthenticated(IntegrityError):
+    """A record or snapshot of a sealed store lacks its MAC or its seal, or its MAC fails."""
+
+
+class RollbackDetected(IntegrityError):
+    """The store's latest is older than what this machine has already seen there."""
+
+
 class StoreConflict(OcbError):
     """The store's latest snapshot moved since the document was planned."""
 

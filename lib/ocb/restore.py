@@ -23,7 +23,7 @@ import tarfile
 import time
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 import zstandard
 
@@ -41,7 +41,7 @@ from .errors import (
     WrongPassword,
     io_reason,
 )
-from .extract import StagingWriter, make_equal, read_spooled_index
+from .extract import ExtractStats, StagingWriter, make_equal, read_spooled_index
 from .index import SQLITE_COMPANIONS, Index, check_structure, is_excluded, scan
 from .log import log
 from .stores.base import Store
@@ -248,6 +248,9 @@ class Job:
     excludes: tuple[str, ...] = ()  # what to carry over when the snapshot's index does not say
     includes: tuple[str, ...] = ()
     force: bool = False  # swap even while other processes hold files open under the targets
+    # how the chain is read into staging: (job, fetched, staging paths, index spool) -> (final
+    # index, extract stats); None: ocb's archives (_read_chain); legacy_restore.py has its own
+    read_chain: Callable[["Job", dict, dict[str, str], str], tuple[Index, ExtractStats]] | None = None
 
     @property
     def target_id(self) -> str:
@@ -308,7 +311,7 @@ def _drain(stream: BinaryIO) -> None:
 
 
 def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: StagingWriter,
-                    keyring: seal.KeyRing | None) -> None:
+                    keyring: seal.KeyRing | None, associated: bytes = b"") -> None:
     names = ", ".join(name for name, _, _ in volumes)
     where = f"snapshot {link['id']} (volumes {names})"
     try:
@@ -316,7 +319,7 @@ def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: Sta
             opened: BinaryIO = raw  # type: ignore[assignment]
             if link.get("sealed"):
                 assert keyring is not None
-                opened = seal.SealedReader(raw, keyring, seal.snapshot_associated_data(link["id"]))  # type: ignore[assignment]
+                opened = seal.SealedReader(raw, keyring, associated)  # type: ignore[assignment]
             decoded = decompressor(opened)
             got_index = writer.extract(decoded)
             _drain(decoded)
@@ -333,6 +336,17 @@ def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: Sta
         raise HostileArchive(f"{where} cannot be read as an archive: {exc}") from None
     if not got_index:
         raise ChainBroken(f"{where} carries no index")
+
+
+def read_archive(link: dict, volumes: list[tuple[str, str, str]], keyring: seal.KeyRing | None, spool: str) -> Index:
+    """Read one snapshot's archive (its fetched volumes: name, path, sha256) through to its
+    index, writing no member anywhere (ocb-check --read-data): every volume re-hashed, the
+    seal opened and authenticated, the compression and tar layers decoded, the index checked.
+    The integrity errors a restore would raise, naming the snapshot."""
+    _stream_archive(link, volumes, StagingWriter({}, spool), keyring)
+    index = read_spooled_index(spool, f"snapshot {link['id']}")
+    _check_index(index, link["id"])
+    return index
 
 
 def _check_index(index: Index, target_id: str) -> None:
@@ -379,19 +393,15 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
         if not place.inside:
             os.makedirs(os.path.dirname(place.target), exist_ok=True)
     txn = journal.Transaction.begin(job.work_dir or os.path.dirname(job.run_dir), tx, target_id, list(swaps.values()))
-    writer = StagingWriter({name: swap.staging for name, swap in swaps.items()}, spool)
     kept: dict[str, list[str]] = {}
     try:
-        for link in job.snapshots:
-            _stream_archive(link, fetched[link["id"]], writer, job.keyring)
-        final = read_spooled_index(spool, f"snapshot {target_id}")
-        _check_index(final, target_id)
+        final, stats = (job.read_chain or _read_chain)(job, fetched, {n: s.staging for n, s in swaps.items()}, spool)
         restored = [name for name, info in sorted(final.roots.items()) if info.get("present") and name in places]
         for name in restored:
             if blocks_dir is not None:
                 os.makedirs(blocks_dir, mode=0o700, exist_ok=True)
             make_equal(swaps[name].staging, name, final, blocks_dir, job.delta_min, private_root=True)
-        for name in sorted(writer.stats.skipped_roots):
+        for name in sorted(stats.skipped_roots):
             log.warning(f"the snapshot holds root {name}, which is not configured here: not restored")
         for name in places:
             if name not in restored:
@@ -422,8 +432,19 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
                 entry.size, entry.wal = entry.content_size, None
         final.save(spool)
     return {"dry_run": False, "roots": {n: places[n].target for n in restored},
-            "files": sum(1 for _ in final.files()), "bytes_extracted": writer.stats.bytes,
+            "files": sum(1 for _ in final.files()), "bytes_extracted": stats.bytes,
             "kept": {n: len(paths) for n, paths in kept.items() if paths}}
+
+
+def _read_chain(job: Job, fetched: dict, staging: dict[str, str], spool: str) -> tuple[Index, ExtractStats]:
+    """ocb's archives, full -> latest, into staging; the final index is the last one's."""
+    writer = StagingWriter(staging, spool)
+    for position, link in enumerate(job.snapshots):
+        _stream_archive(link, fetched[link["id"]], writer, job.keyring,
+                        seal.link_associated_data(job.snapshots, position))
+    final = read_spooled_index(spool, f"snapshot {job.target_id}")
+    _check_index(final, job.target_id)
+    return final, writer.stats
 
 
 def _root_meta(final: Index, name: str) -> list[int]:
@@ -437,7 +458,8 @@ def _dry_run(job: Job, fetched: dict, spool: str) -> dict:
     """Read only the final index (the last archive's last member) and compare with the targets."""
     last, target_id, places = job.snapshots[-1], job.target_id, job.places
     writer = StagingWriter({}, spool)  # no staging roots: members are read past, not written
-    _stream_archive(last, fetched[last["id"]], writer, job.keyring)
+    _stream_archive(last, fetched[last["id"]], writer, job.keyring,
+                    seal.link_associated_data(job.snapshots, len(job.snapshots) - 1))
     final = read_spooled_index(spool, f"snapshot {target_id}")
     _check_index(final, target_id)
     live_roots = [Root(name, place.target, place.kind) for name, place in places.items()

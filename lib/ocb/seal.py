@@ -1,8 +1,10 @@
 """Streaming authenticated encryption of archives (the ocb-seal format, docs/format.md).
 
-Owns: the sealed byte layout (header, segments), the key schedule (password -> scrypt ->
-HKDF-SHA256 per archive), sealing and opening streams segment by segment, and telling a wrong
-password apart from damaged data. Segments follow the STREAM construction used by Tink and age:
+Owns: the sealed byte layout (header, segments), the key schedule (password -> Argon2id or
+scrypt -> HKDF-SHA256 per archive), sealing and opening streams segment by segment, telling a
+wrong password apart from damaged data, the associated data that binds an archive to its
+store, snapshot and place in a chain, and the record MAC key and tag (the pointer, metas and
+catalog of a sealed store; snapshot.py applies them to records). Segments follow the STREAM construction used by Tink and age:
 AES-256-GCM under a nonce made of a random prefix, the segment counter and a last-segment flag,
 so altered, truncated, reordered or extended data fails authentication.
 
@@ -26,6 +28,7 @@ from typing import Any, Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
@@ -37,6 +40,7 @@ MAGIC = b"OCBSEAL\0"
 FORMAT_VERSION = 1
 AEAD_AES_256_GCM = 1
 KDF_SCRYPT = 1
+KDF_ARGON2ID = 2
 
 KEY_SIZE = 32
 TAG_SIZE = 16
@@ -61,12 +65,17 @@ MAX_LOG_N = 22
 MAX_R = 32
 MAX_P = 16
 MAX_SCRYPT_MEMORY = 1024 * 1024 * 1024
+MAX_ARGON2_MEMORY_KIB = 1024 * 1024  # 1 GiB
+MAX_ARGON2_ITERATIONS = 16
+MAX_ARGON2_LANES = 16
 
 HKDF_INFO = b"ocb seal v1\0"
 
-# magic, version, aead id, kdf id, log2 N, r, p, segment size, kdf salt, archive salt,
-# nonce prefix; the key check follows.
-_HEADER_BODY = struct.Struct(">8sBBBBHHI16s32s7s")
+# magic, version, aead id, kdf id, kdf parameters (5 bytes, by kdf id), segment size, kdf
+# salt, archive salt, nonce prefix; the key check follows.
+_HEADER_BODY = struct.Struct(">8sBBB5sI16s32s7s")
+_SCRYPT_PARAMS = struct.Struct(">BHH")  # log2 N, r, p
+_ARGON2_PARAMS = struct.Struct(">3sBB")  # memory in KiB (24 bits), iterations, lanes
 HEADER_SIZE = _HEADER_BODY.size + KEY_CHECK_SIZE
 # nonce prefix, segment counter, last-segment flag (a bool packs as 0 or 1)
 _NONCE = struct.Struct(">7sI?")
@@ -86,14 +95,22 @@ class ByteSink(Protocol):
 
 @dataclass(frozen=True)
 class KdfParams:
-    """scrypt cost parameters: N = 2**log_n, block size r, parallelism p."""
+    """scrypt cost parameters: N = 2**log_n, block size r, parallelism p (kdf id 1).
+
+    Opened forever (archives sealed before Argon2id became the default use it); sealed with
+    only when chosen (OCB_KDF=scrypt, or OCB_SCRYPT_LOG_N set, as the tests' cheap KDF)."""
 
     log_n: int = 17
     r: int = 8
     p: int = 1
 
+    kdf_id = KDF_SCRYPT
+
     def as_dict(self) -> dict[str, Any]:
         return {"name": "scrypt", "log_n": self.log_n, "r": self.r, "p": self.p}
+
+    def pack(self) -> bytes:
+        return _SCRYPT_PARAMS.pack(self.log_n, self.r, self.p)
 
     def problem(self) -> str | None:
         """Why these parameters are refused, or None when they are within bounds."""
@@ -107,12 +124,86 @@ class KdfParams:
             return f"scrypt log_n {self.log_n} with r {self.r} needs more than 1 GiB"
         return None
 
+    def derive(self, password: bytes, salt: bytes) -> bytes:
+        return Scrypt(salt=salt, length=KEY_SIZE, n=2**self.log_n, r=self.r, p=self.p).derive(password)
 
-DEFAULT_KDF = KdfParams()
+
+@dataclass(frozen=True)
+class Argon2Params:
+    """Argon2id cost parameters (kdf id 2): memory in KiB, iterations (t), lanes (p).
+
+    The default is RFC 9106's second recommended option (section 4: t=3, p=4, m=64 MiB), for
+    machines that cannot spend gigabytes; it is above OWASP's Argon2id minimums (m=19 MiB,
+    t=2) and inside ocb's 100 MB memory goal (~84 MB peak RSS for a whole ocb process,
+    ~1 s here)."""
+
+    memory_kib: int = 64 * 1024
+    iterations: int = 3
+    lanes: int = 4
+
+    kdf_id = KDF_ARGON2ID
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": "argon2id", "memory_kib": self.memory_kib, "iterations": self.iterations,
+                "lanes": self.lanes}
+
+    def pack(self) -> bytes:
+        return _ARGON2_PARAMS.pack(self.memory_kib.to_bytes(3, "big"), self.iterations, self.lanes)
+
+    def problem(self) -> str | None:
+        if not 1 <= self.lanes <= MAX_ARGON2_LANES:
+            return f"argon2id lanes {self.lanes} is outside 1..{MAX_ARGON2_LANES}"
+        if not 1 <= self.iterations <= MAX_ARGON2_ITERATIONS:
+            return f"argon2id iterations {self.iterations} is outside 1..{MAX_ARGON2_ITERATIONS}"
+        if not 8 * self.lanes <= self.memory_kib <= MAX_ARGON2_MEMORY_KIB:
+            return (f"argon2id memory {self.memory_kib} KiB is outside {8 * self.lanes}..{MAX_ARGON2_MEMORY_KIB} "
+                    "(8 KiB per lane up to 1 GiB)")
+        return None
+
+    def derive(self, password: bytes, salt: bytes) -> bytes:
+        return Argon2id(salt=salt, length=KEY_SIZE, iterations=self.iterations, lanes=self.lanes,
+                        memory_cost=self.memory_kib).derive(password)
+
+
+Kdf = KdfParams | Argon2Params
+DEFAULT_KDF: Kdf = Argon2Params()
+
+
+def kdf_from_header(kdf_id: int, packed: bytes) -> Kdf:
+    """The KDF of a header's id and 5 parameter bytes; SealBroken for an unknown id."""
+    if kdf_id == KDF_SCRYPT:
+        return KdfParams(*_SCRYPT_PARAMS.unpack(packed))
+    if kdf_id == KDF_ARGON2ID:
+        memory, iterations, lanes = _ARGON2_PARAMS.unpack(packed)
+        return Argon2Params(int.from_bytes(memory, "big"), iterations, lanes)
+    raise SealBroken(f"unsupported parameters: kdf id {kdf_id}")
+
+
+def kdf_from_dict(value: Any) -> Kdf:
+    """The KDF a record names (`as_dict` form); ValueError when it is not one, or out of bounds."""
+    if not isinstance(value, dict):
+        raise ValueError("the KDF is not an object")
+    numbers = {k: v for k, v in value.items() if k != "name"}
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in numbers.values()):
+        raise ValueError("the KDF parameters are not integers")
+    kdf: Kdf
+    try:
+        if value.get("name") == "scrypt" and set(numbers) == {"log_n", "r", "p"}:
+            kdf = KdfParams(**numbers)
+        elif value.get("name") == "argon2id" and set(numbers) == {"memory_kib", "iterations", "lanes"}:
+            kdf = Argon2Params(**numbers)
+        else:
+            raise ValueError(f"unknown KDF {value.get('name')!r} or parameters {sorted(numbers)}")
+    except TypeError as exc:
+        raise ValueError(str(exc)) from None
+    refused = kdf.problem()
+    if refused:
+        raise ValueError(refused)
+    return kdf
 
 
 class PasswordKey:
-    """The scrypt output for one password, KDF parameters and KDF salt.
+    """The KDF output for one password, KDF parameters and KDF salt.
 
     Derived once per run and reused for every archive sealed in it; each archive then gets its
     own key by HKDF. The key bytes stay out of repr so a traceback or log never shows them.
@@ -120,7 +211,7 @@ class PasswordKey:
 
     __slots__ = ("_key", "kdf", "kdf_salt")
 
-    def __init__(self, key: bytes, kdf: KdfParams, kdf_salt: bytes) -> None:
+    def __init__(self, key: bytes, kdf: Kdf, kdf_salt: bytes) -> None:
         self._key = key
         self.kdf = kdf
         self.kdf_salt = kdf_salt
@@ -130,9 +221,11 @@ class PasswordKey:
 
 
 def derive_password_key(
-    password: bytes, kdf: KdfParams = DEFAULT_KDF, kdf_salt: bytes | None = None
+    password: bytes, kdf: Kdf = DEFAULT_KDF, kdf_salt: bytes | None = None
 ) -> PasswordKey:
-    """Run scrypt (the slow, memory-hard step); a random KDF salt is drawn when none is given."""
+    """Run the KDF (the slow, memory-hard step); a random KDF salt is drawn when none is given.
+
+    `password` is the bytes as given (config.seal_password: UTF-8, no normalisation)."""
     if not password:
         raise UsageError("the encryption password is empty")
     refused = kdf.problem()
@@ -142,28 +235,32 @@ def derive_password_key(
         kdf_salt = os.urandom(KDF_SALT_SIZE)
     if len(kdf_salt) != KDF_SALT_SIZE:
         raise ValueError(f"kdf_salt must be {KDF_SALT_SIZE} bytes")
-    scrypt = Scrypt(salt=kdf_salt, length=KEY_SIZE, n=2**kdf.log_n, r=kdf.r, p=kdf.p)
-    return PasswordKey(scrypt.derive(password), kdf, kdf_salt)
+    return PasswordKey(kdf.derive(password, kdf_salt), kdf, kdf_salt)
 
 
 class KeyRing:
-    """Opens archives with one password, deriving scrypt once per (parameters, salt).
+    """Opens archives (and checks record MACs) with one password, deriving once per
+    (parameters, salt).
 
     A run seals all its archives with one PasswordKey, so a restore of a whole chain usually
-    derives once per snapshot instead of once per volume. `derivations` counts scrypt runs.
+    derives once per snapshot instead of once per volume. `derivations` counts KDF runs.
     """
 
     __slots__ = ("_password", "_keys", "derivations")
 
     def __init__(self, password: bytes) -> None:
         self._password = password
-        self._keys: dict[tuple[KdfParams, bytes], PasswordKey] = {}
+        self._keys: dict[tuple[Kdf, bytes], PasswordKey] = {}
         self.derivations = 0
 
     def __repr__(self) -> str:
         return f"KeyRing(cached_keys={len(self._keys)}, derivations={self.derivations})"
 
-    def password_key(self, kdf: KdfParams, kdf_salt: bytes) -> PasswordKey:
+    def add(self, key: PasswordKey) -> None:
+        """A key already derived (from this password) is used instead of deriving it again."""
+        self._keys[(key.kdf, key.kdf_salt)] = key
+
+    def password_key(self, kdf: Kdf, kdf_salt: bytes) -> PasswordKey:
         cached = self._keys.get((kdf, kdf_salt))
         if cached is not None:
             return cached
@@ -185,7 +282,7 @@ class SealInfo:
 
 @dataclass(frozen=True)
 class _Header:
-    kdf: KdfParams
+    kdf: Kdf
     kdf_salt: bytes
     archive_salt: bytes
     nonce_prefix: bytes
@@ -197,10 +294,8 @@ class _Header:
             MAGIC,
             FORMAT_VERSION,
             AEAD_AES_256_GCM,
-            KDF_SCRYPT,
-            self.kdf.log_n,
-            self.kdf.r,
-            self.kdf.p,
+            self.kdf.kdf_id,
+            self.kdf.pack(),
             self.segment_size,
             self.kdf_salt,
             self.archive_salt,
@@ -226,13 +321,13 @@ def _parse_header(raw: bytes) -> tuple[_Header, bytes, bytes]:
     if len(raw) < HEADER_SIZE:
         raise SealBroken("sealed data is truncated inside its header")
     body, key_check = raw[: _HEADER_BODY.size], raw[_HEADER_BODY.size :]
-    (_, version, aead_id, kdf_id, log_n, r, p, segment_size, kdf_salt, archive_salt,
+    (_, version, aead_id, kdf_id, packed, segment_size, kdf_salt, archive_salt,
      nonce_prefix) = _HEADER_BODY.unpack(body)  # fmt: skip
     if version != FORMAT_VERSION:
         raise SealBroken(f"unsupported seal format version {version} (this ocb reads 1)")
-    if aead_id != AEAD_AES_256_GCM or kdf_id != KDF_SCRYPT:
+    if aead_id != AEAD_AES_256_GCM or kdf_id not in (KDF_SCRYPT, KDF_ARGON2ID):
         raise SealBroken(f"unsupported parameters: aead id {aead_id}, kdf id {kdf_id}")
-    kdf = KdfParams(log_n, r, p)
+    kdf = kdf_from_header(kdf_id, packed)
     refused = kdf.problem() or _segment_size_problem(segment_size)
     if refused:
         raise SealBroken(f"unsupported parameters: {refused}")
@@ -568,14 +663,24 @@ def seal_stream(
     return writer.close()
 
 
-KDF_SALT_FILE = "seal-kdf.json"
+def chosen_kdf(name: str, scrypt_log_n: int, argon2_memory: int) -> Kdf:
+    """The KDF new archives are sealed with (settings kdf, scrypt_log_n, argon2_memory bytes)."""
+    if name == "scrypt":
+        return KdfParams(log_n=scrypt_log_n)
+    return Argon2Params(memory_kib=argon2_memory // 1024)
 
 
-def cached_password_key(cache_dir: str, password: bytes, kdf: KdfParams) -> PasswordKey:
-    """Derive the password key, reusing this machine's KDF salt (not a secret) recorded in
-    the cache, so that a restore of a chain sealed here derives scrypt once, not once per
-    snapshot. A salt that cannot be recorded only costs a later restore some scrypt runs."""
-    salt_file = os.path.join(cache_dir, KDF_SALT_FILE)
+KDF_SALT_DIR = "seal"  # under the cache dir, mode 0700
+KDF_SALT_FILE = "kdf.json"  # mode 0600
+
+
+def cached_password_key(cache_dir: str, password: bytes, kdf: Kdf) -> PasswordKey:
+    """Derive the password key, reusing this machine's KDF salt (not a secret: it is in every
+    header) recorded in the cache, so that a restore of a chain sealed here derives once, not
+    once per snapshot. The salt is kept 0600 in a 0700 folder (it tells which machine sealed
+    what). A salt that cannot be recorded only costs a later restore some KDF runs."""
+    salt_dir = os.path.join(cache_dir, KDF_SALT_DIR)
+    salt_file = os.path.join(salt_dir, KDF_SALT_FILE)
     try:
         with open(salt_file, encoding="utf-8") as handle:
             recorded = json.load(handle)
@@ -585,14 +690,69 @@ def cached_password_key(cache_dir: str, password: bytes, kdf: KdfParams) -> Pass
         pass
     key = derive_password_key(password, kdf)
     try:
-        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
-        write_bytes(salt_file, json.dumps({"kdf": kdf.as_dict(), "salt": key.kdf_salt.hex()}).encode("utf-8"))
+        os.makedirs(salt_dir, mode=0o700, exist_ok=True)
+        os.chmod(salt_dir, 0o700)  # makedirs leaves an existing folder's mode, umask trims a new one's
+        body = json.dumps({"kdf": kdf.as_dict(), "salt": key.kdf_salt.hex()}).encode("utf-8")
+        write_bytes(salt_file, body)
+        os.chmod(salt_file, 0o600)
     except OSError as exc:
-        log.warning(f"cannot record the KDF salt in {cache_dir}: {exc.strerror or exc}")
+        log.warning(f"cannot record the KDF salt in {salt_dir}: {exc.strerror or exc}")
     return key
 
 
 def snapshot_associated_data(snapshot_id: str) -> bytes:
-    """What binds a sealed archive to its snapshot: another snapshot's archive (or a volume of
-    it) put in its place fails authentication. Sealing and opening must build the same bytes."""
+    """The first form of associated data ("ocb archive " + id), of archives whose chain link
+    records no store_id (sealed before the associated data bound the store and the chain).
+    Only ever opened with, never sealed with."""
     return f"ocb archive {snapshot_id}".encode("utf-8")
+
+
+AAD_V2 = b"ocb archive v2\0"
+
+
+def chain_associated_data(store_id: str, chain_ids: list[str], position: int) -> bytes:
+    """What binds a sealed archive to its store, its snapshot and its place in its chain:
+
+        "ocb archive v2" 0x00 store_id 0x00 snapshot id 0x00 position (decimal) 0x00
+        full snapshot id 0x00 parent id ("" for a full snapshot)
+
+    all UTF-8; `chain_ids` is the chain full first, `position` the archive's index in it."""
+    if not 0 <= position < len(chain_ids):
+        raise ValueError("position outside the chain")
+    parent = chain_ids[position - 1] if position else ""
+    fields = [store_id, chain_ids[position], str(position), chain_ids[0], parent]
+    return AAD_V2 + b"\0".join(f.encode("utf-8") for f in fields)
+
+
+def link_associated_data(chain: list[dict], position: int) -> bytes:
+    """The associated data of the archive of chain[position] (links as snapshot.chain_link
+    writes them): the second form when the link records its store_id, else the first."""
+    link = chain[position]
+    store_id = link.get("store_id")
+    if store_id is None:
+        return snapshot_associated_data(link["id"])
+    return chain_associated_data(store_id, [entry["id"] for entry in chain[: position + 1]], position)
+
+
+# -- record MACs: the pointer, metas and catalog of a sealed store ---------------------------------
+
+RECORD_MAC_INFO = b"ocb record mac v1"
+RECORD_MAC_PREFIX = b"ocb record v1\0"
+RECORD_KINDS = ("pointer", "meta", "catalog")
+
+
+def record_mac_key(password_key: PasswordKey) -> bytes:
+    """The record MAC key: HKDF-SHA256(ikm = password key, salt = none, info = "ocb record mac v1")."""
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=RECORD_MAC_INFO).derive(password_key._key)
+
+
+def record_tag(mac_key: bytes, kind: str, canonical: bytes) -> bytes:
+    """HMAC-SHA256(mac key, "ocb record v1" 0x00 kind 0x00 canonical JSON): the kind keeps a
+    meta from passing as a pointer or a catalog."""
+    if kind not in RECORD_KINDS:
+        raise ValueError(f"unknown record kind {kind!r}")
+    return hmac.digest(mac_key, RECORD_MAC_PREFIX + kind.encode("ascii") + b"\0" + canonical, hashlib.sha256)
+
+
+def tags_equal(a: bytes, b: bytes) -> bool:
+    return hmac.compare_digest(a, b)

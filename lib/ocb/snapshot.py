@@ -15,8 +15,9 @@ import re
 from typing import Any
 
 from . import DOC_VERSION, __version__
+from . import seal as sealing
 from .compression import COMPRESSIONS
-from .errors import ChainBroken, ChecksumMismatch, UsageError
+from .errors import ChainBroken, ChecksumMismatch, NotAuthenticated, UsageError
 
 POINTER = "latest-backup.json"
 META_SUFFIX = ".meta.json"
@@ -29,6 +30,8 @@ UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 BACKUP_TYPES = ("full", "incremental")
 MAX_BYTES = 2**53  # JSON's exact integers; a size beyond is a damaged record
 RECORD_SUM = "record_sha256"
+RECORD_MAC = "record_mac"
+STORE_ID = re.compile(r"^[0-9a-f]{32}$")  # 128 random bits, drawn by the first ocb-plan of a store
 
 
 # -- ids ---------------------------------------------------------------------------------------
@@ -105,10 +108,59 @@ def ids_of_meta_names(names: list[str]) -> list[str]:
 
 # -- records: the pointer and metas carry the sha256 of their own canonical JSON ----------------
 
+def canonical_json(value: Any) -> bytes:
+    """Keys sorted, `,` and `:` separators, non-ASCII as UTF-8 (docs/format.md)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
 def _record_digest(record: dict) -> str:
-    body = {k: v for k, v in record.items() if k != RECORD_SUM}
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+    return hashlib.sha256(canonical_json({k: v for k, v in record.items() if k != RECORD_SUM})).hexdigest()
+
+
+# -- record MACs: what someone who can write the store cannot forge without the password ---------
+
+def _mac_message(record: dict, mac: dict) -> bytes:
+    body = {k: v for k, v in record.items() if k not in (RECORD_SUM, RECORD_MAC)}
+    body[RECORD_MAC] = {k: v for k, v in mac.items() if k != "tag"}
+    return canonical_json(body)
+
+
+def sign(record: dict, kind: str, key: "sealing.PasswordKey") -> dict:
+    """`record` (a pointer, meta or catalog) with its record_mac under the password key, then
+    its record_sha256. The MAC names the KDF and salt in clear, so a reader that has only the
+    password can derive the key."""
+    mac = {"alg": "HMAC-SHA256", "kdf": key.kdf.as_dict(), "kdf_salt": key.kdf_salt.hex()}
+    body = {k: v for k, v in record.items() if k not in (RECORD_SUM, RECORD_MAC)}
+    mac["tag"] = sealing.record_tag(sealing.record_mac_key(key), kind, _mac_message(body, mac)).hex()
+    return with_digest({**body, RECORD_MAC: mac})
+
+
+def check_mac(record: dict, kind: str, keyring: "sealing.KeyRing", what: str) -> None:
+    """The record's MAC verifies under the password: NotAuthenticated naming `what` if it is
+    missing, malformed or does not verify (altered, or another password)."""
+    mac = record.get(RECORD_MAC)
+    if not isinstance(mac, dict):
+        raise NotAuthenticated(f"{what} carries no MAC ({RECORD_MAC})")
+    try:
+        if mac.get("alg") != "HMAC-SHA256" or set(mac) != {"alg", "kdf", "kdf_salt", "tag"}:
+            raise ValueError("not an HMAC-SHA256 record MAC")
+        kdf = sealing.kdf_from_dict(mac["kdf"])
+        salt, tag = bytes.fromhex(mac["kdf_salt"]), bytes.fromhex(mac["tag"])
+        if len(salt) != sealing.KDF_SALT_SIZE or len(tag) != 32:
+            raise ValueError("a salt or tag of the wrong length")
+    except (ValueError, TypeError) as exc:
+        raise NotAuthenticated(f"{what}: its {RECORD_MAC} is malformed ({exc})") from None
+    key = keyring.password_key(kdf, salt)
+    expected = sealing.record_tag(sealing.record_mac_key(key), kind, _mac_message(record, mac))
+    if not sealing.tags_equal(expected, tag):
+        raise NotAuthenticated(f"{what} fails its MAC: a wrong password, or the record was altered by "
+                               "someone without the password")
+
+
+def store_id_of(record: dict | None) -> str | None:
+    """The store id a pointer, meta or catalog records (None for one written before them)."""
+    value = (record or {}).get("store_id")
+    return value if isinstance(value, str) and STORE_ID.match(value) else None
 
 
 def with_digest(record: dict) -> dict:
@@ -130,6 +182,21 @@ def parse_record(raw: bytes, what: str) -> dict:
     return value
 
 
+def parse_pointer(raw: bytes, what: str) -> dict:
+    """latest-backup.json read from a store: an ocb pointer, checked as parse_record checks
+    it, or the legacy script's, recognised as such (legacy.is_pointer: no record_sha256, no
+    `ocb`, a `latest`) and returned as read, never reported as damaged (Head.legacy)."""
+    from . import legacy  # legacy.py builds on this module
+
+    try:
+        value = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        value = None
+    if legacy.is_pointer(value):
+        return value
+    return parse_record(raw, what)
+
+
 def encode_record(value: dict) -> bytes:
     return (json.dumps(value, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
@@ -139,7 +206,7 @@ def encode_record(value: dict) -> bytes:
 def chain_link(doc: dict) -> dict:
     """What later snapshots record about this one: enough to fetch and check it."""
     seal = doc.get("seal") or {}
-    return {
+    link = {
         "id": doc["id"],
         "backup_type": doc["plan"]["type"],
         "created_at_utc": doc["created_at_utc"],
@@ -148,6 +215,10 @@ def chain_link(doc: dict) -> dict:
         "volumes": [{"name": v["name"], "size": v["size"], "sha256": v["sha256"]}
                     for v in doc["volumes"]["files"]],
     }
+    if doc["plan"].get("store_id"):
+        # the archive's associated data names the store (seal.link_associated_data)
+        link["store_id"] = doc["plan"]["store_id"]
+    return link
 
 
 def build_meta(doc: dict, prefix: str) -> dict:
@@ -178,6 +249,8 @@ def build_meta(doc: dict, prefix: str) -> dict:
         "diverged_from": plan.get("diverged_from"),
         "changes": plan.get("changes"),
     }
+    if plan.get("store_id"):
+        meta["store_id"] = plan["store_id"]
     if doc.get("openclaw_version"):
         meta["openclaw_version"] = doc["openclaw_version"]
     skipped = skipped_entries(doc)
@@ -195,9 +268,13 @@ def skipped_entries(doc: dict) -> list[dict]:
     return list((doc.get("plan") or {}).get("skipped") or []) + list((doc.get("archive") or {}).get("skipped") or [])
 
 
-def build_pointer(store_url: str, meta: dict, prefix: str) -> dict:
+def build_pointer(store_url: str, meta: dict, prefix: str, seq: int | None = None) -> dict:
     """latest-backup.json: legacy field names first ("latest" is the meta's path), so existing
-    tooling reads it; the latest meta rides along, so restoring the latest reads one file."""
+    tooling reads it; the latest meta rides along, so restoring the latest reads one file.
+    `seq`: the snapshot's publish number in the catalog (what rollback detection compares)."""
+    extra = {"store_id": meta["store_id"]} if meta.get("store_id") else {}
+    if seq is not None:
+        extra["seq"] = seq
     return with_digest({
         "dataset": store_url,
         "latest": meta_path(prefix, meta["id"]),
@@ -207,6 +284,7 @@ def build_pointer(store_url: str, meta: dict, prefix: str) -> dict:
         "backup_type": meta["backup_type"],
         "chain": [link["id"] for link in meta["chain"]],
         "meta": meta,
+        **extra,
     })
 
 
@@ -233,6 +311,8 @@ def validate_link(link: object, where: str) -> dict:
         if not isinstance(volume.get("sha256"), str) or not SHA256.match(volume["sha256"]):
             raise ChainBroken(f"{where}.volumes[{number}].sha256 is not a sha256")
     check_link_record(link, where)
+    if "store_id" in link and not (isinstance(link["store_id"], str) and STORE_ID.match(link["store_id"])):
+        raise ChainBroken(f"{where}.store_id is not a store id: {link['store_id']!r}")
     return link
 
 

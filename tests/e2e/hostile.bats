@@ -55,7 +55,7 @@ but_targets() { grep -v -e '/\.openclaw/' -e $'/\\.openclaw\t'; }
 # must be CODE with MESSAGE on stderr; nothing in the world may change, except, when CODE is 0,
 # the restored targets, which CHECK (a function, run with each variant's HOME) looks at.
 hostile_case() {
-    local case=$1 code=$2 message=$3 check=${4:-} variant status
+    local case=$1 code=$2 message=$3 check=${4:-} variant status seal_mode
     local repo="ocb-test/hostile-$BATS_TEST_NUMBER-$RANDOM"
     local -A stores=([local]="file://$BATS_TEST_TMPDIR/store-plain" [local-sealed]="file://$BATS_TEST_TMPDIR/store-sealed"
                      [hf]="hf://datasets/$repo-plain" [hf-sealed]="hf://datasets/$repo-sealed")
@@ -66,8 +66,11 @@ hostile_case() {
     jq -e '.meta.sealed == false' "$BATS_TEST_TMPDIR/store-plain/latest-backup.json" >/dev/null
     world_listing >"$BATS_TEST_TMPDIR/before"
     for variant in $VARIANTS; do
+        # the password is set for all four: the unsealed stores are restored unsealed on
+        # purpose (a sealed restore refuses unsealed snapshots, seal-store.bats)
+        case $variant in *-sealed) seal_mode=auto ;; *) seal_mode=off ;; esac
         (HOME="$WORLD/home-$variant" OCB_STORE=${stores[$variant]} OCB_WORK_DIR="$BATS_TEST_TMPDIR/work-$variant" \
-            OCB_CACHE_DIR="$BATS_TEST_TMPDIR/cache-$variant" ocb-restore >"$BATS_TEST_TMPDIR/$variant.json" \
+            OCB_CACHE_DIR="$BATS_TEST_TMPDIR/cache-$variant" OCB_SEAL=$seal_mode ocb-restore >"$BATS_TEST_TMPDIR/$variant.json" \
             2>"$BATS_TEST_TMPDIR/$variant.err" && status=0 || status=$?
          echo "$status" >"$BATS_TEST_TMPDIR/$variant.status") 3>&- &
     done
@@ -218,7 +221,7 @@ restored_invalid_utf8() {
     ln -s "$OUTSIDE" "$HOME/..openclaw.ocb-staging/link"
     ln -s "$OUTSIDE" "$HOME/..config.ocb-staging"
     world_listing | grep -v ocb-staging >"$BATS_TEST_TMPDIR/before"
-    OCB_STORE="file://$BATS_TEST_TMPDIR/store-plain" run -0 --separate-stderr ocb-restore
+    OCB_STORE="file://$BATS_TEST_TMPDIR/store-plain" OCB_SEAL=off run -0 --separate-stderr ocb-restore
     restored_ok_txt
     [ ! -e "$HOME/..openclaw.ocb-staging" ]
     [ ! -L "$HOME/..config.ocb-staging" ]

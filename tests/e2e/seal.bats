@@ -1,7 +1,8 @@
 #!/usr/bin/env bats
 # Sealed snapshots: unreadable and tamper-evident without the password, opened by ocb-pull.
 # The tampering below also fixes the sizes and hashes recorded in the metas and the pointer,
-# as an attacker who can write the store would, so that only the seal can notice.
+# as an attacker who can write the store would; the records' MACs notice (the seal's own
+# checks of the same damage: tests/unit/test_seal.py and the independent decoder).
 
 load test_helper
 
@@ -49,7 +50,10 @@ volume_of() { (cd "$STORE_DIR/backups" && ls "$1".tar.zst.ocbs*); }
     printf 'after\n' >"$HOME/.openclaw/after.txt"
     manifest "$HOME/.openclaw" >"$BATS_TEST_TMPDIR/live"
     OCB_PASSWORD=wrong run -4 --separate-stderr ocb-restore
-    [[ "$stderr" == *"wrong password"* && "$stderr" == *".tar.zst.ocbs"* ]]
+    # the pointer's MAC is the first thing the password opens
+    [[ "$stderr" == *"wrong password"* && "$stderr" == *"latest-backup.json"* ]]
+    OCB_PASSWORD=wrong run -4 --separate-stderr ocb-restore --id "$(last_id)"
+    [[ "$stderr" == *"wrong password"* && "$stderr" == *"$(last_id).meta.json"* ]]
     manifest "$HOME/.openclaw" | diff "$BATS_TEST_TMPDIR/live" -
     unset OCB_PASSWORD
     run -2 --separate-stderr ocb-restore
@@ -82,8 +86,20 @@ volume_of() { (cd "$STORE_DIR/backups" && ls "$1".tar.zst.ocbs*); }
         rm -rf "$STORE_DIR" && cp -a "$BATS_TEST_TMPDIR/pristine" "$STORE_DIR"
         "$PYTHON" "$OCB_ROOT/tests/tamper.py" "$STORE_DIR" "$(volume_of "$second")" "$mode" "$(volume_of "$first")"
         run -4 --separate-stderr ocb-restore
-        echo "$mode: $stderr" >&3
-        [[ "$stderr" == *"$(volume_of "$second")"* ]]
+        # the records name the new hash: their MAC fails first, naming the pointer
+        [[ "$stderr" == *"latest-backup.json fails its MAC"* ]]
         manifest "$HOME/.openclaw" | diff "$BATS_TEST_TMPDIR/live" -
     done
+}
+
+@test "snapshots sealed by the first format (scrypt, no record MACs) still restore, multi-volume chain included" {
+    fixture="$OCB_ROOT/tests/e2e/fixtures/sealed-v1"
+    tar -C "$BATS_TEST_TMPDIR" -xzf "$fixture/store.tar.gz"
+    mkdir -p "$BATS_TEST_TMPDIR/expected"
+    tar -C "$BATS_TEST_TMPDIR/expected" -xzf "$fixture/state.tar.gz"
+    OCB_PASSWORD='fixture password' run -0 --separate-stderr ocb-restore --to "$BATS_TEST_TMPDIR/r"
+    manifest "$BATS_TEST_TMPDIR/expected/home/.openclaw" | diff - <(manifest "$BATS_TEST_TMPDIR/r/.openclaw")
+    manifest "$BATS_TEST_TMPDIR/expected/home/.ssh" | diff - <(manifest "$BATS_TEST_TMPDIR/r/.ssh")
+    OCB_PASSWORD='fixture password' run -0 --separate-stderr ocb-restore --id "$(cd "$STORE_DIR/backups" && ls | head -1 | cut -d. -f1)" --to "$BATS_TEST_TMPDIR/r1"
+    [ "$(cat "$BATS_TEST_TMPDIR/r1/.openclaw/notes/diary.md")" = "first diary" ]
 }

@@ -37,6 +37,8 @@ assert_doc_error() {
 store_listing() {
     if [ "${OCB_TEST_STORE:-local}" = hf ]; then
         hub_get "/__hub/repo/dataset/$HUB_REPO" 2>/dev/null | jq -S '{head, files}' || echo "no repo"
+    elif [ "${OCB_TEST_STORE:-local}" = s3 ]; then
+        s3_ctl listing "$S3_BUCKET"
     elif [ -d "$STORE_DIR" ]; then
         (cd "$STORE_DIR" && find . -type f ! -name .ocb-store.lock -exec sha256sum {} + | sort)
     fi
@@ -104,6 +106,9 @@ with open(path, "r+b") as handle:
     handle.seek(offset)
     handle.write(bytes([byte ^ mask]))
 EOF_PY
+    case $1 in  # a store file's copy (store_file on S3): the flipped bytes go back to the bucket
+        "$BATS_TEST_TMPDIR/s3-mirror/"*) s3_ctl put "$S3_BUCKET" "state/${1#"$BATS_TEST_TMPDIR/s3-mirror/"}" "$1" ;;
+    esac
 }
 
 # backup_ok: run the whole pipe, keep the final document in $BATS_TEST_TMPDIR/last.json
@@ -115,7 +120,8 @@ backup_ok() {
 
 last_id() { jq -r .id "$BATS_TEST_TMPDIR/last.json"; }
 
-# --- the store under test: local folder (default) or the test Hub (OCB_TEST_STORE=hf) ------
+# --- the store under test: local folder (default), the test Hub (OCB_TEST_STORE=hf) or the S3
+# test server (OCB_TEST_STORE=s3) ------
 # A .bats file that runs against both calls store_setup_file in setup_file and
 # store_teardown_file in teardown_file; ocb_setup then points OCB_STORE at a fresh store.
 # A file whose tests all use the test Hub (or switch to it with use_store hf) calls
@@ -134,8 +140,29 @@ store_setup_file() {
     if [ "${OCB_TEST_STORE:-local}" = hf ]; then
         # shellcheck disable=SC2086  # HUB_ARGS is a list of options
         hub_start ${HUB_ARGS:-}
+    elif [ "${OCB_TEST_STORE:-local}" = s3 ]; then
+        s3_start
     fi
 }
+
+# --- S3 (OCB_TEST_STORE=s3): moto's server behind the fault proxy (tests/s3/s3server.py) ------
+# s3_start: start it for this file; exports S3_URL (the proxy) and S3_PID
+s3_start() {
+    read -r S3_URL S3_PID < <("$OCB_ROOT/tests/s3/start-s3.sh" "$BATS_FILE_TMPDIR/s3.log")
+    [ -n "${S3_PID:-}" ] || { echo "the S3 test server did not start" >&2; return 1; }
+    export S3_URL S3_PID
+}
+
+# s3_setup_file: the S3 server for every test of the file; its faults are the proxy's, so the
+# file's tests run one at a time (as hub_setup_file)
+s3_setup_file() {
+    export OCB_TEST_STORE=s3 BATS_NO_PARALLELIZE_WITHIN_FILE=true
+    s3_start
+}
+
+# s3_ctl COMMAND ARGS...: tests/s3/ctl.py against the test server (mkbucket, listing, get, put,
+# uploads, fault JSON, clear, release, stats)
+s3_ctl() { "$PYTHON" "$OCB_ROOT/tests/s3/ctl.py" "$S3_URL" "$@"; }
 
 # hub_setup_file [testhub options]: the test Hub for every test of the file (OCB_TEST_STORE=hf).
 # Its faults and counters are the Hub's, not a repo's: under bats --jobs the file's tests run
@@ -147,6 +174,7 @@ hub_setup_file() {
 
 store_teardown_file() {
     if [ -n "${HUB_PID:-}" ]; then kill "$HUB_PID" 2>/dev/null || true; fi
+    if [ -n "${S3_PID:-}" ]; then kill "$S3_PID" 2>/dev/null || true; fi
 }
 
 # hub_clear_faults: forget the faults a test injected into the test Hub (if one runs)
@@ -163,11 +191,26 @@ use_test_store() {
     elif [ "${OCB_TEST_STORE:-local}" = live ]; then
         # make test-live: the real Hub, one repo the tester owns, a fresh prefix per run
         export OCB_STORE="hf://datasets/$OCB_LIVE_REPO" OCB_PATH_PREFIX="ocb-live-${OCB_LIVE_RUN:?}"
+    elif [ "${OCB_TEST_STORE:-local}" = s3 ]; then
+        # a bucket of its own per test (bucket names: lower case, at most 63)
+        S3_BUCKET="ocb-test-$BATS_TEST_NUMBER-$RANDOM$RANDOM"
+        s3_ctl mkbucket "$S3_BUCKET"
+        export OCB_STORE="s3://$S3_BUCKET/state" OCB_S3_ENDPOINT="$S3_URL" OCB_S3_REGION=us-east-1 \
+            AWS_ACCESS_KEY_ID=ocb-test-key AWS_SECRET_ACCESS_KEY=ocb-test-secret AWS_EC2_METADATA_DISABLED=true \
+            OCB_RETRY_SECONDS=5
+        unset AWS_PROFILE AWS_SESSION_TOKEN
+    elif [ "${OCB_TEST_STORE:-local}" = live-s3 ]; then
+        # make test-live with AWS_* and OCB_LIVE_S3=s3://BUCKET/PREFIX: a fresh prefix per run
+        export OCB_STORE="${OCB_LIVE_S3%/}/ocb-live-${OCB_LIVE_RUN:?}-$BATS_TEST_NUMBER"
+    elif [ "${OCB_TEST_STORE:-local}" = live-hf-bucket ]; then
+        # make test-live with OCB_LIVE_HF_BUCKET=NAMESPACE/BUCKET and the gateway's keys
+        export OCB_STORE="s3://${OCB_LIVE_HF_BUCKET#*/}/ocb-live-${OCB_LIVE_RUN:?}-$BATS_TEST_NUMBER" \
+            OCB_S3_PRESET="hf:${OCB_LIVE_HF_BUCKET%%/*}"
     fi
 }
 
-# store_is_inspectable: whether tests can reach the store's bytes (not on the real Hub)
-store_is_inspectable() { [ "${OCB_TEST_STORE:-local}" != live ]; }
+# store_is_inspectable: whether tests can reach the store's bytes (not on a real service)
+store_is_inspectable() { case ${OCB_TEST_STORE:-local} in live*) return 1 ;; esac; }
 
 # hub_get PATH: GET a test Hub control path, print the JSON answer
 hub_get() {
@@ -188,8 +231,12 @@ urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="DELETE")).rea
 }
 
 # store_file PATH: where the bytes of a store file (e.g. backups/ID.tar.zst) lie on disk
+# (on S3: a copy downloaded under $BATS_TEST_TMPDIR/s3-mirror, which flip_byte puts back)
 store_file() {
-    if [ "${OCB_TEST_STORE:-local}" = hf ]; then
+    if [ "${OCB_TEST_STORE:-local}" = s3 ]; then
+        mkdir -p "$(dirname "$BATS_TEST_TMPDIR/s3-mirror/$1")"
+        s3_ctl get "$S3_BUCKET" "state/$1" "$BATS_TEST_TMPDIR/s3-mirror/$1" && echo "$BATS_TEST_TMPDIR/s3-mirror/$1"
+    elif [ "${OCB_TEST_STORE:-local}" = hf ]; then
         sha=$(hub_get "/__hub/repo/dataset/$HUB_REPO" | jq -r --arg p "$1" '.files[$p].sha256')
         find "$HUB_DATA" -type f ! -name '*.json' -exec sha256sum {} + | awk -v s="$sha" '$1 == s {print $2; exit}'
     else
@@ -199,7 +246,9 @@ store_file() {
 
 # store_volume_names: the names of the store's files under backups/
 store_volume_names() {
-    if [ "${OCB_TEST_STORE:-local}" = hf ]; then
+    if [ "${OCB_TEST_STORE:-local}" = s3 ]; then
+        s3_ctl listing "$S3_BUCKET" state/backups/ | jq -r 'keys[] | ltrimstr("state/backups/")'
+    elif [ "${OCB_TEST_STORE:-local}" = hf ]; then
         hub_get "/__hub/repo/dataset/$HUB_REPO" | jq -r '.files | keys[] | select(startswith("backups/")) | ltrimstr("backups/")'
     else
         (cd "$STORE_DIR/backups" && ls)

@@ -67,7 +67,8 @@ Fault rules (POST /__hub/faults):
 Routes (names used by faults and stats.by_route):
     create, delete_repo, info, tree, paths_info, preupload, lfs_batch, lfs_upload, lfs_verify,
     commit, resolve_head, resolve_get, commits, squash, lfs_files, lfs_delete, validate_yaml,
-    agent_harnesses, unknown. Every 404 carries X-Error-Code (RepoNotFound, RevisionNotFound,
+    agent_harnesses, whoami (GET /api/whoami-v2: role write for --token or any token without
+    one, read for --read-only-token), unknown. Every 404 carries X-Error-Code (RepoNotFound, RevisionNotFound,
     EntryNotFound; RouteNotFound for a path testhub does not serve). LFS upload and verify hrefs
     are /-/lfs/{ticket}[/verify] on this server; the ticket is the upload's credential.
 
@@ -119,7 +120,7 @@ WEB_PREFIX = {"dataset": "datasets/", "model": "", "space": "spaces/"}
 ROUTES = (
     "create", "delete_repo", "info", "tree", "paths_info", "preupload", "lfs_batch", "lfs_upload",
     "lfs_verify", "commit", "resolve_head", "resolve_get", "commits", "squash", "lfs_files",
-    "lfs_delete", "validate_yaml", "agent_harnesses", "unknown",
+    "lfs_delete", "validate_yaml", "agent_harnesses", "whoami", "unknown",
 )
 ROUTE_GROUPS = {"resolve": {"resolve_head", "resolve_get"}, "*": set(ROUTES)}
 
@@ -635,6 +636,8 @@ class HubHandler(BaseHTTPRequestHandler):
         if s[0] == "api":
             if s[1:] == ["agent-harnesses"] and method == "GET":
                 return "agent_harnesses", self._agent_harnesses
+            if s[1:] == ["whoami-v2"] and method == "GET":
+                return "whoami", self._whoami
             if s[1:] == ["validate-yaml"] and method == "POST":
                 return "validate_yaml", self._validate_yaml
             if s[1:] == ["repos", "create"] and method == "POST":
@@ -894,6 +897,14 @@ class HubHandler(BaseHTTPRequestHandler):
         # Renamed first so the repo vanishes atomically; the files go outside the lock.
         shutil.rmtree(trash)
         self._send_json({})
+
+    def _whoami(self) -> None:
+        # the --token is a write token, the --read-only-token a read one (role, as the Hub says)
+        if self.access == "anonymous":
+            raise HubError(401, INVALID_CREDENTIALS)
+        role = "write" if self.access == "write" else "read"
+        self._send_json({"type": "user", "name": AUTHOR, "orgs": [],
+                         "auth": {"type": "access_token", "accessToken": {"displayName": "testhub", "role": role}}})
 
     def _info(self, rtype: str, repo_id: str, rev: str | None) -> None:
         repo = self._repo(rtype, repo_id)

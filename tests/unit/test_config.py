@@ -220,3 +220,49 @@ def test_a_bad_retention_setting_names_its_variable(values, name):
 @pytest.mark.parametrize("text, value", [("full", "full"), ("OFF", "off"), ("0", "off"), ("012", "12")])
 def test_prune_every_reads_full_off_or_a_number(text, value):
     assert config.resolve_settings(env(OCB_PRUNE_EVERY=text), "backup").prune_every == value
+# -- s3:// store settings (resolve_s3) -----------------------------------------------------------
+
+def test_the_hugging_face_buckets_preset_sets_what_its_gateway_needs():
+    settings = config.resolve_settings(env(OCB_S3_PRESET="hf:my-org"), "backup")
+    assert settings.s3_endpoint == "https://s3.hf.co/my-org" and settings.s3_region == "us-east-1"
+    assert settings.s3_path_style is True and settings.s3_checksums == "when_required"
+    assert settings.s3_part_size == 2 * 1024**3
+    # each variable still overrides its part of the preset
+    tuned = config.resolve_settings(env(OCB_S3_PRESET="hf", OCB_S3_ENDPOINT="http://127.0.0.1:9/ns/",
+                                        OCB_S3_PART_SIZE="64M"), "backup")
+    assert tuned.s3_endpoint == "http://127.0.0.1:9/ns" and tuned.s3_part_size == 64 * 1024**2
+    assert tuned.s3_checksums == "when_required"
+
+
+def test_s3_settings_fall_back_to_the_aws_names_and_path_style_follows_the_endpoint():
+    aws = config.resolve_settings(env(AWS_DEFAULT_REGION="eu-west-3"), "backup")
+    assert (aws.s3_endpoint, aws.s3_region, aws.s3_path_style) == (None, "eu-west-3", False)
+    minio = config.resolve_settings(env(AWS_ENDPOINT_URL="http://minio:9000"), "restore")
+    assert minio.s3_endpoint == "http://minio:9000" and minio.s3_path_style is True
+    assert config.resolve_settings(env(AWS_ENDPOINT_URL="http://minio:9000", OCB_S3_PATH_STYLE="off"),
+                                   "backup").s3_path_style is False
+    assert config.Settings.from_doc({"settings": minio.as_dict()}) == minio
+
+
+@pytest.mark.parametrize("values, variable", [
+    ({"OCB_S3_PRESET": "minio"}, "OCB_S3_PRESET"),
+    ({"OCB_S3_PRESET": "hf"}, "OCB_S3_PRESET"),  # no namespace and no endpoint
+    ({"OCB_S3_ENDPOINT": "s3.hf.co"}, "OCB_S3_ENDPOINT"),
+    ({"OCB_S3_REGION": "Europe West"}, "OCB_S3_REGION"),
+    ({"OCB_S3_PATH_STYLE": "sometimes"}, "OCB_S3_PATH_STYLE"),
+    ({"OCB_S3_CHECKSUMS": "never"}, "OCB_S3_CHECKSUMS"),
+    ({"OCB_S3_PART_SIZE": "1M"}, "OCB_S3_PART_SIZE"),
+])
+def test_bad_s3_values_name_their_variable(values, variable):
+    with pytest.raises(UsageError, match=re.escape(variable)):
+        config.resolve_settings(env(**values), "backup")
+
+
+def test_s3_keys_are_secrets_never_settings():
+    values = {"AWS_ACCESS_KEY_ID": "AKIDEXAMPLE", "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI-secret",
+              "AWS_SESSION_TOKEN": "session-secret"}
+    settings = config.resolve_settings(env(**values), "backup")
+    assert not any(v in str(settings.as_dict()) for v in values.values())
+    secrets = config.store_secrets(env(**values))
+    assert secrets.aws_secret_access_key == "wJalrXUtnFEMI-secret"
+    assert not any(v in repr(secrets) for v in values.values())

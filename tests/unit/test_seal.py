@@ -633,3 +633,232 @@ def test_reader_feeds_a_streaming_tar_reader() -> None:
     with tarfile.open(fileobj=reader, mode="r|") as tar:
         contents = {member.name: tar.extractfile(member).read() for member in tar}  # type: ignore[union-attr]
     assert contents == {"a.txt": b"alpha" * 100, "b/c.bin": bytes(range(256)) * 9}
+
+
+# Independent vectors (tests/independent_seal.py, written from docs/format.md)
+
+import sys  # noqa: E402
+import tarfile as _tarfile  # noqa: E402
+
+import zstandard  # noqa: E402
+from ocb import cache, catalog, snapshot  # noqa: E402
+from ocb.errors import NotAuthenticated  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import independent_seal as ind  # noqa: E402
+
+INDEPENDENT = json.loads((Path(__file__).parent / "vectors" / "seal-v1-independent.json").read_text())
+POSITIVE = [v for v in INDEPENDENT["vectors"] if not v.get("reject")]
+NEGATIVE = [v for v in INDEPENDENT["vectors"] if v.get("reject")]
+
+
+def joined(vector: dict) -> bytes:
+    """Volumes join by plain concatenation, in order (docs/format.md, Volumes)."""
+    return b"".join(bytes.fromhex(v) for v in vector["volumes"])
+
+
+def kdf_tuple_to_params(kdf: list) -> seal.Kdf:
+    if kdf[0] == "scrypt":
+        return seal.KdfParams(kdf[1], kdf[2], kdf[3])
+    return seal.Argon2Params(kdf[1], kdf[2], kdf[3])
+
+
+def test_the_independent_vectors_cover_what_the_spec_asks() -> None:
+    assert {tuple(v["kdf"])[0] for v in POSITIVE} == {"scrypt", "argon2id"}
+    assert len({v["segment_size"] for v in POSITIVE}) == len(POSITIVE)
+    assert any(len(v["volumes"]) > 1 for v in POSITIVE) and len(NEGATIVE) >= 10
+
+
+@pytest.mark.parametrize("vector", POSITIVE, ids=lambda v: v["name"])
+def test_independent_vectors_open_in_both_decoders_and_ocb_seals_them_byte_for_byte(vector: dict) -> None:
+    password, aad = bytes.fromhex(vector["password"]), bytes.fromhex(vector["aad"])
+    plaintext = bytes.fromhex(vector["plaintext"])
+    assert ind.decode(password, aad, joined(vector)) == plaintext
+    assert opened(joined(vector), password=password, associated=aad) == plaintext
+    key = seal.derive_password_key(password, kdf_tuple_to_params(vector["kdf"]), bytes.fromhex(vector["kdf_salt"]))
+    sink = io.BytesIO()
+    seal.seal_stream(io.BytesIO(plaintext), sink, key, associated=aad, segment_size=vector["segment_size"],
+                     archive_salt=bytes.fromhex(vector["archive_salt"]),
+                     nonce_prefix=bytes.fromhex(vector["nonce_prefix"]))
+    assert sink.getvalue() == joined(vector)
+
+
+@pytest.mark.parametrize("vector", NEGATIVE, ids=lambda v: v["name"])
+def test_every_negative_vector_fails_in_both_decoders(vector: dict) -> None:
+    password, aad = bytes.fromhex(vector["password"]), bytes.fromhex(vector["aad"])
+    with pytest.raises(ind.Refused):
+        ind.decode(password, aad, joined(vector))
+    with pytest.raises(IntegrityError):
+        opened(joined(vector), password=password, associated=aad)
+
+
+@pytest.mark.parametrize("vector", VECTORS["vectors"], ids=lambda vector: vector["name"])
+def test_the_first_vectors_open_in_the_independent_decoder(vector: dict) -> None:
+    assert ind.decode(bytes.fromhex(VECTORS["password"]), bytes.fromhex(VECTORS["associated"]),
+                      bytes.fromhex(vector["sealed"])) == bytes.fromhex(vector["plaintext"])
+
+
+def test_the_independent_decoder_opens_a_real_multi_volume_snapshot(tmp_path: Path) -> None:
+    """The fixture store sealed by the first ocb: its incremental is three volumes."""
+    fixture = Path(__file__).resolve().parents[1] / "e2e" / "fixtures" / "sealed-v1" / "store.tar.gz"
+    with _tarfile.open(fixture) as tar:
+        tar.extractall(tmp_path, filter="data")
+    pointer = json.loads((tmp_path / "store" / "latest-backup.json").read_text())
+    link = pointer["meta"]["chain"][-1]
+    assert len(link["volumes"]) == 3 and "store_id" not in link
+    data = b"".join((tmp_path / "store" / "backups" / v["name"]).read_bytes() for v in link["volumes"])
+    plain = ind.decode(b"fixture password", ind.first_form_aad(link["id"]), data)
+    members = _tarfile.open(fileobj=zstandard.ZstdDecompressor().stream_reader(io.BytesIO(plain)), mode="r|")
+    assert [m.name for m in members][-1] == ".ocb/index.jsonl"
+    with pytest.raises(ind.Refused):
+        ind.decode(b"fixture password", ind.first_form_aad(pointer["meta"]["chain"][0]["id"]), data)
+
+
+def test_ocb_seals_the_second_form_the_independent_decoder_opens() -> None:
+    chain = ["openclaw-backup-20260101-000000", "openclaw-backup-20260102-000000", "openclaw-backup-20260103-000000"]
+    store_id = "ab" * 16
+    for position in range(3):
+        assert seal.chain_associated_data(store_id, chain, position) == ind.archive_aad(store_id, chain, position)
+    links = [{"id": i, "store_id": store_id} for i in chain]
+    assert seal.link_associated_data(links, 2) == ind.archive_aad(store_id, chain, 2)
+    assert seal.link_associated_data([{"id": chain[0]}], 0) == ind.first_form_aad(chain[0])
+    key = seal.derive_password_key(PASSWORD, seal.Argon2Params(memory_kib=1024))
+    plaintext = bytes(range(256)) * 20
+    data = sealed(plaintext, associated=seal.chain_associated_data(store_id, chain, 2), key=key, segment_size=1000)
+    assert data[10] == seal.KDF_ARGON2ID
+    assert ind.decode(PASSWORD, ind.archive_aad(store_id, chain, 2), data) == plaintext
+    for wrong in (ind.archive_aad(store_id, chain, 1), ind.archive_aad("cd" * 16, chain, 2),
+                  ind.archive_aad(store_id, [chain[0], chain[0] + "-2", chain[2]], 2)):
+        with pytest.raises(ind.Refused):
+            ind.decode(PASSWORD, wrong, data)
+
+
+# Argon2id parameters
+
+@pytest.mark.parametrize(("memory", "iterations", "lanes"),
+                         [(31, 1, 4), (seal.MAX_ARGON2_MEMORY_KIB + 1, 1, 1), (1024, 0, 1), (1024, 17, 1),
+                          (1024, 1, 0), (1024, 1, 17)])
+def test_hostile_argon2_parameters_are_refused_before_any_derivation(memory: int, iterations: int, lanes: int) -> None:
+    data = bytearray(sealed(b"x"))
+    data[10] = seal.KDF_ARGON2ID
+    data[11:16] = memory.to_bytes(3, "big") + bytes([iterations, lanes])
+    keyring = seal.KeyRing(PASSWORD)
+    with pytest.raises(SealBroken, match="unsupported parameters"):
+        open_stream(io.BytesIO(bytes(data)), io.BytesIO(), keyring, associated=ASSOCIATED)
+    assert keyring.derivations == 0
+
+
+def test_an_unknown_kdf_id_is_refused() -> None:
+    data = bytearray(sealed(b"x"))
+    data[10] = 3
+    with pytest.raises(SealBroken, match="kdf id 3"):
+        opened(bytes(data))
+
+
+def test_the_default_kdf_is_argon2id_within_the_memory_goal() -> None:
+    assert seal.DEFAULT_KDF == seal.Argon2Params(64 * 1024, 3, 4)
+    assert seal.DEFAULT_KDF.memory_kib * 1024 < 100 * 10**6
+    assert seal.chosen_kdf("scrypt", 10, 0) == seal.KdfParams(log_n=10)
+    assert seal.chosen_kdf("argon2id", 17, 2 * 1024**2) == seal.Argon2Params(memory_kib=2048)
+
+
+@pytest.mark.parametrize("value", [None, [], {"name": "argon2id"}, {"name": "bcrypt", "cost": 1},
+                                   {"name": "scrypt", "log_n": 30, "r": 8, "p": 1},
+                                   {"name": "scrypt", "log_n": True, "r": 8, "p": 1},
+                                   {"name": "argon2id", "memory_kib": 2**30, "iterations": 1, "lanes": 1}])
+def test_kdf_from_dict_refuses_what_it_cannot_bound(value: object) -> None:
+    with pytest.raises(ValueError):
+        seal.kdf_from_dict(value)
+
+
+def test_kdf_round_trips_through_its_dict() -> None:
+    for kdf in (seal.KdfParams(10, 8, 1), seal.Argon2Params(2048, 2, 1)):
+        assert seal.kdf_from_dict(kdf.as_dict()) == kdf
+
+
+def test_the_salt_file_is_0600_in_a_0700_folder(tmp_path: Path) -> None:
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir(mode=0o755)
+    (cache_dir / "seal").mkdir(mode=0o755)
+    first = seal.cached_password_key(str(cache_dir), PASSWORD, CHEAP_KDF)
+    assert (cache_dir / "seal").stat().st_mode & 0o777 == 0o700
+    assert (cache_dir / "seal" / "kdf.json").stat().st_mode & 0o777 == 0o600
+    again = seal.cached_password_key(str(cache_dir), PASSWORD, CHEAP_KDF)
+    assert again.kdf_salt == first.kdf_salt and again._key == first._key
+
+
+# Record MACs
+
+def signed_meta(key: seal.PasswordKey = KEY) -> dict:
+    return snapshot.sign(snapshot.with_digest({"ocb": 1, "id": "openclaw-backup-20260101-000000", "file_count": 3,
+                                               "store_id": "ab" * 16}), "meta", key)
+
+
+def test_a_signed_record_verifies_with_only_the_password() -> None:
+    meta = signed_meta()
+    assert meta["record_mac"]["kdf"] == CHEAP_KDF.as_dict()
+    snapshot.parse_record(snapshot.encode_record(meta), "meta")  # its digest covers the MAC
+    keyring = seal.KeyRing(PASSWORD)
+    snapshot.check_mac(meta, "meta", keyring, "the meta")
+    assert keyring.derivations == 1
+
+
+@pytest.mark.parametrize("change", [
+    lambda r: r.update(file_count=4),
+    lambda r: r["record_mac"].update(kdf_salt="00" * 16),
+    lambda r: r["record_mac"].update(tag="00" * 32),
+    lambda r: r.update(extra=True),
+    lambda r: r.pop("store_id"),
+])
+def test_any_change_to_a_signed_record_fails_its_mac(change) -> None:
+    meta = json.loads(json.dumps(signed_meta()))
+    change(meta)
+    with pytest.raises(NotAuthenticated, match="the meta"):
+        snapshot.check_mac(snapshot.with_digest(meta), "meta", seal.KeyRing(PASSWORD), "the meta")
+
+
+def test_a_record_mac_is_bound_to_its_kind_and_password() -> None:
+    meta = signed_meta()
+    with pytest.raises(NotAuthenticated, match="fails its MAC"):
+        snapshot.check_mac(meta, "pointer", seal.KeyRing(PASSWORD), "the pointer")
+    with pytest.raises(NotAuthenticated, match="wrong password"):
+        snapshot.check_mac(meta, "meta", seal.KeyRing(b"other"), "the meta")
+    del meta["record_mac"]
+    with pytest.raises(NotAuthenticated, match="carries no MAC"):
+        snapshot.check_mac(meta, "meta", seal.KeyRing(PASSWORD), "the meta")
+
+
+def test_the_record_mac_is_the_documented_hmac() -> None:
+    """docs/format.md, Records of a sealed store: computed here from the text."""
+    meta = signed_meta()
+    mac_key = seal.HKDF(algorithm=seal.hashes.SHA256(), length=32, salt=None,
+                        info=b"ocb record mac v1").derive(KEY._key)
+    body = {k: v for k, v in meta.items() if k not in ("record_sha256", "record_mac")}
+    body["record_mac"] = {k: v for k, v in meta["record_mac"].items() if k != "tag"}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    tag = hmac.digest(mac_key, b"ocb record v1\x00meta\x00" + canonical, hashlib.sha256)
+    assert meta["record_mac"]["tag"] == tag.hex()
+
+
+# For ocb-check and ocb-doctor
+
+def test_seal_status_names_the_unsealed_snapshots_of_a_sealed_store() -> None:
+    entries = [{"id": "openclaw-backup-20260101-000000", "sealed": True},
+               {"id": "openclaw-backup-20260102-000000", "sealed": False},
+               {"id": "openclaw-backup-20260103-000000", "from_listing": True}]
+    status = catalog.seal_status({"snapshots": entries, "record_mac": {}})
+    assert status == catalog.SealStatus(True, ("openclaw-backup-20260102-000000",),
+                                         ("openclaw-backup-20260103-000000",), True)
+    assert not catalog.seal_status({"snapshots": entries[1:2]}).sealed
+    assert catalog.seal_status(None, {"meta": {"sealed": True}}).sealed
+
+
+def test_the_rollback_record_keeps_the_highest_publish(tmp_path: Path) -> None:
+    where = str(tmp_path / "cache")
+    cache.record_seen(where, "file:///s", "ab" * 16, 5, "b")
+    cache.record_seen(where, "file:///s", "ab" * 16, 3, "a")
+    assert cache.seen(where, "file:///s") == {"store_id": "ab" * 16, "seq": 5, "snapshot": "b"}
+    assert (tmp_path / "cache" / cache.SEEN).stat().st_mode & 0o777 == 0o600
+    cache.record_seen(where, "file:///s", "cd" * 16, 1, "c")  # the store made again: what is seen now
+    assert cache.seen(where, "file:///s")["seq"] == 1
+    assert cache.seen(where, "file:///other") is None

@@ -1,4 +1,5 @@
-"""The store contract: every backend behaves the same (the local folder and the test Hub).
+"""The store contract: every backend behaves the same (the local folder, the test Hub, and S3
+through moto's server behind the fault proxy of tests/s3/s3server.py).
 
 Each backend's fixture gives the store plus inspection hooks (`Raw`): the files the store
 really holds, a raw file's bytes, a write as another writer would make it, and the number of
@@ -30,8 +31,10 @@ from ocb.errors import (
     ChainBroken,
     ChecksumMismatch,
     CredentialsRefused,
+    RuntimeFailure,
     StoreConflict,
     StoreMissing,
+    TemporarilyUnavailable,
     UsageError,
 )
 from ocb.snapshot import POINTER, build_pointer, meta_path, parse_record, with_digest
@@ -53,6 +56,7 @@ def settings_for(tmp_path: Path, **overrides) -> Settings:
 
 
 # -- inspection hooks, one per backend ------------------------------------------------------------
+
 
 class LocalRaw:
     """The folder as it is on disk."""
@@ -134,10 +138,79 @@ class HubRaw:
             return json.loads(answer.read())["commits"]
 
 
+class S3Raw:
+    """The bucket as the S3 test server holds it, read and written by a plain boto3 client."""
+
+    def __init__(self, url: str, bucket: str, root: str) -> None:
+        self.client, self.bucket, self.root = s3_client(url), bucket, root
+
+    def _key(self, path: str) -> str:
+        return f"{self.root}/{path}"
+
+    def files(self) -> dict[str, int]:
+        found = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.root + "/"):
+            found.update({item["Key"][len(self.root) + 1:]: item["Size"] for item in page.get("Contents", ())})
+        return found
+
+    def read(self, path: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=self._key(path))["Body"].read()
+
+    def write(self, path: str, data: bytes) -> None:
+        self.client.put_object(Bucket=self.bucket, Key=self._key(path), Body=data)
+
+    def delete(self, path: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(path))
+
+    def commits(self) -> int:
+        return 0  # a bucket has no commits
+
+
+_S3_CLIENTS: dict = {}
+
+
+def s3_client(url: str):
+    if url in _S3_CLIENTS:
+        return _S3_CLIENTS[url]
+    import boto3
+    from botocore.config import Config
+
+    _S3_CLIENTS[url] = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=S3_KEY,
+                        aws_secret_access_key=S3_SECRET,
+                        config=Config(s3={"addressing_style": "path"}, retries={"total_max_attempts": 1}))
+    return _S3_CLIENTS[url]
+
+
+S3_KEY, S3_SECRET = "ocb-test-key", "ocb-test-secret-do-not-log"
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server behind the fault proxy, on loopback, for the whole session."""
+    from tests.s3.fixture import start_s3, stop_s3
+
+    url, process = start_s3()
+    yield url
+    stop_s3(process)
+
+
+def s3_settings(tmp_path: Path, url: str, **overrides) -> Settings:
+    return settings_for(tmp_path, **{"s3_endpoint": url, "s3_region": "us-east-1", "s3_path_style": True,
+                                     **overrides})
+
+
+def new_bucket(url: str) -> str:
+    import uuid
+
+    name = f"ocb-{uuid.uuid4().hex[:16]}"
+    s3_client(url).create_bucket(Bucket=name)
+    return name
+
+
 @dataclasses.dataclass
 class Backend:
     url: str
-    raw: LocalRaw | HubRaw
+    raw: LocalRaw | HubRaw | S3Raw
     settings: Settings
     secrets: StoreSecrets
 
@@ -151,8 +224,13 @@ class Backend:
         self.raw.write(path, bytes(data))
 
 
-@pytest.fixture(params=["local", "hf"])
+@pytest.fixture(params=["local", "hf", "s3"])
 def backend(request, tmp_path) -> Backend:
+    if request.param == "s3":
+        server = request.getfixturevalue("s3_server")
+        bucket = new_bucket(server)
+        return Backend(f"s3://{bucket}/state", S3Raw(server, bucket, "state"), s3_settings(tmp_path, server),
+                       StoreSecrets(aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET))
     if request.param == "hf":
         hub_url = request.getfixturevalue("test_hub")
         repo_id = f"contract/{tmp_path.name}"
@@ -168,6 +246,7 @@ def store(backend):
 
 
 # -- publishing as ocb-push does ------------------------------------------------------------------
+
 
 def volume(tmp_path: Path, snapshot_id: str, data: bytes) -> Upload:
     path = tmp_path / f"{snapshot_id}.tar.zst"
@@ -203,6 +282,7 @@ def snapshot_files(snapshot_id: str) -> set[str]:
 
 
 # -- the contract ---------------------------------------------------------------------------------
+
 
 def test_a_missing_store_is_not_there_and_empty(backend, store, tmp_path):
     assert store.exists() is False
@@ -406,6 +486,44 @@ def test_fetch_detects_damage_and_absence(backend, store, tmp_path):
         backend.open().fetch_volume("backups", upload.name, upload.size, upload.sha256, str(tmp_path / "work2"))
 
 
+def test_digests_the_start_of_a_volume_and_access_need_no_download(backend, store, tmp_path):
+    """What ocb-check and ocb-doctor ask of every store (issue 18)."""
+    before = store.access()
+    assert before.exists is False and before.can_write is True and before.detail
+    data = os.urandom(5000)  # above the test Hub's LFS threshold: the Hub records its sha256
+    upload, _, _, _ = publish(store, backend.url, tmp_path, SNAP, data=data)
+    digests = store.list_file_digests("backups")
+    assert {name: size for name, (size, _) in digests.items()} == store.list_files("backups")
+    hub = backend.url.startswith("hf://")
+    assert digests[upload.name] == (len(data), upload.sha256 if hub else None)
+    assert store.read_start("backups", upload.name, 107) == data[:107]
+    assert store.read_start("backups", upload.name, 10**6) == data
+    with pytest.raises(ChainBroken, match="missing"):
+        store.read_start("backups", "openclaw-backup-20261101-130000.tar.zst", 10)
+    after = store.access()
+    assert after.exists is True and after.can_write is True
+    assert (after.private, bool(after.who)) == ((True, True) if hub else (None, False))
+
+
+def test_small_files_and_whole_files_are_read_by_path_for_the_legacy_reader(backend, store, tmp_path):
+    upload, meta, _, _ = publish(store, backend.url, tmp_path, SNAP, token=None, old_catalog=None)
+    assert store.read_file(meta_path("backups", SNAP)) == backend.raw.read(meta_path("backups", SNAP))
+    assert store.read_file("backups/nothing.meta.json") is None
+    fetched = store.fetch_file(f"backups/{upload.name}", str(tmp_path / "work"))
+    assert Path(fetched).read_bytes() == b"volume of " + SNAP.encode()
+    with pytest.raises(ChainBroken):
+        store.fetch_file("backups/openclaw-backup-20200101-000000.tar.gz", str(tmp_path / "work"))
+
+
+def test_a_legacy_pointer_is_a_legacy_head_never_a_damaged_one(backend, store, tmp_path):
+    publish(store, backend.url, tmp_path, SNAP, token=None, old_catalog=None)
+    legacy_pointer = {"dataset": "me/repo", "latest": "backups/openclaw-backup-20251125-000000.tar.gz.meta.json",
+                      "created_at_utc": "2025-11-25T00:00:00+00:00"}
+    backend.raw.write(POINTER, json.dumps(legacy_pointer).encode())
+    head = backend.open().head()
+    assert head.legacy and head.pointer == legacy_pointer and head.snapshot_id is None
+
+
 def test_a_store_written_before_catalogs_has_none_and_its_snapshots_stay_safe(backend, store, tmp_path):
     _, first, _, _ = publish(store, backend.url, tmp_path, SNAP, token=None, old_catalog=None)
     backend.raw.delete(catalog.NAME)  # now as an older ocb or the legacy script left it
@@ -443,6 +561,10 @@ HOME = os.path.expanduser("~")
     ("hf://owner/name", "hf://datasets/owner/name"),
     ("owner/name", "hf://datasets/owner/name"),  # the legacy OPENCLAW_BACKUP_DATASET_REPO
     ("Org-1/my_state.v2", "hf://datasets/Org-1/my_state.v2"),
+    ("s3://bucket", "s3://bucket"),
+    ("s3://bucket/", "s3://bucket"),
+    ("s3://my.bucket-1/agents/one/", "s3://my.bucket-1/agents/one"),
+    ("s3://My_Bucket/state", "s3://My_Bucket/state"),  # Hugging Face Storage Buckets allow these
 ])
 def test_canonical_url_of_every_form(raw, url):
     assert canonical_url(raw, "OCB_STORE") == url
@@ -463,7 +585,12 @@ def test_canonical_url_of_every_form(raw, url):
     ("hf://models/owner/name", ["dataset repo", "models"]),
     ("hf://spaces/owner/name", ["dataset repo", "spaces"]),
     ("file://relative/path", ["absolute path"]),
-    ("s3://bucket/prefix", ["unknown store scheme s3://", "file:///path", "hf://datasets/OWNER/NAME"]),
+    ("gs://bucket/prefix", ["unknown store scheme gs://", "file:///path", "hf://datasets/OWNER/NAME", "s3://BUCKET"]),
+    ("s3://", ["bucket name ''", "s3://BUCKET/PREFIX"]),
+    ("s3://ab/x", ["bucket name 'ab'", "3 to 63"]),
+    ("s3://bad bucket/x", ["bucket name 'bad bucket'"]),
+    ("s3://bucket//x", ["prefix", "'//'"]),
+    ("s3://bucket/a/../b", ["prefix", "'..'"]),
     ("backups", ["not a store", "file:///path", "OWNER/NAME"]),
     ("a/b/c", ["not a store"]),
     ("", ["not a store"]),
@@ -479,19 +606,20 @@ def test_canonical_url_refuses_bad_forms_naming_the_variable_and_the_problem(raw
 
 def test_a_url_check_does_not_import_huggingface_hub():
     script = ("import sys; sys.path.insert(0, 'lib'); from ocb.stores import canonical_url; "
-              "canonical_url('hf://datasets/a/b', 'X'); canonical_url('/tmp', 'X'); "
-              "print('huggingface_hub' in sys.modules)")
+              "canonical_url('hf://datasets/a/b', 'X'); canonical_url('/tmp', 'X'); canonical_url('s3://b-1/p', 'X'); "
+              "print('huggingface_hub' in sys.modules, 'boto3' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert out.stdout.strip() == "False False"
 
 
-@pytest.mark.parametrize("url", ["s3://bucket/x", "file://relative", "hf://owner/name", "file:///a/../b", "/plain"])
+@pytest.mark.parametrize("url", ["s3://bucket/x/", "file://relative", "hf://owner/name", "file:///a/../b", "/plain"])
 def test_open_store_takes_only_canonical_urls(tmp_path, url):
     with pytest.raises(BadDocument):
         open_store(url, settings_for(tmp_path), StoreSecrets())
 
 
 # -- the Hub backend beyond the contract: settings, secrets, retries ------------------------------
+
 
 @pytest.fixture
 def hub_store(test_hub, tmp_path):
@@ -640,3 +768,226 @@ def test_reclaim_deletes_the_removed_files_objects_at_once_and_a_losers_once_old
     commits = store.squash(2)["commits_squashed"]
     assert commits >= 3 and hub_control(hub_url, repo)["commits"] == 1
     assert store.head().snapshot_id == NEXT and catalog.ids(store.read_catalog()) == [NEXT]
+# -- the S3 backend beyond the contract: conditions, parts, faults, credentials ------------------
+
+
+@pytest.fixture
+def s3(s3_server, tmp_path):
+    """(store, its server URL, its bucket, the waits its retries slept): a fresh bucket, the
+    retry clock faked so that budgets pass in no time; the proxy's faults cleared after."""
+    bucket = new_bucket(s3_server)
+    clock = {"now": 0.0}
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        clock["now"] += seconds
+
+    def open_one(**overrides):
+        store = open_store(f"s3://{bucket}/state", s3_settings(tmp_path, s3_server, **overrides),
+                           StoreSecrets(aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET))
+        store.policy = dataclasses.replace(store.policy, sleep=sleep, clock=lambda: clock["now"])
+        return store
+
+    yield open_one, s3_server, bucket, waits
+    proxy(s3_server, "/__faults", "DELETE")
+
+
+def proxy(url: str, path: str, method: str = "GET", body: dict | None = None) -> dict:
+    data = None if body is None else json.dumps(body).encode()
+    with urllib.request.urlopen(urllib.request.Request(url + path, data=data, method=method)) as answer:
+        return json.loads(answer.read())
+
+
+def test_the_s3_test_server_enforces_the_conditional_writes_ocb_relies_on(s3_server):
+    import botocore.exceptions
+
+    client, bucket = s3_client(s3_server), new_bucket(s3_server)
+    first = client.put_object(Bucket=bucket, Key="k", Body=b"1", IfNoneMatch="*")["ETag"]
+    for condition in ({"IfNoneMatch": "*"}, {"IfMatch": '"0123456789abcdef0123456789abcdef"'}):
+        with pytest.raises(botocore.exceptions.ClientError) as caught:
+            client.put_object(Bucket=bucket, Key="k", Body=b"2", **condition)
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    client.put_object(Bucket=bucket, Key="k", Body=b"3", IfMatch=first)
+    upload = client.create_multipart_upload(Bucket=bucket, Key="k")["UploadId"]
+    part = client.upload_part(Bucket=bucket, Key="k", UploadId=upload, PartNumber=1, Body=b"4")["ETag"]
+    with pytest.raises(botocore.exceptions.ClientError) as caught:
+        client.complete_multipart_upload(Bucket=bucket, Key="k", UploadId=upload, IfNoneMatch="*",
+                                         MultipartUpload={"Parts": [{"PartNumber": 1, "ETag": part}]})
+    assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
+    assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == b"3"
+
+
+def test_two_writers_past_the_head_check_one_wins_at_the_catalog_the_other_leaves_nothing(s3, tmp_path):
+    import threading
+
+    open_one, url, bucket, _ = s3
+    raw = S3Raw(url, bucket, "state")
+    publish(open_one(), f"s3://{bucket}/state", tmp_path, SNAP, token=None, old_catalog=None)
+    loser, winner = open_one(), open_one()
+    planned, planned_catalog = loser.head().token, loser.read_catalog()
+    # the loser's volume upload is held by the proxy after its head check passed
+    proxy(url, "/__faults", "POST", {"hold": True, "method": "PUT", "match": f"{NEXT}.tar.zst", "times": 1})
+    outcome: list[BaseException | None] = []
+
+    def push() -> None:
+        try:
+            publish(loser, f"s3://{bucket}/state", tmp_path / "loser", NEXT, token=planned,
+                    old_catalog=planned_catalog)
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            outcome.append(exc)
+
+    (tmp_path / "loser").mkdir()
+    thread = threading.Thread(target=push)
+    thread.start()
+    for _ in range(300):
+        if proxy(url, "/__stats")["held"] >= 1:
+            break
+        threading.Event().wait(0.05)
+    _, _, won, _ = publish(winner, f"s3://{bucket}/state", tmp_path, RIVAL)
+    files = raw.files()
+    proxy(url, "/__release", "POST", {})
+    thread.join(60)
+    assert isinstance(outcome[0], StoreConflict), outcome
+    assert raw.files() == files and not any(NEXT in path for path in files)
+    assert catalog.parse(raw.read(catalog.NAME), "c") == won and open_one().head().snapshot_id == RIVAL
+
+
+def test_a_large_volume_goes_up_in_parts_and_a_throttled_part_is_retried_alone(s3, tmp_path):
+    open_one, url, bucket, waits = s3
+    store = open_one(s3_part_size=5 * 1024**2, retry_seconds=10.0)
+    data = os.urandom(11 * 1024**2)  # three parts: 5, 5 and 1 MiB
+    proxy(url, "/__faults", "POST", {"status": 503, "code": "SlowDown", "method": "PUT", "match": "partNumber=2",
+                                     "times": 2})
+    before = proxy(url, "/__stats")["by_method"].get("PUT", 0)
+    upload, _, _, stats = publish(store, store.url, tmp_path, SNAP, data=data, token=None, old_catalog=None)
+    puts = proxy(url, "/__stats")["by_method"]["PUT"] - before
+    assert stats["multipart_volumes"] == 1 and waits == [1.0, 2.0]
+    # 3 parts + 2 retries of part 2, the probe's 3 puts, meta, catalog, pointer: no part sent twice but 2
+    assert puts == 3 + 2 + 3 + 3
+    fetched = open_one().fetch_volume("backups", upload.name, upload.size, upload.sha256, str(tmp_path / "dl"))
+    assert Path(fetched).read_bytes() == data
+    assert s3_client(url).list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_a_volume_whose_upload_fails_is_aborted_and_leaves_nothing(s3, tmp_path):
+    open_one, url, bucket, _ = s3
+    store = open_one(s3_part_size=5 * 1024**2)
+    publish(store, store.url, tmp_path, SNAP, token=None, old_catalog=None)
+    files = S3Raw(url, bucket, "state").files()
+    proxy(url, "/__faults", "POST", {"status": 400, "code": "InvalidPart", "method": "POST", "match": "uploadId=",
+                                     "times": 1})
+    with pytest.raises(RuntimeFailure, match="InvalidPart"):
+        publish(store, store.url, tmp_path, NEXT, data=os.urandom(6 * 1024**2))
+    assert S3Raw(url, bucket, "state").files() == files
+    assert s3_client(url).list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def test_uploads_a_killed_push_left_are_listed_and_aborted_under_the_store_only(s3, tmp_path):
+    open_one, url, bucket, _ = s3
+    client = s3_client(url)
+    client.create_multipart_upload(Bucket=bucket, Key=f"state/backups/{SNAP}.tar.zst")
+    client.create_multipart_upload(Bucket=bucket, Key="elsewhere/x")
+    store = open_one()
+    stale = store.stale_uploads(older_than=0)
+    assert [item["key"] for item in stale] == [f"backups/{SNAP}.tar.zst"]
+    assert store.abort_stale_uploads(older_than=0) == {"uploads_aborted": 1, "keys": [f"backups/{SNAP}.tar.zst"]}
+    assert [u["Key"] for u in client.list_multipart_uploads(Bucket=bucket)["Uploads"]] == ["elsewhere/x"]
+    assert store.abort_stale_uploads(older_than=0)["uploads_aborted"] == 0
+
+
+def test_a_slowdown_storm_is_waited_out_within_the_budget_then_is_temporary(s3, tmp_path):
+    open_one, url, _, waits = s3
+    store = open_one(retry_seconds=10.0)
+    proxy(url, "/__faults", "POST", {"status": 503, "code": "SlowDown", "times": -1})
+    with pytest.raises(TemporarilyUnavailable, match="503 SlowDown past the retry budget of 10s"):
+        store.head()
+    assert waits == [1.0, 2.0, 4.0] and sum(waits) <= 10
+    proxy(url, "/__faults", "DELETE")
+    waits.clear()
+    proxy(url, "/__faults", "POST", {"status": 503, "code": "SlowDown", "retry_after": 3, "times": 2})
+    assert store.head().token is None and waits == [3.0, 3.0]
+
+
+def test_refused_credentials_are_13_and_no_message_shows_a_secret(s3, tmp_path):
+    open_one, url, _, waits = s3
+    proxy(url, "/__faults", "POST", {"status": 403, "code": "InvalidAccessKeyId", "times": -1,
+                                     "message": "The AWS Access Key Id you provided does not exist"})
+    with pytest.raises(CredentialsRefused, match="refused the credentials") as caught:
+        open_one().head()
+    assert S3_SECRET not in str(caught.value) and waits == []
+
+
+def test_no_credentials_anywhere_is_13_naming_what_to_set(s3_server, tmp_path, monkeypatch):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    # the SDK's chain finds nothing: no files, and no instance metadata asked for off loopback
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    store = open_store("s3://ocb-no-credentials/state", s3_settings(tmp_path, s3_server), StoreSecrets())
+    with pytest.raises(CredentialsRefused, match="AWS_ACCESS_KEY_ID"):
+        store.head()
+
+
+def test_a_missing_bucket_reads_as_empty_and_a_push_names_it(s3_server, tmp_path):
+    store = open_store("s3://ocb-no-such-bucket/state", s3_settings(tmp_path, s3_server),
+                       StoreSecrets(aws_access_key_id=S3_KEY, aws_secret_access_key=S3_SECRET))
+    assert store.exists() is False and store.head().token is None and store.read_catalog() is None
+    with pytest.raises(StoreMissing, match="the bucket ocb-no-such-bucket does not exist .*create it first"):
+        publish(store, store.url, tmp_path, SNAP, token=None, old_catalog=None)
+
+
+def test_an_endpoint_ignoring_conditional_writes_is_found_recorded_said_and_checked(s3, tmp_path, caplog):
+    open_one, url, bucket, _ = s3
+    proxy(url, "/__faults", "POST", {"strip_conditional": True})
+    store = open_one()
+    with caplog.at_level("WARNING", logger="ocb"):
+        _, first, _, stats = publish(store, store.url, tmp_path, SNAP, token=None, old_catalog=None)
+    assert stats["conditional_writes"] is False
+    assert "does not honour conditional writes" in caplog.text
+    record = json.loads((tmp_path / "cache" / "s3-conditional-writes.json").read_text())
+    assert record[f"{url} {bucket}"]["honoured"] is False
+    # the read-before-write check still refuses a writer whose head moved
+    planned, planned_catalog = store.head().token, store.read_catalog()
+    publish(open_one(), store.url, tmp_path, RIVAL)
+    files = S3Raw(url, bucket, "state").files()
+    with pytest.raises(StoreConflict):
+        publish(open_one(), store.url, tmp_path, NEXT, parent=first, token=planned, old_catalog=planned_catalog)
+    assert S3Raw(url, bucket, "state").files() == files
+    assert not any(key.startswith(".ocb-probe-") for key in S3Raw(url, bucket, "state").files())
+
+
+def test_a_pointer_write_whose_answer_is_lost_is_recognised_as_ours(s3, tmp_path):
+    open_one, url, _, waits = s3
+    store = open_one(retry_seconds=10.0)
+    proxy(url, "/__faults", "POST", {"status": 503, "code": "SlowDown", "after": True, "method": "PUT",
+                                     "match": POINTER, "times": 1})
+    publish(store, store.url, tmp_path, SNAP, token=None, old_catalog=None)
+    assert waits == [1.0] and open_one().head().snapshot_id == SNAP
+
+
+def test_removal_deletes_in_batches_of_delete_objects(s3, tmp_path, monkeypatch):
+    from ocb.stores import s3 as s3_module
+
+    open_one, url, bucket, _ = s3
+    store = open_one()
+    publish(store, store.url, tmp_path, SNAP, token=None, old_catalog=None)
+    publish(store, store.url, tmp_path, NEXT)
+    monkeypatch.setattr(s3_module, "DELETE_BATCH", 1)
+    before = proxy(url, "/__stats")["by_method"].get("POST", 0)
+    stats = store.remove(sorted(snapshot_files(SNAP)), store.head().token, catalog.without(store.read_catalog(), [SNAP]))
+    assert stats["files_removed"] == 2 and proxy(url, "/__stats")["by_method"]["POST"] - before == 2
+    assert set(S3Raw(url, bucket, "state").files()) == {POINTER, catalog.NAME} | snapshot_files(NEXT)
+
+
+def test_the_hugging_face_gateway_settings_work_end_to_end(s3, tmp_path):
+    """What the hf preset sets (path-style, no trailing checksums) against a real S3 server."""
+    open_one, url, bucket, _ = s3
+    store = open_one(s3_checksums="when_required")
+    upload, meta, _, _ = publish(store, store.url, tmp_path, SNAP, token=None, old_catalog=None)
+    again = open_one(s3_checksums="when_required")
+    assert again.read_meta("backups", SNAP) == meta
+    fetched = again.fetch_volume("backups", upload.name, upload.size, upload.sha256, str(tmp_path / "dl"))
+    assert Path(fetched).read_bytes() == Path(upload.path).read_bytes()

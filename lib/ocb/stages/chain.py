@@ -10,27 +10,45 @@ Writes:  a new restore document with `settings` (roots to restore, work and cach
          An empty store gives `skip` with `no_snapshot: true` (a normal first start); a
          store with snapshots but no readable pointer is exit 4 naming its newest complete
          snapshot (--id and --at still work).
-         --list writes `list`: {snapshots: [{id, created_at_utc, latest}]} and `skip`.
+         --list writes `list`: {snapshots: [{id, created_at_utc, latest, format}]} and `skip`,
+         `format` "legacy" for the legacy script's backups (listed first), "ocb" for ocb's.
+         In a sealed store (a password set, or this machine has seen the store authenticated)
+         the pointer, the meta and the catalog read must carry a record MAC that verifies,
+         every snapshot of the chain must be sealed, and the latest must not be older than
+         the highest publish this machine has seen there (docs/format.md, README "Against
+         someone who can write the store"); the publish seen is recorded in the cache.
+         A store the legacy script wrote (its latest-backup.json has no record_sha256) is read
+         as that script laid it out (legacy.py): `chain` then says `legacy` and lists the
+         legacy backups full first, their volumes, checksums and encryption.
 Environment:
   OCB_STORE (legacy OPENCLAW_BACKUP_DATASET_REPO); OCB_RESTORE_STORE (legacy
   OPENCLAW_RESTORE_DATASET_REPO) restores from another store
   OCB_STATE_DIR, OPENCLAW_BACKUP_ROOT_*_DIR, OPENCLAW_BACKUP_EXTRA_DIRS / _FILES,
-  OPENCLAW_RESTORE_NPM_ENABLED   where each root is restored
+  OPENCLAW_RESTORE_NPM_ENABLED   where each root is restored; OPENCLAW_BACKUP_METADATA_DIR
+  (default ~/.backup-info) where a legacy archive's backup-info root goes
+  OPENCLAW_RESTORE_ARCHIVE   restore this backup instead of the latest: a snapshot id (as
+  --id) or a legacy archive name (openclaw-backup-YYYYMMDD-HHMMSS.tar.gz[.enc])
   OCB_WORK_DIR, OCB_CACHE_DIR
+  OCB_PASSWORD or OCB_PASSWORD_FILE: checks the record MACs; OCB_SEAL=off: unsealed snapshots
+  and records without a MAC are restored on purpose
   --show-config  write the resolved settings and stop (the sh porcelain reads its work dir there)
 Exit status: 0 ok or nothing to restore; 1 run-time failure; 2 bad flag or env value;
-             4 broken chain or damaged meta; 13 credentials refused; 14 store unavailable.
+             4 broken chain, damaged meta, a record failing or lacking its MAC, an unsealed
+             snapshot in a sealed restore (named), a rollback; 13 credentials refused; 14 store unavailable.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from .. import DOC_VERSION, config, lineage
-from ..errors import ChainBroken, IntegrityError
+from .. import DOC_VERSION, cache, catalog, config, legacy, lineage, seal
+from ..errors import ChainBroken, IntegrityError, NotAuthenticated, RollbackDetected
 from ..log import log
 from ..snapshot import (
     POINTER,
+    RECORD_MAC,
+    check_mac,
+    store_id_of,
     check_id,
     check_meta,
     id_sort_key,
@@ -69,6 +87,9 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         return doc
     if args.id is not None:
         check_id(args.id, "--id")
+    picking = args.id is None and args.at is None and not args.list
+    archive_id, archive_name = legacy.archive_request(config.restore_archive(env) if picking else None)
+    wanted = args.id if args.id is not None else archive_id
     moment = parse_moment(args.at) if args.at is not None else None
     secrets = config.store_secrets(env)
     store = open_store(store_url, settings, secrets)
@@ -77,26 +98,32 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         store_url, store = fallback_url, open_store(fallback_url, settings, secrets)
     doc.update({"ocb": DOC_VERSION, "store": store_url, "settings": settings.as_dict()})
     prefix = settings.path_prefix
+    guard = Guard(settings.cache_dir, store_url, env)
     try:
         head = store.head()
         pointer_problem = None
+        if head.pointer is not None:
+            guard.pointer(head.pointer, f"{store_url}/{POINTER}")
     except IntegrityError as exc:
-        # a damaged pointer: --id and --at do not need it, the latest is named below
+        # a damaged or forged pointer: --id and --at do not need it, the latest is named below
+        if args.id is None and moment is None and not args.list and isinstance(exc, NotAuthenticated):
+            raise
         head, pointer_problem = Head(None, None), str(exc)
 
     if args.list:
-        known = store.read_catalog()
+        known = guard.catalog(store.read_catalog(), f"{store_url}/{catalog.NAME}")
         ids = ([entry["id"] for entry in known["snapshots"]] if known is not None
                else sorted(store.list_snapshot_ids(prefix), key=id_sort_key))
-        doc["list"] = {"snapshots": [
-            {"id": i, "created_at_utc": utc_text(id_time(i)), "latest": i == head.snapshot_id} for i in ids]}
-        doc["skip"] = {"stage": "chain", "reason": f"listed {len(ids)} snapshots"}
+        confirmed = {e["id"] for e in known["snapshots"] if not e.get("from_listing")} if known is not None else None
+        doc["list"] = {"snapshots": legacy.list_entries(legacy.Reader(store), prefix, head, [
+            {"id": i, "created_at_utc": utc_text(id_time(i)), "latest": i == head.snapshot_id} for i in ids], confirmed)}
+        doc["skip"] = {"stage": "chain", "reason": f"listed {len(doc['list']['snapshots'])} snapshots"}
         return doc
 
-    if args.id is not None:
-        target = args.id
+    if wanted is not None:
+        target = wanted
     elif moment is not None:
-        known = store.read_catalog()
+        known = guard.catalog(store.read_catalog(), f"{store_url}/{catalog.NAME}")
         if known is not None:
             # publish order, not the clock's: the last published of those stamped at or before
             # the moment (a snapshot taken after the clock went back is still the later one)
@@ -107,8 +134,11 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         if found is None:
             raise ChainBroken(f"no snapshot in {store_url} was taken at or before {args.at}")
         target = found
+    elif archive_name is not None or head.legacy:
+        target = None  # the legacy pointer or archive name: legacy.meta_for below
     else:
         target = head.snapshot_id
+        guard.not_rolled_back(head.pointer)
         if target is None and head.pointer is not None:
             raise ChainBroken("the store's latest-backup.json names no snapshot id (damaged?)")
         if target is None and (pointer_problem or store.list_snapshot_ids(prefix)):
@@ -119,6 +149,18 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
                 f"the newest complete snapshot is {newest[0]} (ocb-restore --id {newest[0]}; "
                 "the next backup builds on it and writes the pointer again)" if newest
                 else "no snapshot in it is complete"))
+    reader = legacy.Reader(store)
+    legacy_meta = legacy.meta_for(reader, prefix, head, target, archive_name)
+    if legacy_meta is not None:
+        if target is None and archive_name is None:  # the pointer's pick, not the user's
+            guard.legacy(store.read_catalog(), legacy_meta)
+        section, meta, notes = legacy.chain_section(reader, legacy_meta, head, config.legacy_metadata_dir(env))
+        for note in notes:
+            log.warning(note)
+        log.info(f"legacy backup {section['target']}: a chain of {len(section['snapshots'])} "
+                 f"({section['snapshots'][0]['id']} full)")
+        doc.update({"id": section["target"], "chain": section, "meta": meta})
+        return doc
     if target is None:
         doc["skip"] = {"stage": "chain", "reason": f"no snapshot in {store_url} yet", "no_snapshot": True}
         log.info(doc["skip"]["reason"])
@@ -127,13 +169,137 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     if target == head.snapshot_id and "meta" in pointer:
         source = f"{store_url}/{POINTER}"
         meta = pointer_meta(pointer, target, source)
+        guard.meta(meta, source)
         snapshots = check_meta(meta, target, source, pointer)
     else:
         meta = store.read_meta(prefix, target)
-        snapshots = check_meta(meta, target, f"{store_url}/{meta_path(prefix, target)}")
+        source = f"{store_url}/{meta_path(prefix, target)}"
+        guard.meta(meta, source)
+        snapshots = check_meta(meta, target, source)
+    guard.sealed_links(snapshots, source)
     log.info(f"snapshot {target}: a chain of {len(snapshots)} ({snapshots[0]['id']} full)")
     doc["id"] = target
     doc["chain"] = {"target": target, "latest": head.snapshot_id, "base": head.token,
                     "sealed": bool(meta.get("sealed")), "seal": meta.get("seal"), "snapshots": snapshots}
     doc["meta"] = meta
     return doc
+
+
+class Guard:
+    """What a restore trusts in a sealed store (docs/format.md, "Records of a sealed store").
+
+    With a password (and OCB_SEAL not off), or on a machine that has seen this store's
+    authenticated pointer: the pointer, metas and catalog must carry a record MAC that
+    verifies before anything in them is used, except records written before MACs existed,
+    whose whole chain is sealed in the first form (no store_id: their archives open only
+    under the first associated data); every link of the chain must be sealed (exit 4 naming
+    the unsealed ones); and the latest must not be older than the highest publish number this
+    machine has seen there (exit 4; --id and --at pick an older snapshot on purpose).
+    A MAC present is verified whenever a password is set, OCB_SEAL=off or not.
+    """
+
+    def __init__(self, cache_dir: str, store_url: str, env: config.Environment) -> None:
+        self.cache_dir, self.store_url = cache_dir, store_url
+        password = config.seal_password(env)
+        self.keyring = seal.KeyRing(password) if password is not None else None
+        self.seen = cache.seen(cache_dir, store_url)
+        self.required = not config.seal_explicitly_off(env) and (password is not None or self.seen is not None)
+        self.verified_pointer: dict | None = None
+        self.meta_verified = False
+        self.meta_without_mac = True
+
+    def _check(self, record: dict, kind: str, what: str) -> bool:
+        """True when the record's MAC verified; NotAuthenticated when it fails, or is missing
+        where one is required: a record naming a store_id (written since MACs), or a pointer
+        or catalog of a store this machine has seen authenticated. A meta of the first form
+        stays readable (by --id): its chain is checked in sealed_links."""
+        if RECORD_MAC in record and self.keyring is not None:
+            check_mac(record, kind, self.keyring, what)
+            return True
+        if not self.required:
+            return False
+        if RECORD_MAC in record:
+            # no password here to check it with: a sealed chain then stops in ocb-pull
+            # (exit 2), an unsealed one below (exit 4); a MAC cannot be forged either way
+            return False
+        if self.seen is not None and kind != "meta":
+            raise NotAuthenticated(f"{what} carries no MAC, but this machine has seen {self.store_url} authenticated "
+                                   f"(publish {self.seen['seq']}, {self.seen.get('snapshot')}): refused")
+        if store_id_of(record) is not None or "store_id" in record:
+            raise NotAuthenticated(f"{what} carries no MAC: refused in a restore with a password "
+                                   "(OCB_SEAL=off reads it anyway)")
+        return False
+
+    def pointer(self, pointer: dict, what: str) -> None:
+        if self._check(pointer, "pointer", what) and store_id_of(pointer) and isinstance(pointer.get("seq"), int):
+            self.verified_pointer = pointer  # what rollback detection and the store id compare with
+
+    def not_rolled_back(self, pointer: dict | None) -> None:
+        """The latest pointer is not older than the newest this machine has seen; then it is
+        recorded as seen."""
+        if self.verified_pointer is None or self.verified_pointer is not pointer:
+            return
+        store_id, seq = store_id_of(pointer), pointer["seq"]
+        if self.seen is not None:
+            if self.seen["store_id"] != store_id:
+                raise RollbackDetected(
+                    f"{self.store_url} is not the store this machine has seen there: its store id is {store_id}, "
+                    f"this machine recorded {self.seen['store_id']} (publish {self.seen['seq']}). If the store was "
+                    f"made again on purpose, remove {self.store_url!r} from {self.cache_dir}/{cache.SEEN}")
+            if seq < self.seen["seq"]:
+                raise RollbackDetected(
+                    f"{self.store_url} was rolled back: its latest is {pointer.get('id')} (publish {seq}), but this "
+                    f"machine has seen publish {self.seen['seq']} ({self.seen.get('snapshot')}) there. "
+                    "ocb-restore --id ID restores an older snapshot on purpose")
+        try:
+            cache.record_seen(self.cache_dir, self.store_url, store_id, seq, str(pointer.get("id")))  # type: ignore[arg-type]
+        except OSError as exc:
+            log.warning(f"cannot record publish {seq} of {self.store_url} in {self.cache_dir}: {exc.strerror or exc}")
+
+    def catalog(self, known: dict | None, what: str) -> dict | None:
+        if known is None:
+            return None
+        if self._check(known, "catalog", what) and self.seen is not None and store_id_of(known) == self.seen["store_id"]:
+            newest = max((e["seq"] for e in known["snapshots"]), default=0)
+            if newest < self.seen["seq"]:
+                raise RollbackDetected(f"{what} was rolled back: its newest publish is {newest}, but this machine has "
+                                       f"seen publish {self.seen['seq']} ({self.seen.get('snapshot')}) there")
+        return known
+
+    def legacy(self, known: dict | None, what: str) -> None:
+        """A legacy backup carries no MAC (the legacy script had none): in a sealed restore it
+        is read only from a store that holds no sealed ocb snapshot, or a planted legacy
+        pointer would be a downgrade that a fresh machine cannot see. Asked for by name (--id,
+        OPENCLAW_RESTORE_ARCHIVE), it is the user's choice and restores."""
+        if not self.required:
+            return
+        if self.seen is not None or catalog.seal_status(known).sealed:
+            raise NotAuthenticated(
+                f"{what} is a legacy backup (no MAC), but {self.store_url} holds sealed ocb snapshots: refused in a "
+                "sealed restore (ocb-restore --id ID restores a snapshot by name; OCB_SEAL=off reads the legacy one anyway)")
+        log.warning(f"{what} is a legacy backup: the legacy script authenticated nothing, so its content is "
+                    "trusted as the store gives it")
+
+    def meta(self, meta: object, what: str) -> None:
+        self.meta_verified = isinstance(meta, dict) and self._check(meta, "meta", what)
+        # without a password a MAC cannot be checked, but its absence still tells the form
+        self.meta_without_mac = not (isinstance(meta, dict) and RECORD_MAC in meta)
+
+    def sealed_links(self, snapshots: list[dict], what: str) -> None:
+        """Every link sealed (where required), a meta without MAC of the first form only, no
+        link of another store than the verified pointer's."""
+        if not self.required:
+            return
+        if not self.meta_verified and self.meta_without_mac:
+            second = [link["id"] for link in snapshots if "store_id" in link]
+            if second:  # links of the second form are only ever written with a MAC'd meta
+                raise NotAuthenticated(f"{what} carries no MAC, yet its chain names a store ({', '.join(second)}): refused")
+        unsealed = [link["id"] for link in snapshots if not link["sealed"]]
+        if unsealed:
+            raise NotAuthenticated(
+                f"{what}: the chain holds unsealed snapshots ({', '.join(unsealed)}), in a sealed restore: refused "
+                "(a sealed store's snapshots are all sealed; OCB_SEAL=off restores them anyway)")
+        store_id = store_id_of(self.verified_pointer)
+        foreign = [link["id"] for link in snapshots if store_id and link.get("store_id") not in (None, store_id)]
+        if foreign:
+            raise NotAuthenticated(f"{what}: snapshots {', '.join(foreign)} belong to another store (store id)")

@@ -40,7 +40,7 @@ from ..errors import UsageError
 from ..fsutil import fresh_run_dir
 from ..index import mark_changes, scan
 from ..log import log
-from ..snapshot import utc_text
+from ..snapshot import store_id_of, utc_text
 from ..stores import open_store
 
 STARTS_DOCUMENT = True
@@ -112,7 +112,9 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     plan = {"roots": [r.as_dict() for r in roots], "changes": changes.as_dict(),
             "excluded": report.excluded, "missing_roots": report.missing_roots,
             "skipped": report.unreadable,
-            "base": head.token, "base_snapshot": latest}
+            "base": head.token, "base_snapshot": latest,
+            # the store's identity, bound into each sealed archive and record (docs/format.md)
+            "store_id": store_id_of(head.pointer) or os.urandom(16).hex()}
     if not full and not changes.any:
         doc["plan"] = plan
         doc["skip"] = {"stage": "plan", "reason": f"nothing changed since {cached.state['snapshot']}"}  # type: ignore[union-attr]

@@ -21,9 +21,15 @@ Writes:  `pull`: {roots, dry_run, changes, stats}. Every volume of the chain is 
   --dry-run  verify the chain and say what would change (and what would be kept); write nothing.
   --force    restore in place even while other processes hold files open under a target
              (without it: exit 1 naming their pids; their writes would be lost).
+  A legacy chain (the legacy script's backups, from ocb-chain) is restored the same way
+  (legacy_restore.py): its volumes joined in name order and checked against the recorded
+  sha256, decrypted (openssl enc AES-256-CBC) and merged full -> latest; its incrementals
+  record no deletions, which `pull.merge` and stderr say. The next ocb-plan then takes a full
+  snapshot (the local cache is cleared), starting an ocb chain beside the legacy files.
 Environment: HF_TOKEN for Hub stores; OCB_PASSWORD or OCB_PASSWORD_FILE (legacy
   OPENCLAW_BACKUP_ENCRYPTION_PASSWORD) for sealed snapshots: the meta says which are sealed
-  and with what, so the password is all a restore needs.
+  and with what, so the password is all a restore needs. Legacy encrypted backups:
+  OPENCLAW_BACKUP_ENCRYPTION_PASSWORD (or OCB_PASSWORD / OCB_PASSWORD_FILE).
 Exit status: 0 restored or nothing to restore; 1 run-time failure (I/O, disk full, files
              open under a target, a root link that points nowhere, a swap that failed and
              was undone); 11 another restore is swapping its roots right now;
@@ -37,7 +43,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import config, journal, restore, seal
+from .. import config, journal, legacy_restore, restore, seal
 from ..config import Settings
 from ..errors import UsageError
 from ..fsutil import fresh_run_dir
@@ -57,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(doc: dict, args: argparse.Namespace) -> dict:
+    if "legacy" in doc["chain"]:  # the legacy script's backups: read as it wrote them
+        doc["pull"] = legacy_restore.pull(doc, args)
+        return doc
     settings = Settings.from_doc(doc)
     target_id = doc["chain"]["target"]
     snapshots = resolve(doc["meta"], target_id)

@@ -8,14 +8,18 @@ Writes:  `push`: {meta, pointer, stats, skipped (a count, when some were)}. The 
          renames under a lock on a folder), only if the store's latest snapshot is still the
          one the plan saw. Then the new index (and the block hashes of its large files)
          becomes the local cache (this machine's lineage) and the snapshot's work dir is
-         removed.
-Environment: HF_TOKEN for Hub stores (never written anywhere).
+         removed. A sealed snapshot's meta, pointer and catalog carry a record MAC
+         (docs/format.md); the catalog appended to must verify first when it has one, and
+         the publish number is remembered in the cache (rollback detection).
+Environment: HF_TOKEN for Hub stores (never written anywhere); OCB_PASSWORD or
+  OCB_PASSWORD_FILE for a sealed snapshot (the record MACs).
 Exit status: 0 ok or skip; 6 published, but some entries could not be read (named in
              `plan.skipped`, `archive.skipped` and the meta); 1 run-time failure, a snapshot
              that would take the folder past the store's limit of entries (the Hub: 10,000;
              nothing uploaded: run ocb-prune), or an
              index that a restore would refuse (ocb.index.check_structure: nothing is
-             published); 3 bad input document;
+             published); 2 sealed but no password; 3 bad input document; 4 the store's
+             catalog fails its MAC;
              5 the store moved since planning (re-plan); 13 credentials refused; 14 rate
              limited past the budget.
 """
@@ -27,12 +31,22 @@ import os
 import shutil
 import time
 
-from .. import cache, catalog, config
+from .. import cache, catalog, config, seal
 from ..config import Settings
-from ..errors import EXIT_PARTIAL, BadDocument, RuntimeFailure
+from ..errors import EXIT_PARTIAL, BadDocument, RuntimeFailure, UsageError
 from ..index import Index, check_structure
 from ..log import log
-from ..snapshot import META_SUFFIX, POINTER, build_meta, build_pointer, meta_path, skipped_entries
+from ..snapshot import (
+    META_SUFFIX,
+    POINTER,
+    RECORD_MAC,
+    build_meta,
+    build_pointer,
+    check_mac,
+    meta_path,
+    sign,
+    skipped_entries,
+)
 from ..stores import open_store
 from ..stores.base import Store, Upload
 
@@ -63,8 +77,10 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         raise RuntimeFailure(f"snapshot {doc['id']} is not published: {unrestorable}")
 
     prefix = settings.path_prefix
+    key = _record_key(settings)
     meta = build_meta(doc, prefix)
-    pointer = build_pointer(doc["store"], meta, prefix)
+    if key is not None:
+        meta = sign(meta, "meta", key)
     store = open_store(doc["store"], settings, config.store_secrets())
     started = time.monotonic()
     _check_folder_limit(store, prefix, doc["id"], [u.name for u in uploads])
@@ -72,8 +88,20 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     if known is None and doc["plan"]["base"] is not None:
         # a store written before catalogs existed: its snapshots, as its listing names them
         known = catalog.seed(store.list_snapshot_ids(prefix))
+    elif known is not None and key is not None:
+        _check_known_catalog(known, key, settings.cache_dir, doc["store"])
     new_catalog = catalog.append(known, meta)
+    seq = new_catalog["snapshots"][-1]["seq"]
+    pointer = build_pointer(doc["store"], meta, prefix, seq)
+    if key is not None:
+        new_catalog, pointer = sign(new_catalog, "catalog", key), sign(pointer, "pointer", key)
     stats = store.publish(prefix, doc["id"], uploads, meta, pointer, new_catalog, doc["plan"]["base"])
+    if key is not None and meta.get("store_id"):
+        try:
+            cache.record_seen(settings.cache_dir, doc["store"], meta["store_id"], seq, doc["id"])
+        except OSError as exc:
+            log.warning(f"cannot record publish {seq} of {doc['store']} in {settings.cache_dir}: "
+                        f"{exc.strerror or exc}")
     stats["seconds"] = round(time.monotonic() - started, 3)
     log.info(f"snapshot {doc['id']} ({meta['backup_type']}) is the latest in {doc['store']}")
 
@@ -108,6 +136,30 @@ def _check_folder_limit(store: Store, prefix: str, snapshot_id: str, names: list
         raise RuntimeFailure(f"snapshot {snapshot_id} is not pushed: {prefix}/ in {store.url} would hold {entries} "
                              f"entries, past the {limit} a folder may hold there; run ocb-prune to remove the "
                              "snapshots the retention policy does not keep (README: Retention), then back up again")
+
+
+def _record_key(settings: Settings) -> seal.PasswordKey | None:
+    """The password key that signs the meta, pointer and catalog: this machine's, as ocb-seal
+    derived it (same KDF, same cached salt). An unsealed snapshot (OCB_SEAL=off) is signed
+    too when a password is set, so that the store's catalog stays authenticated."""
+    password = config.seal_password()
+    if password is None:
+        if settings.seal:
+            raise UsageError("this document asks for sealing but no password is set (OCB_PASSWORD or OCB_PASSWORD_FILE)")
+        return None
+    return seal.cached_password_key(settings.cache_dir, password,
+                                    seal.chosen_kdf(settings.kdf, settings.scrypt_log_n, settings.argon2_memory))
+
+
+def _check_known_catalog(known: dict, key: seal.PasswordKey, cache_dir: str, store_url: str) -> None:
+    """The catalog this push appends to is the store's own: its MAC verifies when it has one
+    (or when this machine has seen the store authenticated), before its entries are re-signed."""
+    where = f"{store_url}/{catalog.NAME}"
+    if RECORD_MAC not in known and cache.seen(cache_dir, store_url) is None:
+        return  # a store written before record MACs: signed from this push on
+    keyring = seal.KeyRing(config.seal_password() or b"")
+    keyring.add(key)
+    check_mac(known, "catalog", keyring, where)
 
 
 def exit_status(doc: dict) -> int:

@@ -6,13 +6,16 @@ Reads:   a backup document with `archive`.
 Writes:  `seal`: {sealed, path, size, sha256, params}. With sealing on, the archive is
          streamed through AES-256-GCM in fixed segments (docs/format.md) into
          `<archive>.ocbs` and the plain archive is removed; the key comes from the password by
-         scrypt, once per run. Without a password the archive is passed on as it is and the
+         Argon2id (or scrypt, when chosen), once per run; the associated data binds the
+         archive to the store (plan.store_id), its snapshot and its place in the chain. Without a password the archive is passed on as it is and the
          meta will say `sealed: false`.
 Environment:
   OCB_PASSWORD, or OCB_PASSWORD_FILE naming a file that holds it (legacy:
   OPENCLAW_BACKUP_ENCRYPTION_ENABLED=true with OPENCLAW_BACKUP_ENCRYPTION_PASSWORD). Sealing
   is on when a password is set; OCB_SEAL=on requires one, OCB_SEAL=off turns sealing off
-  (both resolved by ocb-plan into settings.seal). OCB_SCRYPT_LOG_N: the KDF cost (default 17).
+  (both resolved by ocb-plan into settings.seal). OCB_KDF: argon2id (default; memory
+  OCB_ARGON2_MEMORY, default 64M, t=3, p=4) or scrypt (cost OCB_SCRYPT_LOG_N, default 17;
+  setting OCB_SCRYPT_LOG_N alone picks scrypt).
 Exit status: 0 ok or skip; 1 run-time failure (disk full); 2 sealing on but no password;
              3 bad input document.
 """
@@ -31,7 +34,7 @@ from ..log import log
 
 STARTS_DOCUMENT = False
 KIND = "backup"
-NEEDS = ("archive",)
+NEEDS = ("plan", "archive")
 SEALED_SUFFIX = ".ocbs"
 
 
@@ -49,12 +52,18 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     password = config.seal_password()
     if password is None:
         raise UsageError("this document asks for sealing but no password is set (OCB_PASSWORD or OCB_PASSWORD_FILE)")
-    key = seal.cached_password_key(settings.cache_dir, password, seal.KdfParams(log_n=settings.scrypt_log_n))
+    key = seal.cached_password_key(settings.cache_dir, password,
+                                   seal.chosen_kdf(settings.kdf, settings.scrypt_log_n, settings.argon2_memory))
+    plan = doc["plan"]
+    if not plan.get("store_id"):
+        raise BadDocument("plan.store_id is missing: this document was planned by an older ocb-plan, plan again")
+    chain_ids = [link["id"] for link in plan.get("parent_chain") or []] + [doc["id"]]
+    associated = seal.chain_associated_data(plan["store_id"], chain_ids, len(chain_ids) - 1)
     sealed_path = path + SEALED_SUFFIX
     try:
         with open(path, "rb") as source, open(sealed_path, "wb") as raw_out:
             hashing = HashingWriter(raw_out)
-            info = seal.seal_stream(source, hashing, key, associated=seal.snapshot_associated_data(doc["id"]))
+            info = seal.seal_stream(source, hashing, key, associated=associated)
             raw_out.flush()
             os.fsync(raw_out.fileno())
     except FileNotFoundError:

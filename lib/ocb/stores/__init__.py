@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 BACKENDS = {
     "file": "ocb.stores.local:LocalStore",
     "hf": "ocb.stores.hf:HfStore",
+    "s3": "ocb.stores.s3:S3Store",
 }
 SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*)://")
 

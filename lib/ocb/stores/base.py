@@ -19,7 +19,7 @@ from typing import ClassVar
 from .. import catalog
 from ..errors import ChecksumMismatch, StoreConflict
 from ..fsutil import TMP_MARK
-from ..snapshot import POINTER, ids_of_meta_names
+from ..snapshot import POINTER, RECORD_SUM, ids_of_meta_names
 
 READ_CHUNK = 4 * 1024 * 1024
 
@@ -35,6 +35,12 @@ class Head:
     def snapshot_id(self) -> str | None:
         return None if self.pointer is None else self.pointer.get("id")
 
+    @property
+    def legacy(self) -> bool:
+        """The pointer is the legacy script's (snapshot.parse_pointer returns those as read;
+        an ocb pointer always carries its record_sha256): no ocb snapshot is the latest."""
+        return self.pointer is not None and RECORD_SUM not in self.pointer
+
 
 @dataclass(frozen=True)
 class Upload:
@@ -42,6 +48,18 @@ class Upload:
     path: str  # local file
     size: int
     sha256: str
+
+
+@dataclass(frozen=True)
+class Access:
+    """What the credentials may do with a store, as far as the backend tells without writing
+    (ocb-doctor). None where the backend cannot tell or the notion does not apply."""
+
+    exists: bool
+    can_write: bool | None
+    private: bool | None  # of a store that does not exist yet: what its first backup makes it
+    who: str | None  # the account the credentials belong to
+    detail: str  # what decided can_write, for people
 
 
 def file_sha256(path: str) -> str:
@@ -159,6 +177,36 @@ class Store(ABC):
     def list_files(self, prefix: str) -> dict[str, int]:
         """{name: size} of every file directly under `prefix` (volumes and metas), from one
         listing, nothing downloaded; {} for a missing store or prefix."""
+
+    def list_file_digests(self, prefix: str) -> dict[str, tuple[int, str | None]]:
+        """{name: (size, sha256 or None)} of every file directly under `prefix`, from one
+        listing, nothing downloaded: the sha256 where the backend records one for a file (the
+        Hub, for LFS files), else None. ocb-check compares it with the meta's."""
+        return {name: (size, None) for name, size in self.list_files(prefix).items()}
+
+    def read_start(self, prefix: str, name: str, length: int) -> bytes | None:
+        """The first `length` bytes of a store file (fewer when it is shorter), without
+        downloading the rest; None where the backend cannot read part of a file. ocb-doctor
+        opens a sealed volume's header with it to check the password."""
+        return None
+
+    def access(self) -> Access:
+        """Whether the store exists, and whether these credentials may write it (ocb-doctor)."""
+        return Access(self.exists(), None, None, None, "this store cannot tell what its credentials allow")
+
+    # what the backend allows (ocb-doctor reports the store's distance to each); none known here
+    limits: ClassVar[dict[str, int]] = {}
+
+    @abstractmethod
+    def read_file(self, path: str) -> bytes | None:
+        """The bytes of the small store file at store-relative `path` (a legacy meta), unchecked;
+        None when the store lacks it. Not for volumes: fetch_file streams those."""
+
+    @abstractmethod
+    def fetch_file(self, path: str, dest_dir: str) -> str:
+        """A local path holding the store file at `path` (a legacy volume, whose meta records
+        no sha256 of its own: the caller checks it), downloaded into `dest_dir` if need be;
+        ChainBroken when the store lacks it."""
 
     @abstractmethod
     def fetch_volume(self, prefix: str, name: str, size: int, sha256: str, dest_dir: str) -> str:

@@ -42,8 +42,8 @@ from ..errors import (
     TemporarilyUnavailable,
     UsageError,
 )
-from ..snapshot import POINTER, encode_record, meta_path, parse_record
-from .base import Head, Store, Upload, check_new_catalog, check_removable, check_removal_catalog, verify_volume
+from ..snapshot import POINTER, encode_record, meta_path, parse_pointer, parse_record
+from .base import Access, Head, Store, Upload, check_new_catalog, check_removable, check_removal_catalog, verify_volume
 
 if TYPE_CHECKING:
     from ..config import Settings, StoreSecrets
@@ -84,6 +84,29 @@ def _part_problem(part: str, final: bool) -> str | None:
 def _status(exc: BaseException) -> int | None:
     response = getattr(exc, "response", None)
     return getattr(response, "status_code", None)
+
+
+def token_can_write(whoami: dict, repo_id: str) -> tuple[bool | None, str]:
+    """Whether the token whoami-v2 describes may write the dataset repo `repo_id` (or create
+    it in its namespace), and why, from the token's role: write, read, or fineGrained with
+    scoped permissions ("repo.write" on the repo, or on the user or org that owns it)."""
+    token = ((whoami.get("auth") or {}).get("accessToken") or {})
+    role = token.get("role")
+    if role == "write":
+        return True, "the token's role is write"
+    if role == "read":
+        return False, "the token's role is read"
+    if role == "fineGrained":
+        owner = repo_id.split("/", 1)[0]
+        for scope in (token.get("fineGrained") or {}).get("scoped") or []:
+            entity = scope.get("entity") or {}
+            if "repo.write" not in (scope.get("permissions") or []):
+                continue
+            if (entity.get("type") == "dataset" and entity.get("name") == repo_id) or \
+                    (entity.get("type") in ("user", "org") and entity.get("name") == owner):
+                return True, f"the fine-grained token may write repos of {entity.get('name')}"
+        return False, f"the fine-grained token has no repo.write permission on {repo_id} or on {owner}"
+    return None, f"the Hub names no role for the token ({role!r})"
 
 
 def _http_cause(exc: BaseException) -> BaseException:
@@ -212,7 +235,7 @@ class HfStore(Store):
 
     def head(self) -> Head:
         try:
-            pointer, commit = self._get(POINTER, "main", parse_record)
+            pointer, commit = self._get(POINTER, "main", parse_pointer)
         except StoreMissing:
             return Head(None, None)  # no repo yet: a first backup creates it
         if commit is None:
@@ -278,6 +301,79 @@ class HfStore(Store):
             return self._retrying("list files", listing)
         except StoreMissing:
             return {}
+
+    # the Hub's recommendations (huggingface.co/docs/hub/repositories-recommendations) and
+    # a free account's private storage (huggingface.co/docs/hub/storage-limits)
+    limits = {"entries_per_folder": 10_000, "files_per_repo": 100_000, "private_storage_bytes": 100 * 10**9}
+
+    def list_file_digests(self, prefix: str) -> dict[str, tuple[int, str | None]]:
+        hub = self.hub
+
+        def listing() -> dict[str, tuple[int, str | None]]:
+            try:
+                items = self.api.list_repo_tree(self.repo_id, path_in_repo=prefix, repo_type=REPO_TYPE)
+                # an LFS file's sha256 is the Hub's own record of its bytes; a regular file has a
+                # git oid only, which the meta's sha256 cannot be compared with
+                return {item.path.rsplit("/", 1)[-1]: (item.size, item.lfs.sha256 if item.lfs else None)
+                        for item in items if isinstance(item, hub.RepoFile)}
+            except hub.EntryNotFoundError:
+                return {}
+
+        try:
+            return self._retrying("list files", listing)
+        except StoreMissing:
+            return {}
+
+    def read_start(self, prefix: str, name: str, length: int) -> bytes | None:
+        hub = self.hub
+        path = f"{prefix}/{name}"
+        url = hub.hf_hub_url(self.repo_id, path, repo_type=REPO_TYPE, revision="main", endpoint=self.endpoint)
+
+        def fetch() -> bytes:
+            headers = {**hub.build_hf_headers(token=self.token), "Range": f"bytes=0-{max(length, 1) - 1}"}
+            response = hub.get_session().get(url, headers=headers)
+            try:
+                hub.hf_raise_for_status(response)
+            except hub.EntryNotFoundError:
+                raise ChainBroken(f"volume {name} is missing from {self.url}") from None
+            return response.content[:length]  # a server that ignores Range sends it all
+
+        return self._retrying(f"read the start of {name}", fetch)
+
+    def access(self) -> Access:
+        hub = self.hub
+        if not self.token:
+            who, can_write, why = None, False, "no token is set (HF_TOKEN)"
+        else:
+            whoami = self._retrying("ask who the token belongs to", lambda: self.api.whoami(token=self.token))
+            who = whoami.get("name")
+            can_write, why = token_can_write(whoami, self.repo_id)
+
+        def info() -> tuple[bool, bool | None]:
+            try:
+                return True, bool(self.api.repo_info(self.repo_id, repo_type=REPO_TYPE).private)
+            except hub.RepositoryNotFoundError:
+                return False, self.private  # what the first backup creates it as
+
+        exists, private = self._retrying("look up the repo", info)
+        return Access(exists, can_write, private, who, why)
+
+    def read_file(self, path: str) -> bytes | None:
+        raw, _ = self._get(path, "main", lambda content, _what: content)  # type: ignore[arg-type, return-value]
+        return raw  # type: ignore[return-value]
+
+    def fetch_file(self, path: str, dest_dir: str) -> str:
+        hub = self.hub
+
+        def download() -> str:
+            try:
+                return hub.hf_hub_download(self.repo_id, path, repo_type=REPO_TYPE,
+                                           cache_dir=os.path.join(dest_dir, "hf-cache"), token=self.token,
+                                           endpoint=self.endpoint)
+            except hub.EntryNotFoundError:
+                raise ChainBroken(f"{path} is missing from {self.url}") from None
+
+        return self._retrying(f"download {path}", download)
 
     def fetch_volume(self, prefix: str, name: str, size: int, sha256: str, dest_dir: str) -> str:
         hub = self.hub

@@ -35,8 +35,9 @@ from ..errors import (
     io_reason,
 )
 from ..fsutil import TMP_MARK, atomic_write, fsync_dir, write_bytes
-from ..snapshot import META_SUFFIX, POINTER, encode_record, meta_path, parse_record
+from ..snapshot import META_SUFFIX, POINTER, encode_record, meta_path, parse_pointer, parse_record
 from .base import (
+    Access,
     Head,
     Store,
     Upload,
@@ -105,7 +106,7 @@ class LocalStore(Store):
         raw = self._read(POINTER)
         if raw is None:
             return Head(None, None)
-        pointer = parse_record(raw, f"{self.url}/{POINTER}")
+        pointer = parse_pointer(raw, f"{self.url}/{POINTER}")
         return Head(pointer, pointer.get("id"))
 
     def read_meta(self, prefix: str, snapshot_id: str) -> dict:
@@ -128,6 +129,34 @@ class LocalStore(Store):
             return {}
         except OSError as exc:
             raise _io_failure("list", self._path(prefix), exc) from None
+
+    def access(self) -> Access:
+        folder = self.root
+        while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+            folder = os.path.dirname(folder)  # a first backup creates the store folder here
+        writable = os.access(folder, os.W_OK | os.X_OK)
+        where = "the store folder" if folder == self.root else f"{folder}, where the store folder is to be made,"
+        return Access(self.exists(), writable, None, None,
+                      f"{where} is {'' if writable else 'not '}writable by this user")
+
+    def read_start(self, prefix: str, name: str, length: int) -> bytes | None:
+        try:
+            with open(self._path(f"{prefix}/{name}"), "rb") as handle:
+                return handle.read(length)
+        except FileNotFoundError:
+            raise ChainBroken(f"volume {name} is missing from {self.url}") from None
+        except OSError as exc:
+            raise _io_failure("read", self._path(f"{prefix}/{name}"), exc) from None
+
+    def read_file(self, path: str) -> bytes | None:
+        return self._read(path)
+
+    def fetch_file(self, path: str, dest_dir: str) -> str:
+        if not os.path.isfile(self._path(path)):
+            if not self.exists():
+                raise self._missing()
+            raise ChainBroken(f"{path} is missing from {self.url}")
+        return self._path(path)  # read in place, as volumes are
 
     def fetch_volume(self, prefix: str, name: str, size: int, sha256: str, dest_dir: str) -> str:
         try:
