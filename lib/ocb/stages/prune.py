@@ -53,9 +53,10 @@ from ..config import Settings
 from ..errors import EXIT_PARTIAL, IntegrityError, OcbError, RuntimeFailure, UsageError
 from ..fsutil import TMP_MARK
 from ..log import log
-from ..snapshot import META_SUFFIX, POINTER, SNAPSHOT_ID, check_meta, meta_path, pointer_meta
+from ..snapshot import META_SUFFIX, POINTER, SNAPSHOT_ID, check_meta, meta_path, pointer_meta, sign
 from ..stores import open_store
 from ..stores.base import Store
+from .push import _record_key
 
 STARTS_DOCUMENT = True
 KIND = "prune"
@@ -248,6 +249,10 @@ def prune(store: Store, settings: Settings, policy: retention.Policy, include_le
         stats = {"files_removed": 0, "bytes_removed": 0, "commits": 0}
         if paths:
             new_catalog = catalog.without(known, decision.remove)
+            # signed as ocb-push signs it (issue 13's record MACs), when a password is set
+            key = _record_key(settings)
+            if key is not None:
+                new_catalog = sign(new_catalog, "catalog", key)
             stats = store.remove(paths, head.token, new_catalog)
             section["removed"] = _counts(len(removed), stats["files_removed"], stats["bytes_removed"])
         section.update({"reclaimed": {"objects": 0, "bytes": 0}, "commits": stats["commits"], "commits_squashed": 0})
