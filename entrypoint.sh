@@ -12,10 +12,11 @@
 # 3. SIGTERM or SIGINT goes on to the app; once it has exited (after OCB_STOP_TIMEOUT it gets
 #    SIGKILL), a final backup; the exit status is the app's. An app that exits by itself gets
 #    the same final backup and its status is passed on too.
-# A restore that fails never leads to a backup, so an empty or partial state never lands on
-# top of the good snapshots: OCB_ON_RESTORE_FAIL=stop (default) exits with the restore's
-# status before the app starts; =continue starts the app with every backup off and repeats
-# the warning each interval.
+# Each backup is bin/ocb-backup, which also prunes when OCB_PRUNE_EVERY says so (README:
+# Retention). A restore that fails never leads to a backup, so neither to a prune: an empty
+# or partial state never lands on top of the good snapshots nor thins them out.
+# OCB_ON_RESTORE_FAIL=stop (default) exits with the restore's status before the app starts;
+# =continue starts the app with every backup off and repeats the warning each interval.
 #
 # Environment:
 #   OCB_INTERVAL         time between backups: 600, 90s, 10m, 1h; 0 = only the final backup

@@ -32,7 +32,7 @@ from .errors import (
 from .launch import READS_DOCUMENT
 from .log import configure, log, set_loudness
 
-VERBS = ("plan", "pack", "seal", "split", "push", "chain", "pull", "check", "doctor")
+VERBS = ("plan", "pack", "seal", "split", "push", "chain", "pull", "check", "doctor", "prune")
 # READS_DOCUMENT (launch.py, which must stay light): the stages that read a document. Given one
 # that carries `error` or `skip` (and no flags), they pass it on before importing their own
 # module (an unchanged-state backup is five process starts, and importing the seal, store and
@@ -158,7 +158,10 @@ def main(verb: str, argv: list[str] | None = None) -> None:
         verbose = args.verbose or (loudness == "verbose" and not args.quiet)
         if quiet or verbose:
             set_loudness(quiet=quiet, verbose=verbose)
-        if not stage.STARTS_DOCUMENT:
+        # what the stage reads on stdin with these flags (ocb-prune --after-backup reads a
+        # backup document; without it, it starts one): (kind, sections), or None
+        reads = getattr(stage, "reads", lambda _args: None if stage.STARTS_DOCUMENT else (stage.KIND, stage.NEEDS))(args)
+        if reads is not None:
             doc = document.parse(sys.stdin.buffer.read() if handed is None else handed)
             if doc.get("error") is not None:
                 _write(doc)
@@ -167,7 +170,7 @@ def main(verb: str, argv: list[str] | None = None) -> None:
             if doc.get("skip") is not None:
                 _write(doc)
                 sys.exit(0)
-            document.require(doc, stage.KIND, stage.NEEDS, verb)
+            document.require(doc, reads[0], reads[1], verb)
         doc = stage.run(doc, args)
         # a stage may report a success with a reservation (ocb-push: 6, entries skipped)
         status = getattr(stage, "exit_status", lambda _doc: 0)(doc)

@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Mapping
 
+from . import retention
 from .compression import COMPRESSIONS
 from .errors import UsageError
 
@@ -293,6 +294,18 @@ class Settings:
     delta_min: int = 4 * 1024**2
     sqlite_timeout: float = 30.0
     lock_wait: float = 900.0  # ocb-restore waits this long for the lock: one backup's worth
+    # retention (ocb-prune): the default policy is retention.DEFAULT_POLICY; a policy given in
+    # the environment (any OCB_KEEP_*, or the legacy OPENCLAW_BACKUP_KEEP_COUNT) replaces it whole
+    keep_last: int = retention.DEFAULT_POLICY.last
+    keep_hourly: int = retention.DEFAULT_POLICY.hourly
+    keep_daily: int = retention.DEFAULT_POLICY.daily
+    keep_weekly: int = retention.DEFAULT_POLICY.weekly
+    keep_monthly: int = retention.DEFAULT_POLICY.monthly
+    keep_yearly: int = retention.DEFAULT_POLICY.yearly
+    keep_within: str = ""  # a duration (2d, 36h, 1y6m); "" for none
+    prune_every: str = "full"  # after which backups ocb-backup prunes: full | off | N
+    squash_commits: int = 300  # squash the Hub branch's history past this many commits (0: never)
+    reclaim: bool = True  # after a prune on the Hub: delete unreferenced LFS objects, squash
     # s3:// stores (resolve_s3); None: the SDK's own default (AWS, its region chain)
     s3_endpoint: str | None = None
     s3_region: str | None = None
@@ -300,6 +313,12 @@ class Settings:
     s3_checksums: str = "when_supported"  # botocore's request/response checksum setting
     s3_part_size: int = 64 * 1024**2  # volumes larger than this go up in multipart parts of it
     roots: tuple[Root, ...] = ()  # restore documents: where each root goes back
+
+    def policy(self) -> retention.Policy:
+        """The retention policy these settings name (keep_within checked by resolve_settings)."""
+        return retention.Policy(self.keep_last, self.keep_hourly, self.keep_daily, self.keep_weekly,
+                                self.keep_monthly, self.keep_yearly,
+                                retention.parse_duration(self.keep_within) if self.keep_within else retention.Duration())
 
     def as_dict(self) -> dict:
         value = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -367,6 +386,43 @@ def parse_wait(env: Environment, name: str, default: float) -> float:
     return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
 
 
+KEEP_VARS = (
+    ("keep_last", ("OCB_KEEP_LAST", "OPENCLAW_BACKUP_KEEP_COUNT")),
+    ("keep_hourly", ("OCB_KEEP_HOURLY",)),
+    ("keep_daily", ("OCB_KEEP_DAILY",)),
+    ("keep_weekly", ("OCB_KEEP_WEEKLY",)),
+    ("keep_monthly", ("OCB_KEEP_MONTHLY",)),
+    ("keep_yearly", ("OCB_KEEP_YEARLY",)),
+)
+PRUNE_EVERY = re.compile(r"^(full|off|[0-9]{1,9})$")
+
+
+def check_duration(value: str, name: str) -> str:
+    """A --keep-within / OCB_KEEP_WITHIN value in its canonical form; UsageError naming `name`."""
+    try:
+        return str(retention.parse_duration(value))
+    except ValueError as exc:
+        raise UsageError(f"{name}: {exc}") from None
+
+
+def resolve_policy(env: Environment) -> dict[str, int | str]:
+    """The keep_* settings: the default policy, or, when any OCB_KEEP_* (or the legacy
+    OPENCLAW_BACKUP_KEEP_COUNT, which is keep-last) is set, exactly the rules set there."""
+    given = {field_: parse_int(env, names, 0) for field_, names in KEEP_VARS if env.get(*names)[0] is not None}
+    within, within_name = env.get("OCB_KEEP_WITHIN")
+    if within is not None:
+        given["keep_within"] = check_duration(within, f"{within_name}={within!r}")
+    if not given:
+        return {}
+    policy: dict[str, int | str] = {field_: 0 for field_, _ in KEEP_VARS}
+    policy["keep_within"] = ""
+    policy.update(given)
+    if not any(policy.values()):
+        raise UsageError("OCB_KEEP_*: a policy that keeps nothing (every rule 0) would leave only the latest "
+                         "snapshot: set at least one rule above 0")
+    return policy
+
+
 def resolve_settings(env: Environment, kind: str) -> Settings:
     """The settings of a `kind` ("backup" or "restore") document, every value checked here,
     each bad one named by its variable."""
@@ -391,6 +447,13 @@ def resolve_settings(env: Environment, kind: str) -> Settings:
         raise UsageError(f"{level_name}={level}: out of range for {compression} (1..{limits.max_level})")
     default_excludes = parse_bool(env, ("OCB_DEFAULT_EXCLUDES",), True)
     seal_on, log_n = resolve_seal(env)
+    prune_every, prune_name = env.get("OCB_PRUNE_EVERY", default=Settings.prune_every)
+    prune_every = prune_every.lower()
+    if not PRUNE_EVERY.match(prune_every):
+        raise UsageError(f"{prune_name}={prune_every!r}: expected full (each backup that starts a new chain), "
+                         "off, or a number N (every Nth backup)")
+    if prune_every.isdigit():
+        prune_every = str(int(prune_every)) if int(prune_every) else "off"
     kdf, argon2_memory = resolve_kdf(env)
     return Settings(
         home=home,
@@ -416,6 +479,10 @@ def resolve_settings(env: Environment, kind: str) -> Settings:
         delta_min=parse_size(env, ("OCB_DELTA_MIN",), Settings.delta_min),
         sqlite_timeout=parse_seconds(env, ("OCB_SQLITE_TIMEOUT",), Settings.sqlite_timeout, 0, inclusive=False),
         lock_wait=parse_wait(env, "OCB_LOCK_WAIT", Settings.lock_wait),
+        prune_every=prune_every,
+        squash_commits=parse_int(env, ("OCB_SQUASH_COMMITS",), Settings.squash_commits, 0),
+        reclaim=parse_bool(env, ("OCB_RECLAIM",), Settings.reclaim),
+        **resolve_policy(env),  # type: ignore[arg-type]
         **resolve_s3(env),
         roots=tuple(resolve_roots(env, for_restore=True)) if kind == "restore" else (),
     )

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 from . import DOC_VERSION, legacy
 from .compression import COMPRESSIONS
-from .config import ROOT_NAME
+from .config import PRUNE_EVERY, ROOT_NAME
 from .errors import BadDocument, ChainBroken
 from .snapshot import (
     BACKUP_TYPES,
@@ -168,6 +168,7 @@ def _dict(value: Any) -> str | None:
     return None if isinstance(value, dict) else "an object"
 
 
+KEEP_WITHIN = re.compile(r"^((\d+y)?(\d+m)?(\d+d)?(\d+h)?)$")
 _ID = _match(SNAPSHOT_ID, "a snapshot id (openclaw-backup-YYYYMMDD-HHMMSS)")
 _SHA256 = _match(SHA256, "a sha256 (64 hex digits)")
 _SIZE = _int(0, MAX_BYTES)
@@ -186,6 +187,9 @@ SETTINGS = {
     "full_hours": _COUNT, "incremental": _bool, "seal": _bool, "scrypt_log_n": _int(10, 22),
     "kdf": _one_of("argon2id", "scrypt"), "argon2_memory": _int(1024**2, 1024**3),
     "delta_min": _SIZE, "sqlite_timeout": _number(0, 10**6), "lock_wait": _number(0, 10**6),
+    "keep_last": _COUNT, "keep_hourly": _COUNT, "keep_daily": _COUNT, "keep_weekly": _COUNT,
+    "keep_monthly": _COUNT, "keep_yearly": _COUNT, "keep_within": _match(KEEP_WITHIN, "a duration such as 2d or 1y6m, or empty"),
+    "prune_every": _match(PRUNE_EVERY, "full, off or a number"), "squash_commits": _COUNT, "reclaim": _bool,
     "s3_endpoint": _nullable(_text), "s3_region": _nullable(_text), "s3_path_style": _bool,
     "s3_checksums": _one_of("when_supported", "when_required"), "s3_part_size": _int(5 * 1024**2, 5 * 1024**3),
     # lists checked item by item below

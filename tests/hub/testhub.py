@@ -37,6 +37,8 @@ Hub behaviour worth knowing in tests:
       named, i.e. a member everywhere), the token's role (write, or read for --read-only-token).
     - Storage quota per namespace (POST /__hub/quota): uploads to its private repos that would pass
       it get 403 "Private repository storage limit reached: ..." at the LFS batch and the commit.
+    - A folder holds at most 10,000 entries (files and subfolders, FOLDER_LIMIT), as on the Hub:
+      a commit that would leave more in any folder is refused with 400 (BadRequestError).
     - LFS objects live beside the trees and count toward storage until permanently deleted.
       `rewriteHistory: true` removes the pointers from every stored commit (commit ids are kept);
       false leaves them dangling (resolve then answers 404 EntryNotFound).
@@ -131,6 +133,7 @@ from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 DEFAULT_LFS_THRESHOLD = 10 * 1024 * 1024
 DEFAULT_PAGE_SIZE = 50
+FOLDER_LIMIT = 10_000  # entries (files and folders) directly under one folder, as on the Hub
 DEFAULT_BRANCH = "main"
 # Used when create_repo is given a bare name: the Hub would take the token owner's namespace.
 DEFAULT_NAMESPACE = "user"
@@ -409,13 +412,21 @@ def path_item(tree: dict[str, dict[str, Any]], path: str) -> dict[str, Any] | No
 
 
 def check_tree(tree: dict[str, dict[str, Any]]) -> None:
-    """Reject a tree where a path is both a file and a folder, which git cannot hold."""
+    """Reject a tree where a path is both a file and a folder, which git cannot hold, or where
+    a folder holds more than FOLDER_LIMIT entries (files and folders), as the Hub does."""
+    children: dict[str, set[str]] = {}
     for path in tree:
         parts = path.split("/")
         for i in range(1, len(parts)):
             parent = "/".join(parts[:i])
             if parent in tree:
                 raise HubError(400, f"'{path}' conflicts with the file '{parent}'")
+        for i in range(len(parts)):
+            children.setdefault("/".join(parts[:i]), set()).add(parts[i])
+    for folder, names in children.items():
+        if len(names) > FOLDER_LIMIT:
+            raise HubError(400, f"Too many files in '{folder or '/'}': a folder can hold at most {FOLDER_LIMIT} "
+                                f"entries (files and folders), this commit would leave {len(names)}")
 
 
 class Store:

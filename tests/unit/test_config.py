@@ -193,6 +193,35 @@ def test_a_token_saved_by_hf_auth_login_is_found(tmp_path):
     assert config.store_secrets(config.Environment(values={}, home=str(tmp_path / "none"))).hf_token is None
 
 
+def test_the_default_retention_policy_and_when_ocb_backup_prunes():
+    settings = config.resolve_settings(env(), "backup")
+    assert str(settings.policy()) == "last 24, hourly 48, daily 14, weekly 8, monthly 12"
+    assert (settings.prune_every, settings.squash_commits, settings.reclaim) == ("full", 300, True)
+
+
+@pytest.mark.parametrize("values, policy", [
+    ({"OCB_KEEP_DAILY": "7"}, "daily 7"),  # a policy given replaces the default whole
+    ({"OPENCLAW_BACKUP_KEEP_COUNT": "48"}, "last 48"),  # the legacy keep_count is keep-last
+    ({"OCB_KEEP_LAST": "3", "OPENCLAW_BACKUP_KEEP_COUNT": "48"}, "last 3"),
+    ({"OCB_KEEP_WITHIN": "1y6m", "OCB_KEEP_HOURLY": "0"}, "within 1y6m"),
+])
+def test_a_retention_policy_from_the_environment(values, policy):
+    assert str(config.resolve_settings(env(**values), "prune").policy()) == policy
+
+
+@pytest.mark.parametrize("values, name", [
+    ({"OCB_KEEP_DAILY": "x"}, "OCB_KEEP_DAILY"), ({"OCB_KEEP_WITHIN": "2w"}, "OCB_KEEP_WITHIN"),
+    ({"OCB_KEEP_LAST": "0"}, "OCB_KEEP"), ({"OCB_PRUNE_EVERY": "sometimes"}, "OCB_PRUNE_EVERY"),
+    ({"OCB_SQUASH_COMMITS": "-1"}, "OCB_SQUASH_COMMITS"), ({"OCB_RECLAIM": "maybe"}, "OCB_RECLAIM"),
+])
+def test_a_bad_retention_setting_names_its_variable(values, name):
+    with pytest.raises(UsageError, match=name):
+        config.resolve_settings(env(**values), "prune")
+
+
+@pytest.mark.parametrize("text, value", [("full", "full"), ("OFF", "off"), ("0", "off"), ("012", "12")])
+def test_prune_every_reads_full_off_or_a_number(text, value):
+    assert config.resolve_settings(env(OCB_PRUNE_EVERY=text), "backup").prune_every == value
 # -- s3:// store settings (resolve_s3) -----------------------------------------------------------
 
 def test_the_hugging_face_buckets_preset_sets_what_its_gateway_needs():

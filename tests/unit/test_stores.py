@@ -745,6 +745,32 @@ def test_the_endpoint_comes_from_the_settings_with_hf_endpoint_unset(locked_hub,
     assert json.loads(out.stdout) == [NEXT]
 
 
+def test_reclaim_deletes_the_removed_files_objects_at_once_and_a_losers_once_old(hub_store, tmp_path):
+    """Deleting a file frees nothing on the Hub: reclaim deletes for good the LFS objects no
+    file at the head references, those of removed files at once, a losing writer's once old."""
+    import datetime as dt
+
+    store, hub_url, _ = hub_store
+    big = {i: os.urandom(5000) for i in (SNAP, NEXT, RIVAL)}  # past the test Hub's LFS threshold
+    publish(store, store.url, tmp_path, SNAP, data=big[SNAP], token=None, old_catalog=None)
+    stale, stale_catalog = store.head().token, store.read_catalog()
+    publish(store, store.url, tmp_path, NEXT, data=big[NEXT])
+    with pytest.raises(StoreConflict):  # a writer that lost the race: its volume was uploaded
+        publish(store, store.url, tmp_path, RIVAL, data=big[RIVAL], token=stale, old_catalog=stale_catalog)
+    repo = f"repo/dataset/{store.url[len('hf://datasets/'):]}"
+    assert hub_control(hub_url, repo)["lfs_objects"] == 3
+    stats = store.remove(sorted(snapshot_files(SNAP)), store.head().token, catalog.without(store.read_catalog(), [SNAP]))
+    assert stats["objects"] == [hashlib.sha256(big[SNAP]).hexdigest()]
+    now = dt.datetime.now(dt.timezone.utc)
+    assert store.reclaim(stats["objects"], now - dt.timedelta(days=1)) == {"objects_reclaimed": 1, "bytes_reclaimed": 5000}
+    assert hub_control(hub_url, repo)["lfs_objects"] == 2  # the loser's is young: a push may still be under way
+    assert store.reclaim([], now + dt.timedelta(minutes=1)) == {"objects_reclaimed": 1, "bytes_reclaimed": 5000}
+    state = hub_control(hub_url, repo)
+    assert state["lfs_objects"] == 1 and state["lfs_size"] == 5000  # NEXT's, which the head references
+    assert store.squash(0) == {"commits_squashed": 0} and store.squash(100) == {"commits_squashed": 0}
+    commits = store.squash(2)["commits_squashed"]
+    assert commits >= 3 and hub_control(hub_url, repo)["commits"] == 1
+    assert store.head().snapshot_id == NEXT and catalog.ids(store.read_catalog()) == [NEXT]
 # -- the S3 backend beyond the contract: conditions, parts, faults, credentials ------------------
 
 

@@ -15,7 +15,9 @@ Environment: HF_TOKEN for Hub stores (never written anywhere); OCB_PASSWORD or
   OCB_PASSWORD_FILE for a sealed snapshot (the record MACs).
 Example: ocb-plan | ocb-pack | ocb-seal | ocb-split | ocb-push | jq .push
 Exit status: 0 ok or skip; 6 published, but some entries could not be read (named in
-             `plan.skipped`, `archive.skipped` and the meta); 1 run-time failure, or an
+             `plan.skipped`, `archive.skipped` and the meta); 1 run-time failure, a snapshot
+             that would take the folder past the store's limit of entries (the Hub: 10,000;
+             nothing uploaded: run ocb-prune), or an
              index that a restore would refuse (ocb.index.check_structure: nothing is
              published); 2 sealed but no password; 3 bad input document; 4 the store's
              catalog fails its MAC;
@@ -37,6 +39,7 @@ from ..index import Index, check_structure
 from ..log import log
 from ..progress import Meter
 from ..snapshot import (
+    META_SUFFIX,
     POINTER,
     RECORD_MAC,
     build_meta,
@@ -47,7 +50,7 @@ from ..snapshot import (
     skipped_entries,
 )
 from ..stores import open_store
-from ..stores.base import Upload
+from ..stores.base import Store, Upload
 
 STARTS_DOCUMENT = False
 KIND = "backup"
@@ -82,6 +85,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         meta = sign(meta, "meta", key)
     store = open_store(doc["store"], settings, config.store_secrets())
     started = time.monotonic()
+    _check_folder_limit(store, prefix, doc["id"], [u.name for u in uploads])
     known = store.read_catalog()
     if known is None and doc["plan"]["base"] is not None:
         # a store written before catalogs existed: its snapshots, as its listing names them
@@ -127,6 +131,19 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         log.warning(f"snapshot {doc['id']} leaves out {len(skipped)} unreadable entries: "
                     + ", ".join(s["path"] for s in skipped[:10]) + (" ..." if len(skipped) > 10 else ""))
     return doc
+
+
+def _check_folder_limit(store: Store, prefix: str, snapshot_id: str, names: list[str]) -> None:
+    """Refuse, before uploading anything, a snapshot that would take the folder past the
+    backend's limit of entries (the Hub: 10,000 per folder; one listing)."""
+    limit = store.folder_limit
+    if limit is None:
+        return
+    entries = len(set(store.list_files(prefix)) | set(names) | {snapshot_id + META_SUFFIX})
+    if entries > limit:
+        raise RuntimeFailure(f"snapshot {snapshot_id} is not pushed: {prefix}/ in {store.url} would hold {entries} "
+                             f"entries, past the {limit} a folder may hold there; run ocb-prune to remove the "
+                             "snapshots the retention policy does not keep (README: Retention), then back up again")
 
 
 def _record_key(settings: Settings) -> seal.PasswordKey | None:

@@ -13,6 +13,7 @@ import os
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+import datetime as dt
 from typing import ClassVar
 
 from .. import catalog
@@ -139,6 +140,9 @@ class Store(ABC):
     scheme: ClassVar[str]
     forms: ClassVar[tuple[str, ...]]  # the URL forms `canonical` accepts, for people
     bare: ClassVar[re.Pattern[str] | None] = None  # what it claims of values without "scheme://"
+    # entries (files and folders) one folder may hold, where the backend has a hard limit: a
+    # push that would pass it is refused before uploading anything (the Hub: 10,000)
+    folder_limit: ClassVar[int | None] = None
 
     @classmethod
     @abstractmethod
@@ -228,3 +232,25 @@ class Store(ABC):
         StoreConflict and nothing deleted when the head moved. Paths the store does not hold
         are passed over. Returns {files_removed, bytes_removed, commits}.
         """
+
+    def reclaim(self, candidates: list[str], older_than: dt.datetime) -> dict:
+        """Free the storage that removed files still hold, where deleting a file frees nothing
+        by itself (the Hub keeps LFS objects until they are deleted for good).
+
+        Deletes for good the stored objects that no file at the head references and that
+        either are among `candidates` (the objects of files a removal just deleted, as it
+        reported them in `objects`) or were stored before `older_than` (left by writers that
+        lost a race or died; a push still under way stored its objects later). Returns
+        {objects_reclaimed, bytes_reclaimed}; a backend whose deletes free storage at once
+        has nothing to do.
+        """
+        del candidates, older_than
+        return {"objects_reclaimed": 0, "bytes_reclaimed": 0}
+
+    def squash(self, limit: int) -> dict:
+        """Bound the history of a backend that keeps one (the Hub's commits): squash it into
+        one commit when it holds more than `limit` commits (0: never). The head changes, so
+        a push planned before it is a conflict (exit 5, re-plan). Returns {commits_squashed}
+        (0 when nothing was done, or where there is no history)."""
+        del limit
+        return {"commits_squashed": 0}

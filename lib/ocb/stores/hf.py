@@ -27,6 +27,7 @@ no library import.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 from collections.abc import Callable
@@ -141,6 +142,7 @@ class HfStore(Store):
     scheme = "hf"
     forms = ("hf://datasets/OWNER/NAME", "hf://OWNER/NAME", "OWNER/NAME")
     bare = re.compile(r"^[^/]+/[^/]+$")  # the legacy OPENCLAW_BACKUP_DATASET_REPO form
+    folder_limit = 10_000  # the Hub's hard limit of entries per folder (its 400 past it)
 
     @classmethod
     def canonical(cls, raw: str, var: str) -> str:
@@ -349,6 +351,11 @@ class HfStore(Store):
 
     def _paths_at(self, paths: list[str], revision: str) -> dict[str, int]:
         """{path: size} of the files among `paths` that the repo holds at `revision`."""
+        return {path: size for path, (size, _) in self._files_at(paths, revision).items()}
+
+    def _files_at(self, paths: list[str], revision: str) -> dict[str, tuple[int, str | None]]:
+        """{path: (size, sha256 of its LFS object or None)} of the files among `paths` that
+        the repo holds at `revision`."""
         if not paths:
             return {}
         infos = self._retrying("look up files", lambda: self.api.get_paths_info(
@@ -359,7 +366,7 @@ class HfStore(Store):
                 continue
             if not isinstance(info, self.hub.RepoFile):
                 raise ValueError(f"{info.path} in {self.url} is not a file: a removal deletes files only")
-            found[info.path] = info.size
+            found[info.path] = (info.size, info.lfs.sha256 if info.lfs else None)
         return found
 
     def list_files(self, prefix: str) -> dict[str, int]:
@@ -586,11 +593,14 @@ class HfStore(Store):
             raise StoreConflict(f"{self.url}: the repo was created since this removal was planned: re-plan")
         old = self._catalog_at(expect_token)
         check_removal_catalog(catalog, old, paths, self.url)
-        present = self._paths_at(paths, expect_token)
+        files = self._files_at(paths, expect_token)
+        present = {path: size for path, (size, _) in files.items()}
         operations: list[Any] = [hub.CommitOperationDelete(path) for path in paths if path in present]
         if catalog is not None:
             operations.append(hub.CommitOperationAdd(CATALOG, encode_catalog(catalog)))
-        stats = {"files_removed": len(present), "bytes_removed": sum(present.values())}
+        # the LFS objects the deleted files point to: what reclaim may delete for good
+        stats = {"files_removed": len(present), "bytes_removed": sum(present.values()),
+                 "objects": sorted({sha for _, sha in files.values() if sha})}
         if not operations:
             return {**stats, "commits": 0}
 
@@ -612,3 +622,42 @@ class HfStore(Store):
         if catalog is not None:
             self._catalog_seen = (result["commit"], catalog)
         return {**stats, "commits": 1}
+
+    # -- storage: deleting a file frees nothing on the Hub ------------------------------------
+
+    def _referenced_objects(self) -> set[str]:
+        """The sha256 of every LFS object a file at the head points to (one recursive listing)."""
+        hub = self.hub
+
+        def listing() -> set[str]:
+            items = self.api.list_repo_tree(self.repo_id, recursive=True, repo_type=REPO_TYPE)
+            return {item.lfs.sha256 for item in items if isinstance(item, hub.RepoFile) and item.lfs}
+
+        return self._retrying("list the repo's files", listing)
+
+    def reclaim(self, candidates: list[str], older_than: dt.datetime) -> dict:
+        stored = self._retrying("list the repo's LFS objects",
+                                lambda: list(self.api.list_lfs_files(self.repo_id, repo_type=REPO_TYPE)))
+        if not stored:
+            return {"objects_reclaimed": 0, "bytes_reclaimed": 0}
+        referenced = self._referenced_objects()
+        wanted = set(candidates)
+        doomed = [item for item in stored if item.file_oid not in referenced
+                  and (item.file_oid in wanted or item.pushed_at < older_than)]
+        if doomed:
+            self._retrying(f"delete {len(doomed)} LFS objects for good", lambda: self.api.permanently_delete_lfs_files(
+                self.repo_id, doomed, rewrite_history=True, repo_type=REPO_TYPE))
+        return {"objects_reclaimed": len(doomed), "bytes_reclaimed": sum(item.size for item in doomed)}
+
+    def squash(self, limit: int) -> dict:
+        if limit <= 0:
+            return {"commits_squashed": 0}
+        commits = self._retrying("list the repo's commits",
+                                 lambda: len(self.api.list_repo_commits(self.repo_id, repo_type=REPO_TYPE)))
+        if commits <= limit:
+            return {"commits_squashed": 0}
+        self._retrying("squash the history", lambda: self.api.super_squash_history(
+            self.repo_id, branch="main", repo_type=REPO_TYPE,
+            commit_message=f"ocb: squash {commits} commits (past OCB_SQUASH_COMMITS={limit})"))
+        self._catalog_seen = None  # the head moved
+        return {"commits_squashed": commits}
