@@ -56,7 +56,7 @@ from ..log import log
 from ..snapshot import META_SUFFIX, POINTER, SNAPSHOT_ID, check_meta, meta_path, pointer_meta, sign
 from ..stores import open_store
 from ..stores.base import Store
-from .push import _record_key
+from .push import check_known_catalog, record_key
 
 STARTS_DOCUMENT = True
 KIND = "prune"
@@ -187,6 +187,12 @@ def prune(store: Store, settings: Settings, policy: retention.Policy, include_le
         known = store.read_catalog()
     except IntegrityError as exc:
         raise _refuse(f"cannot read the catalog {catalog.NAME}", exc) from None
+    key = record_key(settings)
+    if known is not None and key is not None:
+        try:  # what is removed is decided from the catalog: it is the store's own (record MAC)
+            check_known_catalog(known, key, settings.cache_dir, store.url)
+        except IntegrityError as exc:
+            raise _refuse(f"the catalog {catalog.NAME} is not authenticated", exc) from None
     listing = store.list_files(prefix)
     ocb_names = [n for n in listing if OCB_FILE.match(n) and not LEGACY_FILE.match(n)]
     if head.pointer is None:
@@ -250,7 +256,6 @@ def prune(store: Store, settings: Settings, policy: retention.Policy, include_le
         if paths:
             new_catalog = catalog.without(known, decision.remove)
             # signed as ocb-push signs it (issue 13's record MACs), when a password is set
-            key = _record_key(settings)
             if key is not None:
                 new_catalog = sign(new_catalog, "catalog", key)
             stats = store.remove(paths, head.token, new_catalog)

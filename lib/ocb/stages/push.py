@@ -79,7 +79,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         raise RuntimeFailure(f"snapshot {doc['id']} is not published: {unrestorable}")
 
     prefix = settings.path_prefix
-    key = _record_key(settings)
+    key = record_key(settings)
     meta = build_meta(doc, prefix)
     if key is not None:
         meta = sign(meta, "meta", key)
@@ -91,7 +91,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         # a store written before catalogs existed: its snapshots, as its listing names them
         known = catalog.seed(store.list_snapshot_ids(prefix))
     elif known is not None and key is not None:
-        _check_known_catalog(known, key, settings.cache_dir, doc["store"])
+        check_known_catalog(known, key, settings.cache_dir, doc["store"])
     new_catalog = catalog.append(known, meta)
     seq = new_catalog["snapshots"][-1]["seq"]
     pointer = build_pointer(doc["store"], meta, prefix, seq)
@@ -146,7 +146,7 @@ def _check_folder_limit(store: Store, prefix: str, snapshot_id: str, names: list
                              "snapshots the retention policy does not keep (README: Retention), then back up again")
 
 
-def _record_key(settings: Settings) -> seal.PasswordKey | None:
+def record_key(settings: Settings) -> seal.PasswordKey | None:
     """The password key that signs the meta, pointer and catalog: this machine's, as ocb-seal
     derived it (same KDF, same cached salt). An unsealed snapshot (OCB_SEAL=off) is signed
     too when a password is set, so that the store's catalog stays authenticated."""
@@ -159,7 +159,7 @@ def _record_key(settings: Settings) -> seal.PasswordKey | None:
                                     seal.chosen_kdf(settings.kdf, settings.scrypt_log_n, settings.argon2_memory))
 
 
-def _check_known_catalog(known: dict, key: seal.PasswordKey, cache_dir: str, store_url: str) -> None:
+def check_known_catalog(known: dict, key: seal.PasswordKey, cache_dir: str, store_url: str) -> None:
     """The catalog this push appends to is the store's own: its MAC verifies when it has one
     (or when this machine has seen the store authenticated), before its entries are re-signed."""
     where = f"{store_url}/{catalog.NAME}"
