@@ -333,7 +333,7 @@ class LegacyWriter(StagingWriter):
                 if member.islnk():
                     self._hardlink(member, root, parts, seen)
                 elif not parts:
-                    self._apply_root(tar, member, self.staging[root])
+                    self._apply_root(tar, member, self.staging[root], (root, ""))
                 else:
                     self._apply(tar, member, root, parts)
                 self._record(member, root, "/".join(parts))
@@ -341,11 +341,11 @@ class LegacyWriter(StagingWriter):
 
     # StagingWriter hooks: hashing what is written, making what incrementals imply
 
-    def _copy_member(self, tar, member: tarfile.TarInfo, fd: int) -> None:  # type: ignore[override]
+    def _copy_member(self, tar, member: tarfile.TarInfo, fd: int, key: tuple[str, str]) -> None:  # type: ignore[override]
         source = tar.extractfile(member)
         assert source is not None
         hashing = _Hashing(source)
-        super()._copy_member(_OneMember(hashing), member, fd)  # type: ignore[arg-type]
+        super()._copy_member(_OneMember(hashing), member, fd, key)  # type: ignore[arg-type]
         self._sha256 = hashing.digest.hexdigest()
 
     def _open_parent(self, top: str, parts: list[str]) -> int:

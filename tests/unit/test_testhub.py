@@ -632,11 +632,11 @@ def test_a_namespace_quota_refuses_private_uploads_with_the_hubs_message(hub: Hu
 
 
 def test_a_ratelimit_fault_sends_ratelimit_and_no_retry_after(hub: Hub) -> None:
-    create_dataset(hub, "team/ratelimit")
+    create_dataset(hub, "team/ratelimit-header")
     hub.control("POST", "faults", {"route": "info", "status": 429, "ratelimit": 7, "times": 1})
-    status, headers, _ = raw(hub.url, "GET", "/api/datasets/team/ratelimit", headers=AUTH)
+    status, headers, _ = raw(hub.url, "GET", "/api/datasets/team/ratelimit-header", headers=AUTH)
     assert status == 429 and headers["RateLimit"] == '"api";r=0;t=7' and "Retry-After" not in headers
-    assert raw(hub.url, "GET", "/api/datasets/team/ratelimit", headers=AUTH)[0] == 200
+    assert raw(hub.url, "GET", "/api/datasets/team/ratelimit-header", headers=AUTH)[0] == 200
 
 
 def test_a_late_answer_comes_after_the_commit_landed(hub: Hub) -> None:

@@ -33,6 +33,7 @@ Environment:
                       backup, by publish number) or off: when ocb-backup prunes
   OCB_SQUASH_COMMITS  squash the Hub history past this many commits (default 300; 0: never)
   OCB_RECLAIM         off: no LFS deletion and no squash on the Hub (default on)
+Example: ocb-prune --dry-run --keep-daily 7 --keep-weekly 4;  ocb-prune | jq .prune.removed
 Exit status: 0 ok or nothing to do; 1 refused because the pointer, the catalog or the latest
              meta cannot be read (never prune on incomplete knowledge), or a run-time failure;
              2 bad flag or env value; 5 the store moved while pruning (nothing deleted: run it
