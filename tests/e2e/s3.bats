@@ -82,17 +82,38 @@ held() { [ "$(s3_ctl stats | jq .held)" -ge 1 ]; }
     [ "$(s3_ctl uploads "$S3_BUCKET")" = "state/backups/$(jq -r .id "$BATS_TEST_TMPDIR/next.json").tar.zst" ]
     run -0 --separate-stderr ocb-restore --to "$BATS_TEST_TMPDIR/r"
     manifest "$BATS_TEST_TMPDIR/r/.openclaw" | diff "$BATS_TEST_TMPDIR/m0" -
-    # what ocb-prune calls: the unfinished upload is found and aborted, its parts freed
-    run -0 "$PYTHON" -c 'import json, sys; sys.path.insert(0, sys.argv[1])
+    # what ocb-prune calls after its removal (with a cutoff of 24 h ago there; now here): the
+    # unfinished upload is found and aborted, its parts freed
+    run -0 "$PYTHON" -c 'import datetime as dt, json, sys; sys.path.insert(0, sys.argv[1])
 from ocb import config; from ocb.stores import open_store
 env = config.load_environment(); settings = config.resolve_settings(env, "backup")
 store = open_store(config.resolve_store(env, None), settings, config.store_secrets(env))
-print(json.dumps(store.abort_stale_uploads(older_than=0)))' "$OCB_ROOT/lib"
-    jq -e '.uploads_aborted == 1' <<<"$output"
+print(json.dumps(store.reclaim([], dt.datetime.now(dt.timezone.utc))))' "$OCB_ROOT/lib"
+    jq -e '.objects_reclaimed == 1 and .bytes_reclaimed >= 5242880' <<<"$output"
     [ -z "$(s3_ctl uploads "$S3_BUCKET")" ]
     # and the next backup goes through whole
     backup_ok
     [ "$(pointer_id)" = "$(last_id)" ]
+}
+
+@test "ocb-prune on S3 removes the snapshots the policy drops in one step, their objects gone at once, the kept one restores" {
+    backup_ok --full
+    first=$(last_id)
+    echo "second" >"$HOME/.openclaw/second.txt"
+    backup_ok --full
+    second=$(last_id)
+    echo "third" >"$HOME/.openclaw/third.txt"
+    backup_ok --full
+    third=$(last_id)
+    manifest "$HOME/.openclaw" >"$BATS_TEST_TMPDIR/m3"
+    run -0 --separate-stderr ocb-prune --keep-last 1
+    jq -e '.prune.removed.snapshots == 2 and .prune.removed.files >= 4 and .prune.kept == 1' <<<"$output"
+    listing=$(s3_ctl listing "$S3_BUCKET" state/)
+    [[ "$listing" != *"$first"* && "$listing" != *"$second"* && "$listing" == *"$third.meta.json"* ]]
+    run -0 --separate-stderr ocb-chain --list --json
+    jq -e --arg id "$third" '[.list.snapshots[].id] == [$id]' <<<"$output"
+    run -0 --separate-stderr ocb-restore --to "$BATS_TEST_TMPDIR/r"
+    manifest "$BATS_TEST_TMPDIR/r/.openclaw" | diff "$BATS_TEST_TMPDIR/m3" -
 }
 
 @test "a flipped byte in a volume in the bucket is exit 4 naming it, the target untouched" {

@@ -38,6 +38,7 @@ from the secrets (none given: the SDK's own chain), and no secret reaches a mess
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -806,6 +807,30 @@ class S3Store(Store):
             return found
 
         return self._retrying("list unfinished uploads", listing)
+
+    def reclaim(self, candidates: list[str], older_than: dt.datetime) -> dict:
+        """S3 frees a deleted object's storage at once; what still holds storage is the parts
+        of multipart uploads that never completed (pushes killed mid-volume): those started
+        before `older_than` are aborted (a younger one may be a push still running)."""
+        del candidates
+        seconds = max(0.0, time.time() - older_than.timestamp())
+        stale = self.stale_uploads(seconds)
+        held = 0
+        for item in stale:
+            def parts(item: dict = item) -> int:
+                total = 0
+                try:
+                    for page in self.client.get_paginator("list_parts").paginate(
+                            Bucket=self.bucket, Key=self._key(item["key"]), UploadId=item["upload_id"]):
+                        total += sum(part.get("Size", 0) for part in page.get("Parts", ()))
+                except self.errors.ClientError as exc:
+                    if self._answer(exc)[0] != "NoSuchUpload":
+                        raise
+                return total
+
+            held += self._retrying(f"list the parts of {item['key']}", parts)
+        aborted = self.abort_stale_uploads(seconds)
+        return {"objects_reclaimed": aborted["uploads_aborted"], "bytes_reclaimed": held}
 
     def abort_stale_uploads(self, older_than: float = STALE_UPLOAD_SECONDS) -> dict:
         """Abort what `stale_uploads` lists, freeing the parts' storage: {uploads_aborted, keys}."""
