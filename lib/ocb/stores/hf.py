@@ -62,7 +62,7 @@ RETRIED_STATUSES = (408, 429, 500, 502, 503, 504)
 # the Hub's words for its storage quota (403) and its entries-per-folder limit (400)
 QUOTA = re.compile(r"storage (limit|quota)|quota (reached|exceeded)", re.I)
 FOLDER_LIMIT = re.compile(r"too many (files|entries)|(files|entries) per (directory|folder)", re.I)
-FOLDER_MAX = 10_000
+FOLDER_MAX = 10_000  # the Hub's hard limit of entries per folder (its 400 past it): the one copy
 T = TypeVar("T")
 
 
@@ -142,7 +142,7 @@ class HfStore(Store):
     scheme = "hf"
     forms = ("hf://datasets/OWNER/NAME", "hf://OWNER/NAME", "OWNER/NAME")
     bare = re.compile(r"^[^/]+/[^/]+$")  # the legacy OPENCLAW_BACKUP_DATASET_REPO form
-    folder_limit = 10_000  # the Hub's hard limit of entries per folder (its 400 past it)
+    folder_limit = FOLDER_MAX
 
     @classmethod
     def canonical(cls, raw: str, var: str) -> str:
@@ -386,7 +386,7 @@ class HfStore(Store):
 
     # the Hub's recommendations (huggingface.co/docs/hub/repositories-recommendations) and
     # a free account's private storage (huggingface.co/docs/hub/storage-limits)
-    limits = {"entries_per_folder": 10_000, "files_per_repo": 100_000, "private_storage_bytes": 100 * 10**9}
+    limits = {"entries_per_folder": FOLDER_MAX, "files_per_repo": 100_000, "private_storage_bytes": 100 * 10**9}
 
     def list_file_digests(self, prefix: str) -> dict[str, tuple[int, str | None]]:
         hub = self.hub
