@@ -472,12 +472,16 @@ def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: Sta
         raise ChainBroken(f"{where} carries no index")
 
 
-def read_archive(link: dict, volumes: list[tuple[str, str, str]], keyring: seal.KeyRing | None, spool: str) -> Index:
-    """Read one snapshot's archive (its fetched volumes: name, path, sha256) through to its
-    index, writing no member anywhere (ocb-check --read-data): every volume re-hashed, the
-    seal opened and authenticated, the compression and tar layers decoded, the index checked.
-    The integrity errors a restore would raise, naming the snapshot."""
-    _stream_archive(link, volumes, StagingWriter({}, spool), keyring)
+def read_archive(chain: list[dict], volumes: list[tuple[str, str, str]], keyring: seal.KeyRing | None,
+                 spool: str) -> Index:
+    """Read the archive of a chain's last snapshot (its fetched volumes: name, path, sha256)
+    through to its index, writing no member anywhere (ocb-check --read-data): every volume
+    re-hashed, the seal opened and authenticated under its place in the chain, the compression
+    and tar layers decoded, the index checked. The integrity errors a restore would raise,
+    naming the snapshot."""
+    link = chain[-1]
+    _stream_archive(link, volumes, StagingWriter({}, spool), keyring,
+                    seal.link_associated_data(chain, len(chain) - 1))
     index = read_spooled_index(spool, f"snapshot {link['id']}")
     _check_index(index, link["id"])
     return index

@@ -44,8 +44,9 @@ two_snapshots() {
 }
 
 # hub_api PYTHON: run PYTHON with `api` (an HfApi on the test Hub) and `repo` (the test's repo)
+# (another client, as a user's would be with Xet off: the test Hub has no Xet CAS)
 hub_api() {
-    "$PYTHON" -c "from huggingface_hub import HfApi
+    HF_HUB_DISABLE_XET=1 "$PYTHON" -c "from huggingface_hub import HfApi
 import sys
 api, repo = HfApi(endpoint='$HUB_URL', token='$TOKEN'), '$HUB_REPO'
 $1" "${@:2}"

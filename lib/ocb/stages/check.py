@@ -170,7 +170,7 @@ def _read_data(store: Store, prefix: str, chosen: list[str], chains: dict[str, l
         try:
             fetched = [(v["name"], store.fetch_volume(prefix, v["name"], v["size"], v["sha256"], run_dir), v["sha256"])
                        for v in link["volumes"]]
-            index = restore.read_archive(link, fetched, keyring, os.path.join(run_dir, "index.jsonl"))
+            index = restore.read_archive(chains[snapshot_id], fetched, keyring, os.path.join(run_dir, "index.jsonl"))
         except IntegrityError as exc:
             problems.append(Finding(snapshot_id, "archive", f"snapshot {snapshot_id}: {exc}",
                                     f"{verify.NEW_FULL}; {verify.RESTORE_OTHER}"))
