@@ -66,7 +66,6 @@ live_manifest() { manifest "$HOME/.openclaw"; manifest "$HOME/.ssh"; }
     printf 'more\n' >>"$HOME/.openclaw/notes/diary.md"
     sleep 1
     backup_ok
-    second=$(last_id)
     cp -a "$STORE_DIR" "$BATS_TEST_TMPDIR/pristine"
     live_manifest >"$BATS_TEST_TMPDIR/live"
     export OCB_ROOT
