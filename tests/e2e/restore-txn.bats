@@ -213,6 +213,9 @@ in_mount_ns() {
     command -v unshare >/dev/null && unshare -m true 2>/dev/null || skip "no mount namespaces here"
     rm -rf "$HOME/.openclaw" "$HOME/.config" "$HOME/.ssh" "$OCB_CACHE_DIR" && mkdir -p "$HOME/.openclaw"
     export PYTHON TREE BATS_TEST_TMPDIR
+    # every round's backup is a full one (the cache is wiped): with the default prune after
+    # each, the snapshot the saved chain.json names would be pruned away after 24 rounds
+    export OCB_PRUNE_EVERY=off
     run -0 in_mount_ns '
         m() { "$PYTHON" "$TREE" manifest "$1"; }
         "$PYTHON" "$TREE" generate "$HOME/.openclaw" 40 2
