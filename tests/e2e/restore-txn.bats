@@ -16,6 +16,8 @@ load test_helper
 setup() {
     ocb_setup
     command -v strace >/dev/null || skip "strace is not installed"
+    # these tests replay saved chain documents through many backups: no auto-prune under them
+    export OCB_PRUNE_EVERY=off
     "$PYTHON" "$TREE" generate "$HOME/.openclaw" 60 4
     "$PYTHON" "$TREE" generate "$HOME/.config" 30 5
     mkdir -p "$HOME/.ssh" "$HOME/.config/tool"
@@ -213,9 +215,8 @@ in_mount_ns() {
     command -v unshare >/dev/null && unshare -m true 2>/dev/null || skip "no mount namespaces here"
     rm -rf "$HOME/.openclaw" "$HOME/.config" "$HOME/.ssh" "$OCB_CACHE_DIR" && mkdir -p "$HOME/.openclaw"
     export PYTHON TREE BATS_TEST_TMPDIR
-    # every round's backup is a full one (the cache is wiped): with the default prune after
-    # each, the snapshot the saved chain.json names would be pruned away after 24 rounds
-    export OCB_PRUNE_EVERY=off
+    # (OCB_PRUNE_EVERY=off, from setup: every round's backup is a full one, the cache wiped;
+    # the default prune after each would drop the snapshot chain.json names after 24 rounds)
     run -0 in_mount_ns '
         m() { "$PYTHON" "$TREE" manifest "$1"; }
         "$PYTHON" "$TREE" generate "$HOME/.openclaw" 40 2
