@@ -56,6 +56,7 @@ from ..errors import (
     ChainBroken,
     ChecksumMismatch,
     CredentialsRefused,
+    OcbError,
     RuntimeFailure,
     StoreConflict,
     StoreMissing,
@@ -748,15 +749,19 @@ class S3Store(Store):
                     self._delete([CATALOG])
             else:
                 self._put(CATALOG, lambda: old_raw, f"put back {CATALOG}", if_match=ours)
-        except Exception:  # best effort: the pointer did not move; the snapshot is not the latest
-            pass
+        except OcbError as exc:  # best effort: the pointer did not move; the snapshot is not the latest
+            from ..log import log
+
+            log.warning(f"could not put {CATALOG} back as it was after losing the race: {exc}")
 
     def _take_back(self, relatives: list[str]) -> None:
         try:
             if relatives:
                 self._delete(relatives)
-        except Exception:
-            pass  # best effort: objects no catalog lists cost space, never correctness (ocb-prune)
+        except OcbError as exc:  # best effort: objects no catalog lists cost space, never correctness
+            from ..log import log
+
+            log.warning(f"could not remove what this push uploaded ({exc}): ocb-prune removes it as leftovers")
 
     def remove(self, paths: list[str], expect_token: str | None, catalog: dict | None) -> dict:
         check_removable(paths)
