@@ -9,8 +9,6 @@ import io
 from dataclasses import dataclass
 from typing import BinaryIO
 
-import zstandard
-
 READ_BUFFER = 1024 * 1024
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 GZIP_MAGIC = b"\x1f\x8b"
@@ -37,6 +35,8 @@ def compressor(kind: str, level: int, sink: BinaryIO) -> BinaryIO:
         # output is an ordinary zstd frame (docs/performance.md)
         # job_size: each worker's input; zstd's default (4 windows) costs ~50 MB more RSS for
         # no better ratio at these levels, so memory stays flat and small
+        import zstandard  # imported when used: every stage imports this module for COMPRESSIONS
+
         params = zstandard.ZstdCompressionParameters.from_level(
             level, threads=ZSTD_THREADS, job_size=ZSTD_JOB_SIZE, write_checksum=1)
         cctx = zstandard.ZstdCompressor(compression_params=params)
@@ -49,6 +49,8 @@ def decompressor(source: BinaryIO) -> BinaryIO:
     buffered = source if isinstance(source, io.BufferedReader) else io.BufferedReader(source, READ_BUFFER)  # type: ignore[arg-type]
     magic = buffered.peek(4)[:4]
     if magic.startswith(ZSTD_MAGIC):
+        import zstandard
+
         return zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)  # type: ignore[return-value]
     if magic.startswith(GZIP_MAGIC):
         return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
