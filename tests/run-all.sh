@@ -1,6 +1,7 @@
 #!/bin/sh
-# Runs every suite (bats, then pytest) and ends with one line counting all tests, so CI,
-# which reads the closing line, sees the failures of both.
+# Runs every suite (the bats files, the round trip on the test Hub and on S3, pytest; side by
+# side) and ends with one line counting all tests, so CI, which reads the closing line, sees
+# the failures of each.
 set -u
 cd "$(dirname "$0")/.." || exit 2
 venv=.venv/bin
@@ -17,19 +18,44 @@ if command -v parallel >/dev/null 2>&1; then
 else
     echo "run-all.sh: GNU parallel is missing, so bats runs one test at a time (make test installs it)" >&2
 fi
+# The bats files, the longest first: GNU parallel starts them in this order as jobs free up,
+# so a long file (above all one whose tests run one at a time) starts at once instead of
+# ending the run alone on one core while the other idles. Longest as `bats --timing` measured
+# them; a file not named here runs after these, in name order.
+first="restore-txn faults crash entrypoint sqlite hostile s3 prune hub backup-faults hub-year hub-strict check"
+files=
+for name in $first; do
+    [ -f "tests/e2e/$name.bats" ] && files="$files tests/e2e/$name.bats"
+done
+for file in tests/e2e/*.bats; do
+    case " $files " in *" $file "*) ;; *) files="$files $file" ;; esac
+done
 started=$(date +%s)
-"$venv/bats" "$@" tests/e2e >"$out/local.tap" || status=1
-cat "$out/local.tap"
-# the round trip again against the test Hub: the same file, parameterised by store
-OCB_TEST_STORE=hf BATS_TEST_NAME_PREFIX="[hf] " "$venv/bats" "$@" tests/e2e/roundtrip.bats >"$out/hf.tap" || status=1
-cat "$out/hf.tap"
-# and against the S3 test server (moto behind the fault proxy, tests/s3/s3server.py)
-OCB_TEST_STORE=s3 BATS_TEST_NAME_PREFIX="[s3] " "$venv/bats" "$@" tests/e2e/roundtrip.bats >"$out/s3.tap" || status=1
-cat "$out/s3.tap"
-bats_seconds=$(($(date +%s) - started))
-"$venv/python" -m pytest -q tests/unit >"$out/pytest.log" 2>&1 || status=1
-cat "$out/pytest.log"
-pytest_seconds=$(($(date +%s) - started - bats_seconds))
+# The round trip again against the test Hub and against the S3 test server (moto behind the
+# fault proxy, tests/s3/s3server.py): the same file, parameterised by store. These and pytest
+# run beside the local suite, at a lower priority: their long chains then fill the cores the
+# local suite leaves idle instead of running after it on one. Each suite writes its own
+# output file and its own status, read once all are done.
+suite() {  # suite NAME COMMAND...: run it in the background, its status in $out/NAME.status
+    name=$1
+    shift
+    { "$@"; echo "$?" >"$out/$name.status"; date +%s >"$out/$name.ended"; } &
+}
+suite hf env OCB_TEST_STORE=hf BATS_TEST_NAME_PREFIX="[hf] " nice -n 5 "$venv/bats" "$@" tests/e2e/roundtrip.bats >"$out/hf.tap"
+suite s3 env OCB_TEST_STORE=s3 BATS_TEST_NAME_PREFIX="[s3] " nice -n 5 "$venv/bats" "$@" tests/e2e/roundtrip.bats >"$out/s3.tap"
+suite pytest nice -n 5 "$venv/python" -m pytest -q tests/unit >"$out/pytest.log" 2>&1
+# shellcheck disable=SC2086  # $files is a list of paths without spaces (tests/e2e/NAME.bats)
+"$venv/bats" "$@" $files >"$out/local.tap" || status=1
+date +%s >"$out/local.ended"
+wait
+for name in hf s3 pytest; do
+    [ "$(cat "$out/$name.status" 2>/dev/null)" = 0 ] || status=1
+done
+cat "$out/local.tap" "$out/hf.tap" "$out/s3.tap" "$out/pytest.log"
+ended() { echo $(($(cat "$out/$1.ended") - started)); }
+bats_seconds=$(ended local)
+for name in hf s3; do [ "$(ended "$name")" -le "$bats_seconds" ] || bats_seconds=$(ended "$name"); done
+pytest_seconds=$(ended pytest)
 count() { n=$(grep -Eo "[0-9]+ $1" "$out/pytest.log" | tail -n1 | cut -d' ' -f1); echo "${n:-0}"; }
 bats_passed=$(cat "$out"/*.tap | grep -c '^ok ')
 bats_failed=$(cat "$out"/*.tap | grep -c '^not ok ')
@@ -47,6 +73,6 @@ sed -n 's/^\(not \)\{0,1\}ok [0-9]* //p' "$out"/*.tap | sed 's/ # skip.*$//' >"$
 matrix_run=$(grep -cxFf "$out/matrix.names" "$out/run.names")
 matrix_passed=$(grep -h '^ok ' "$out"/*.tap | grep -v ' # skip' | sed 's/^ok [0-9]* //' | grep -cxFf "$out/matrix.names")
 echo "== fault matrix: $matrix_run cases run, $matrix_passed passed (of $(wc -l <"$out/matrix.names") tagged) =="
-echo "== time: bats ${bats_seconds}s, pytest ${pytest_seconds}s =="
+echo "== time: bats ${bats_seconds}s, pytest ${pytest_seconds}s (at once, each from the start), all $(($(date +%s) - started))s =="
 echo "== $passed passed, $failed failed (bats: $bats_passed passed, $bats_failed failed; pytest: $py_passed passed, $py_failed failed) =="
 [ "$failed" -eq 0 ]

@@ -10,7 +10,6 @@ CHECK="$OCB_ROOT/tests/against_index.py"
 
 setup() {
     ocb_setup
-    export OCB_SCRYPT_LOG_N=10
     STATE="$HOME/.openclaw"
 }
 

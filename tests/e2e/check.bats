@@ -17,7 +17,6 @@ teardown_file() {
 
 setup() {
     ocb_setup
-    export OCB_SCRYPT_LOG_N=10
     on_store local
     "$PYTHON" "$TREE" generate "$HOME/.openclaw" 20 3
     head -c 20000 /dev/urandom >"$HOME/.openclaw/noise.bin"

@@ -21,7 +21,7 @@ setup() {
     # ocb-restore, which run under the lock: their run dirs carry its mark, so the next locked
     # run sweeps them (a pipe run by hand without it is never swept: backup.bats)
     export OCB_UNDER_LOCK=1
-    export OCB_PASSWORD='crash test password' OCB_SCRYPT_LOG_N=10 OCB_VOLUME_SIZE=1M
+    export OCB_PASSWORD='crash test password' OCB_VOLUME_SIZE=1M
     "$PYTHON" "$TREE" generate "$HOME/.openclaw" 120 9
     # incompressible bulk: the archive, the sealed archive and the volumes run to ~3 MB
     for n in 1 2 3; do head -c 800000 /dev/urandom >"$HOME/.openclaw/bulk-$n.bin"; done

@@ -16,7 +16,6 @@ teardown_file() {
 
 setup() {
     ocb_setup
-    export OCB_SCRYPT_LOG_N=10
     on_store local
     "$PYTHON" "$TREE" generate "$HOME/.openclaw" 10 2
     mkdir -p "$HOME/.ssh" && printf 'secret key\n' >"$HOME/.ssh/id_ed25519"

@@ -192,7 +192,7 @@ main_scenario() {
 }
 
 @test "a wrong password with OCB_ON_RESTORE_FAIL unset (stop): the app never starts, exit 4, the store untouched" {
-    export OCB_PASSWORD=right OCB_SCRYPT_LOG_N=10
+    export OCB_PASSWORD=right
     earlier_container_snapshot
     store_listing >"$BATS_TEST_TMPDIR/store-before"
     export OCB_PASSWORD=wrong
@@ -203,7 +203,7 @@ main_scenario() {
 }
 
 @test "a wrong password with OCB_ON_RESTORE_FAIL=continue: the app runs, warned every interval, and nothing is backed up" {
-    export OCB_PASSWORD=right OCB_SCRYPT_LOG_N=10
+    export OCB_PASSWORD=right
     earlier_container_snapshot
     store_listing >"$BATS_TEST_TMPDIR/store-before"
     export OCB_PASSWORD=wrong OCB_ON_RESTORE_FAIL=continue OCB_INTERVAL=1 APP_SIGNAL_EXIT=3

@@ -19,7 +19,7 @@ teardown_file() {
 
 setup() {
     ocb_setup
-    export OCB_SCRYPT_LOG_N=10 HF_TOKEN="$TOKEN"
+    export HF_TOKEN="$TOKEN"
     "$PYTHON" "$TREE" generate "$HOME/.openclaw" 60 11
     MOUNTS=()
 }

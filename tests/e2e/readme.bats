@@ -15,7 +15,6 @@ teardown_file() {
 
 setup() {
     ocb_setup
-    export OCB_SCRYPT_LOG_N=10
     # a new user's shell: no ocb settings beyond what the walkthrough sets
     unset OCB_STORE OCB_WORK_DIR OCB_CACHE_DIR HF_TOKEN
     REPO="ocb-test/readme-$BATS_TEST_NUMBER-$RANDOM"

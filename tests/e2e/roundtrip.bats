@@ -147,7 +147,7 @@ setup() {
 }
 
 @test "a sealed full plus incremental chain round-trips, and a wrong password changes nothing" {
-    export OCB_PASSWORD='s3cret pass' OCB_SCRYPT_LOG_N=10
+    export OCB_PASSWORD='s3cret pass'
     "$PYTHON" "$TREE" generate "$HOME/.openclaw" 200 9
     backup_ok
     jq -e '.seal.sealed == true' "$BATS_TEST_TMPDIR/last.json"

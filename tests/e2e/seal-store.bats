@@ -9,7 +9,7 @@ PASSWORD='store seal password'
 
 setup() {
     ocb_setup
-    export OCB_PASSWORD="$PASSWORD" OCB_SCRYPT_LOG_N=10
+    export OCB_PASSWORD="$PASSWORD"
     mkdir -p "$HOME/.openclaw/notes" "$HOME/.ssh"
     printf 'diary\n' >"$HOME/.openclaw/notes/diary.md"
     printf 'ssh-key\n' >"$HOME/.ssh/id_ed25519"

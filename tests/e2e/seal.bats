@@ -10,7 +10,7 @@ PASSWORD='correct horse battery staple'
 
 setup() {
     ocb_setup
-    export OCB_PASSWORD="$PASSWORD" OCB_SCRYPT_LOG_N=10
+    export OCB_PASSWORD="$PASSWORD"
     mkdir -p "$HOME/.openclaw/notes" "$HOME/.ssh"
     printf 'my diary\n' >"$HOME/.openclaw/notes/very-private-diary.md"
     printf 'ssh-key\n' >"$HOME/.ssh/id_ed25519"

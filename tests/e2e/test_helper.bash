@@ -1,5 +1,5 @@
 # Shared by every .bats file: a fresh HOME, store, work dir and cache per test, bin/ first on
-# PATH, and assertions on documents built on jq -e.
+# PATH, a cheap KDF, and assertions on documents built on jq -e.
 bats_require_minimum_version 1.5.0
 
 OCB_ROOT="$(cd "$BATS_TEST_DIRNAME/../.." && pwd)"
@@ -13,6 +13,11 @@ ocb_setup() {
     export OCB_WORK_DIR="$BATS_TEST_TMPDIR/work"
     export OCB_CACHE_DIR="$BATS_TEST_TMPDIR/cache"
     export OCB_LOG_FORMAT=text
+    # the suite's cheap KDF: scrypt at cost 2**10 (setting OCB_SCRYPT_LOG_N alone picks scrypt),
+    # a few ms a derivation where the default Argon2id (64 MiB, t=3) takes about a second; a
+    # test of the default KDF unsets it (seal-store.bats)
+    export OCB_SCRYPT_LOG_N=10
+    unset OCB_KDF OCB_ARGON2_MEMORY
     unset OCB_UNDER_LOCK OCB_RESTORE_STORE OPENCLAW_RESTORE_DATASET_REPO OPENCLAW_BACKUP_DATASET_REPO OCB_STATE_DIR \
         OPENCLAW_STATE_DIR OCB_PASSWORD OCB_PASSWORD_FILE OCB_SEAL OCB_VOLUME_SIZE OCB_EXCLUDE
     mkdir -p "$HOME/.openclaw"

@@ -39,7 +39,7 @@ at_terminal() {
 }
 
 @test "at a terminal the long steps draw bars and leave one summary line each; piped, no bars" {
-    export OCB_VOLUME_SIZE=2M OCB_PASSWORD=pw OCB_SCRYPT_LOG_N=10
+    export OCB_VOLUME_SIZE=2M OCB_PASSWORD=pw
     run -0 at_terminal "ocb-backup >/dev/null"
     # the bars (percent, bytes, rate) as they were drawn, on stderr
     [[ "$output" == *"ocb-pack: pack:"*"%|"* ]]
