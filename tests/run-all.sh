@@ -33,9 +33,11 @@ done
 started=$(date +%s)
 # The round trip again against the test Hub and against the S3 test server (moto behind the
 # fault proxy, tests/s3/s3server.py): the same file, parameterised by store. These and pytest
-# run beside the local suite, at a lower priority: their long chains then fill the cores the
-# local suite leaves idle instead of running after it on one. Each suite writes its own
-# output file and its own status, read once all are done.
+# run beside the local suite: the round trips at a lower priority, their long chains filling
+# the cores the local suite leaves idle instead of running after it on one; pytest at the
+# same priority, as it mostly waits on its servers (a quarter of a core) and, niced on a
+# loaded machine, took five times as long. Each suite writes its own output file and its own
+# status, read once all are done.
 suite() {  # suite NAME COMMAND...: run it in the background, its status in $out/NAME.status
     name=$1
     shift
@@ -43,7 +45,7 @@ suite() {  # suite NAME COMMAND...: run it in the background, its status in $out
 }
 suite hf env OCB_TEST_STORE=hf BATS_TEST_NAME_PREFIX="[hf] " nice -n 5 "$venv/bats" "$@" tests/e2e/roundtrip.bats >"$out/hf.tap"
 suite s3 env OCB_TEST_STORE=s3 BATS_TEST_NAME_PREFIX="[s3] " nice -n 5 "$venv/bats" "$@" tests/e2e/roundtrip.bats >"$out/s3.tap"
-suite pytest nice -n 5 "$venv/python" -m pytest -q tests/unit >"$out/pytest.log" 2>&1
+suite pytest "$venv/python" -m pytest -q tests/unit >"$out/pytest.log" 2>&1
 # shellcheck disable=SC2086  # $files is a list of paths without spaces (tests/e2e/NAME.bats)
 "$venv/bats" "$@" $files >"$out/local.tap" || status=1
 date +%s >"$out/local.ended"

@@ -60,7 +60,15 @@ change_state() {
 # random_below N: a random number in 1..N
 random_below() { echo $(((RANDOM * 32768 + RANDOM) % $1 + 1)); }
 
-# kill_when_written PID BYTES GLOB...: SIGKILL PID once the globs hold BYTES; then reap it
+# held CMD...: run CMD stopped (SIGSTOP) until kill_when_written resumes it, so that it cannot
+# write past the kill point while the watcher starts; run it in the background (`held ... &`)
+held() {
+    kill -s STOP "$BASHPID"
+    exec "$@"
+}
+
+# kill_when_written PID BYTES GLOB...: SIGKILL PID (started with held) once the globs hold
+# BYTES; then reap it
 kill_when_written() {
     local pid=$1 bytes=$2 status=0
     shift 2
@@ -125,7 +133,7 @@ input_of() {
 crash_stage() {
     local stage=$1 bytes=$2
     shift 2
-    "ocb-$stage" <"$BATS_TEST_TMPDIR/$(input_of "$stage").json" >/dev/null 2>"$BATS_TEST_TMPDIR/$stage.err" &
+    held "ocb-$stage" <"$BATS_TEST_TMPDIR/$(input_of "$stage").json" >/dev/null 2>"$BATS_TEST_TMPDIR/$stage.err" &
     kill_when_written $! "$bytes" "$@" || { echo "offset $bytes" >&2; return 1; }
 }
 
@@ -232,7 +240,7 @@ crash_pull() {
     else offset=$(random_below $((STATE_BYTES * 95 / 100))); fi
     echo "[$1] pull killed at $offset bytes" >&3
     ocb-chain >"$BATS_TEST_TMPDIR/chain.json" 2>/dev/null
-    ocb-pull <"$BATS_TEST_TMPDIR/chain.json" >/dev/null 2>"$BATS_TEST_TMPDIR/pull.err" &
+    held ocb-pull <"$BATS_TEST_TMPDIR/chain.json" >/dev/null 2>"$BATS_TEST_TMPDIR/pull.err" &
     kill_when_written $! "$offset" "$OCB_WORK_DIR/restore-*" "$HOME/..openclaw.ocb-staging*" \
         || { echo "[$1] offset $offset" >&2; return 1; }
     # wholly old or wholly new
