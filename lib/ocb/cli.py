@@ -16,7 +16,6 @@ import importlib
 import os
 import signal
 import sys
-import traceback
 from types import FrameType, ModuleType
 from typing import Callable
 
@@ -189,10 +188,14 @@ def main(verb: str, argv: list[str] | None = None) -> None:
         doc["error"] = {"stage": verb, "code": EXIT_RUNTIME, "message": message}
         log.error(message)
         if os.environ.get("OCB_DEBUG") == "1":
+            import traceback
+
             traceback.print_exc(file=sys.stderr)
         _write(doc)
         sys.exit(EXIT_RUNTIME)
     except Exception as exc:  # a bug: say so with a traceback, and still hand on a document
+        import traceback
+
         traceback.print_exc(file=sys.stderr)
         doc["error"] = {"stage": verb, "code": EXIT_INTERNAL, "message": f"internal error: {exc!r}"}
         _write(doc)
