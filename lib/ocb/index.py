@@ -165,9 +165,10 @@ class Index:
         for entry in sorted(self.entries.values(), key=lambda e: (e.root, e.path)):
             handle.write(json.dumps(entry.to_json(with_pack)) + "\n")
 
-    def save(self, path: str, with_pack: bool = False) -> None:
-        """Write atomically: a crash leaves the old file or the new one, never half of one."""
-        with atomic_write(path) as raw:
+    def save(self, path: str, with_pack: bool = False, durable: bool = True) -> None:
+        """Write atomically: a crash leaves the old file or the new one, never half of one
+        (`durable=False`: a work-dir scratch file, not synced; fsutil)."""
+        with atomic_write(path, durable=durable) as raw:
             handle = io.TextIOWrapper(raw, encoding="utf-8")
             self.write(handle, with_pack)
             handle.flush()

@@ -96,8 +96,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
                 final, stats, sha256, size = write_archive(plan_index, root_paths, writer, options,  # type: ignore[arg-type]
                                                            index_path, meter.update)
                 sealed = seal_section(writer.close(), archive_path, sealed_hash.digest.hexdigest())
-            out.flush()
-            os.fsync(out.fileno())
+            out.flush()  # no fsync: the work dir's files are scratch (fsutil)
     except OSError as exc:
         meter.abandon()
         discard(archive_path)

@@ -84,8 +84,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
             source = MeteredReader(plain, meter)  # type: ignore[arg-type]  # bytes read: the progress
             info = seal.seal_stream(source,  # type: ignore[arg-type]
                                      hashing, key, associated=associated)
-            raw_out.flush()
-            os.fsync(raw_out.fileno())
+            raw_out.flush()  # no fsync: the work dir's files are scratch (fsutil)
     except FileNotFoundError:
         meter.abandon()
         discard(sealed_path)
