@@ -54,6 +54,11 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     settings = Settings.from_doc(doc)
     plan = doc["plan"]
     snapshot_dir = plan["dir"]
+    # sealing on: the key first, so that a missing password fails before any work, and the
+    # KDF's memory (Argon2id: 64 MiB) is given back before the index and the compressor take
+    # theirs (the peak RSS is the larger of the two, not their sum). The stream is sealed as
+    # it is written, so its bytes reach the disk once.
+    sealing = archive_sealing(doc, settings) if settings.seal else None
     try:
         plan_index = Index.load(plan["index"])
     except FileNotFoundError:
@@ -75,9 +80,6 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         # deltas build on the parent's block hashes, kept in the cache beside its index
         base_blocks_dir=os.path.join(settings.cache_dir, BLOCKS_DIR) if plan["type"] == "incremental" else None,
         delta_min=settings.delta_min, sqlite_timeout=settings.sqlite_timeout)
-    # sealing on: the key first (a missing password fails before any work), the stream sealed
-    # as it is written, so its bytes reach the disk once
-    sealing = archive_sealing(doc, settings) if settings.seal else None
     if sealing is not None:
         archive_path += SEALED_SUFFIX
     total = plan.get("changes", {}).get("bytes_to_pack", 0)
