@@ -367,13 +367,22 @@ def _alive(pid: int) -> bool:
 
 
 def kill_at(pid: int, limit: int, patterns: list[str]) -> int:
-    while _alive(pid):
-        size = _size(patterns)
-        if size >= limit:
-            os.kill(pid, signal.SIGKILL)
-            print(size)
-            return 0
-        time.sleep(0.0005)
+    """The process is paced: stopped (SIGSTOP) for each look at the sizes and let go on
+    (SIGCONT) between looks, so that a writer fast enough to write its whole file between two
+    looks (unsynced scratch files are) is still killed within one write past `limit`, never
+    after it finished."""
+    try:
+        while _alive(pid):
+            os.kill(pid, signal.SIGSTOP)
+            size = _size(patterns)
+            if size >= limit:
+                os.kill(pid, signal.SIGKILL)
+                print(size)
+                return 0
+            os.kill(pid, signal.SIGCONT)
+            time.sleep(0.0001)
+    except ProcessLookupError:
+        pass
     print(f"hostile.py: pid {pid} ended before {limit} bytes ({_size(patterns)} written)", file=sys.stderr)
     return 1
 

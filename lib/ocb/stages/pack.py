@@ -1,6 +1,6 @@
 """Summary: stream the planned entries into one compressed tar archive, the index inside.
 
-Usage: ocb-plan | ocb-pack > packed.json
+Usage: ocb-plan | ocb-pack [--plain] > packed.json
 
 Reads:   a backup document with `plan` (its plan index in the work dir).
 Writes:  `archive`: {path, size, sha256, compression, level, index, stats} in the work dir.
@@ -17,6 +17,8 @@ Writes:  `archive`: {path, size, sha256, compression, level, index, stats} in th
          sealed file `<archive>.ocbs`, `seal` is set, and ocb-seal passes the document on. The
          plain archive never reaches the disk, and the archive's bytes are written once
          (docs/performance.md). `archive.size` and `archive.sha256` are the plain stream's.
+         --plain leaves the archive unsealed for ocb-seal to seal in a pass of its own (the
+         stages one at a time, e.g. to look at the plain archive first).
 Environment: OCB_PASSWORD or OCB_PASSWORD_FILE when sealing is on (see ocb-seal --help).
 Example: ocb-plan | ocb-pack | jq .archive.stats;  ocb-pack < plan.json > packed.json
 Exit status: 0 ok or skip; 1 run-time failure (I/O, disk full, a database locked past
@@ -47,7 +49,9 @@ NEEDS = ("plan",)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    del parser  # no flags: everything comes from the document
+    # everything else comes from the document
+    parser.add_argument("--plain", action="store_true",
+                        help="write the archive unsealed even with sealing on: ocb-seal seals it after")
 
 
 def run(doc: dict, args: argparse.Namespace) -> dict:
@@ -58,7 +62,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     # KDF's memory (Argon2id: 64 MiB) is given back before the index and the compressor take
     # theirs (the peak RSS is the larger of the two, not their sum). The stream is sealed as
     # it is written, so its bytes reach the disk once.
-    sealing = archive_sealing(doc, settings) if settings.seal else None
+    sealing = archive_sealing(doc, settings) if settings.seal and not args.plain else None
     try:
         plan_index = Index.load(plan["index"])
     except FileNotFoundError:
