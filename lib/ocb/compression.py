@@ -4,7 +4,6 @@ stream wrappers. Readers pick the decoder from the magic bytes, so a chain may m
 
 from __future__ import annotations
 
-import gzip
 import io
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -41,6 +40,8 @@ def compressor(kind: str, level: int, sink: BinaryIO) -> BinaryIO:
             level, threads=ZSTD_THREADS, job_size=ZSTD_JOB_SIZE, write_checksum=1)
         cctx = zstandard.ZstdCompressor(compression_params=params)
         return cctx.stream_writer(sink, closefd=False)  # type: ignore[return-value]
+    import gzip  # imported when used, as zstandard
+
     return gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=level, mtime=0)  # type: ignore[return-value]
 
 
@@ -53,5 +54,7 @@ def decompressor(source: BinaryIO) -> BinaryIO:
 
         return zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)  # type: ignore[return-value]
     if magic.startswith(GZIP_MAGIC):
+        import gzip
+
         return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
     raise ValueError("unknown compression (neither zstd nor gzip magic)")
