@@ -10,13 +10,15 @@ handed; swapping staging into place is restore.py's job.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import os
 import shutil
 import stat
 import tarfile
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 from .archive import (
     COPY_CHUNK,
@@ -94,16 +96,18 @@ class StagingWriter:
         self.written: dict[tuple[str, str], tuple[str, BlockHashes | None]] = {}
         # (root, path) of the only members to write (a restore of some paths); None: all
         self.only: set[tuple[str, str]] | None = None
+        self._dirs: list[tuple[str, int]] = []  # the directories open along the last member's path
 
     def extract(self, stream: BinaryIO, progress: Callable[[int], None] | None = None) -> bool:
         """Extract one archive; True when it carried the index member (it must)."""
         seen: set[str] = set()  # member names within this archive
         got_index = False
+        self._close_dirs()  # each archive starts from its roots again
         try:
             tar = tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape")
         except tarfile.ReadError as exc:
             raise HostileArchive(f"not a tar archive: {exc}") from None
-        with tar:
+        with tar, self._dirs_closed():
             while (member := tar.next()) is not None:
                 tar.members.clear()  # tarfile keeps every member read: memory would grow with the files
                 if member.name == INDEX_MEMBER:
@@ -143,25 +147,33 @@ class StagingWriter:
         key = (root, "/".join(parts))
         self.written.pop(key, None)
         if not parts:
+            self._close_dirs()  # the root itself is replaced: no directory fd below it stays valid
             self._apply_root(tar, member, top, key)
             return
-        parent_fd = self._open_parent(top, parts)
-        try:
-            name = parts[-1]
-            if member.isdir():
-                os.close(_open_dir_nofollow(parent_fd, name, create=True, replace=True))
-                return
-            if DELTA_LENGTH in member.pax_headers:
-                self._apply_delta(tar, member, lambda flags: os.open(name, flags, dir_fd=parent_fd))
-                return
-            _remove_at(parent_fd, name)
-            if member.issym():
+        parent_fd = self._open_parent(root, top, parts)
+        name = parts[-1]
+        if member.isdir():
+            self._enter_dir(parent_fd, name)
+            return
+        if DELTA_LENGTH in member.pax_headers:
+            self._apply_delta(tar, member, lambda flags: os.open(name, flags, dir_fd=parent_fd))
+            return
+        if member.issym():
+            try:
                 os.symlink(member.linkname, name, dir_fd=parent_fd)
-                return
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, STAGING_FILE_MODE, dir_fd=parent_fd)
-            self._copy_member(tar, member, fd, key)
-        finally:
-            os.close(parent_fd)
+            except FileExistsError:  # an earlier snapshot's entry of that name: replaced
+                _remove_at(parent_fd, name)
+                os.symlink(member.linkname, name, dir_fd=parent_fd)
+            return
+        # O_EXCL first: in a fresh staging tree nothing is there, so no lstat per file; an
+        # earlier snapshot's entry (O_EXCL|O_NOFOLLOW fails on a symlink too) is removed first
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        try:
+            fd = os.open(name, flags, STAGING_FILE_MODE, dir_fd=parent_fd)
+        except FileExistsError:
+            _remove_at(parent_fd, name)
+            fd = os.open(name, flags, STAGING_FILE_MODE, dir_fd=parent_fd)
+        self._copy_member(tar, member, fd, key)
 
     def _apply_root(self, tar: tarfile.TarFile, member: tarfile.TarInfo, top: str, key: tuple[str, str]) -> None:
         """The root entry itself: a directory root, or a single-file root."""
@@ -182,21 +194,57 @@ class StagingWriter:
         fd = os.open(top, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, STAGING_FILE_MODE)
         self._copy_member(tar, member, fd, key)
 
-    def _open_parent(self, top: str, parts: list[str]) -> int:
-        if not os.path.isdir(top) or os.path.islink(top):
-            # children before their root's own entry: only an incremental on top of a
-            # staging root that exists already may do that
-            raise ChainBroken(f"member {'/'.join(parts)!r} arrived before its root directory")
-        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        for part in parts[:-1]:
-            try:
-                # an honest archive carries a directory's own member before its children,
-                # so a link or file still in the way means a write through it: refuse
-                child = _open_dir_nofollow(fd, part, create=True, replace=False)
-            finally:
-                os.close(fd)
-            fd = child
-        return fd
+    def _open_parent(self, root: str, top: str, parts: list[str]) -> int:
+        """The fd of the directory that holds member `parts` of `root`, kept open for the
+        members after it.
+
+        `self._dirs` is the chain of directories opened last: [(root, top fd), (name, fd),
+        ...], each opened with O_NOFOLLOW relative to the one before. Members arrive in tree
+        order, so the next member's parent is nearly always in it; only the part that
+        differs is closed and opened again. Every member is applied below its parent
+        (never at a path the chain holds), so an fd in the chain always names the directory
+        at that path: a member replacing one is at a path no longer than its parent's."""
+        want = parts[:-1]
+        dirs = self._dirs
+        if not dirs or dirs[0][0] != root:
+            self._close_dirs()
+            if not os.path.isdir(top) or os.path.islink(top):
+                # children before their root's own entry: only an incremental on top of a
+                # staging root that exists already may do that
+                raise ChainBroken(f"member {'/'.join(parts)!r} arrived before its root directory")
+            dirs.append((root, os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)))
+        depth = 0
+        limit = min(len(want), len(dirs) - 1)
+        while depth < limit and dirs[depth + 1][0] == want[depth]:
+            depth += 1
+        while len(dirs) > depth + 1:
+            os.close(dirs.pop()[1])
+        for part in want[depth:]:
+            # an honest archive carries a directory's own member before its children,
+            # so a link or file still in the way means a write through it: refuse
+            dirs.append((part, _open_dir_nofollow(dirs[-1][1], part, create=True, replace=False)))
+        return dirs[-1][1]
+
+    def _enter_dir(self, parent_fd: int, name: str) -> None:
+        """A directory member: made (mkdir first: in a fresh staging tree it is not there), or
+        kept, or put in place of a non-directory an earlier snapshot left; kept open as the
+        parent of the members that follow (its children)."""
+        try:
+            os.mkdir(name, STAGING_DIR_MODE, dir_fd=parent_fd)
+        except FileExistsError:
+            pass
+        self._dirs.append((name, _open_dir_nofollow(parent_fd, name, create=True, replace=True)))
+
+    def _close_dirs(self) -> None:
+        while self._dirs:
+            os.close(self._dirs.pop()[1])
+
+    @contextlib.contextmanager
+    def _dirs_closed(self) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            self._close_dirs()
 
     def _apply_delta(self, tar: tarfile.TarFile, member: tarfile.TarInfo, opener: Callable[[int], int]) -> None:
         """Rebuild a file from its previous version (already in staging) and the changed blocks.
@@ -234,32 +282,55 @@ class StagingWriter:
 
     def _copy_member(self, tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int, key: tuple[str, str]) -> None:
         """Write a member's data, hashing it on the way; runs of zero blocks become holes (a
-        sparse file stays sparse)."""
+        sparse file stays sparse). Owns `fd` (closed here)."""
+        try:
+            if self.block_min is not None and member.size >= self.block_min:
+                hasher = Hasher(True)
+                self._write_data(tar, member, fd, hasher.update)
+                self.written[key] = hasher.finish()
+            else:  # most files: the whole-file sha256 only, without a Hasher's buffers
+                digest = hashlib.sha256()
+                self._write_data(tar, member, fd, digest.update)
+                self.written[key] = (digest.hexdigest(), None)
+        finally:
+            os.close(fd)
+
+    def _write_data(self, tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int,
+                    update: Callable[[bytes], None]) -> None:
+        size = member.size
+        if not size:
+            return
         source = tar.extractfile(member)
         assert source is not None
-        hasher = Hasher(self.block_min is not None and member.size >= self.block_min)
         offset = 0
-        with os.fdopen(fd, "wb") as out:
-            while chunk := source.read(COPY_CHUNK):
-                hasher.update(chunk)
-                view = memoryview(chunk)
-                if ZERO_BLOCK not in chunk:  # no run of a zero block's length: no hole to make
-                    _pwrite_all(fd, view, offset)
-                    offset += len(chunk)
-                    self.stats.bytes += len(chunk)
-                    continue
-                start = 0
-                for at in range(0, len(chunk), HOLE_BLOCK):
-                    if view[at:at + HOLE_BLOCK] == ZERO_BLOCK[:len(view[at:at + HOLE_BLOCK])]:
-                        if at > start:
-                            _pwrite_all(fd, view[start:at], offset + start)
-                        start = at + HOLE_BLOCK
-                if start < len(chunk):
-                    _pwrite_all(fd, view[start:], offset + start)
+        end = 0  # where the last byte written ends: short of `offset`, the file ends in a hole
+        while offset < size:
+            # exactly what is left: no extra read to find the member's end
+            chunk = source.read(min(COPY_CHUNK, size - offset))
+            if not chunk:
+                raise HostileArchive(f"member {member.name!r} ends early")
+            update(chunk)
+            view = memoryview(chunk)
+            if ZERO_BLOCK not in chunk:  # no run of a zero block's length: no hole to make
+                _pwrite_all(fd, view, offset)
                 offset += len(chunk)
+                end = offset
                 self.stats.bytes += len(chunk)
-            out.truncate(offset)  # a file that ends in a hole gets its length
-        self.written[key] = hasher.finish()
+                continue
+            start = 0
+            for at in range(0, len(chunk), HOLE_BLOCK):
+                if view[at:at + HOLE_BLOCK] == ZERO_BLOCK[:len(view[at:at + HOLE_BLOCK])]:
+                    if at > start:
+                        _pwrite_all(fd, view[start:at], offset + start)
+                        end = offset + at
+                    start = at + HOLE_BLOCK
+            if start < len(chunk):
+                _pwrite_all(fd, view[start:], offset + start)
+                end = offset + len(chunk)
+            offset += len(chunk)
+            self.stats.bytes += len(chunk)
+        if end < offset:
+            os.ftruncate(fd, offset)  # a file that ends in a hole gets its length
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
