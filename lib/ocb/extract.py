@@ -97,6 +97,7 @@ class StagingWriter:
         # (root, path) of the only members to write (a restore of some paths); None: all
         self.only: set[tuple[str, str]] | None = None
         self._dirs: list[tuple[str, int]] = []  # the directories open along the last member's path
+        self._reader: ForwardReader | None = None  # the archive being extracted
 
     def extract(self, stream: BinaryIO, progress: Callable[[int], None] | None = None) -> bool:
         """Extract one archive; True when it carried the index member (it must)."""
@@ -104,7 +105,10 @@ class StagingWriter:
         got_index = False
         self._close_dirs()  # each archive starts from its roots again
         try:
-            tar = tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape")
+            # mode "r:" over a forward-only reader: the same headers parsed by the same code as
+            # "r|", whose own stream buffer copies its whole buffer on every read
+            reader = ForwardReader(stream)
+            tar = tarfile.open(fileobj=reader, mode="r:", encoding="utf-8", errors="surrogateescape")
         except tarfile.ReadError as exc:
             raise HostileArchive(f"not a tar archive: {exc}") from None
         with tar, self._dirs_closed():
@@ -125,6 +129,7 @@ class StagingWriter:
                     continue
                 if self.only is not None and (root, "/".join(parts)) not in self.only:
                     continue
+                self._reader = reader
                 self._apply(tar, member, root, parts)
                 self.stats.members += 1
                 if progress and member.isfile():
@@ -300,8 +305,12 @@ class StagingWriter:
         size = member.size
         if not size:
             return
-        source = tar.extractfile(member)
-        assert source is not None
+        if member.sparse is None:  # the data lies as is at its offset: read without tarfile's layers
+            self._reader.seek(member.offset_data)
+            source: BinaryIO | ForwardReader = self._reader
+        else:
+            source = tar.extractfile(member)  # type: ignore[assignment]
+            assert source is not None
         offset = 0
         end = 0  # where the last byte written ends: short of `offset`, the file ends in a hole
         while offset < size:
@@ -331,6 +340,59 @@ class StagingWriter:
             self.stats.bytes += len(chunk)
         if end < offset:
             os.ftruncate(fd, offset)  # a file that ends in a hole gets its length
+
+
+class ForwardReader:
+    """A stream read front to back, seekable forward only (skipping reads and drops what lies
+    between), as tarfile's stream mode reads it, with one buffer of READ_SIZE refilled from
+    the source and sliced without copying what is left of it on every read."""
+
+    READ_SIZE = 1024 * 1024
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        self.position = 0  # of the next byte read, in the stream
+        self.buffer = b""
+        self.at = 0  # of the next byte read, in the buffer
+
+    def tell(self) -> int:
+        return self.position
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, target: int, whence: int = 0) -> int:
+        if whence != 0 or target < self.position:
+            raise tarfile.ReadError("the archive would be read backwards")
+        while target > self.position:
+            if not self.read(min(target - self.position, self.READ_SIZE)):
+                break  # past the end: the next read says so
+        return self.position
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            raise ValueError("ForwardReader reads a given size")
+        left = len(self.buffer) - self.at
+        if size <= left:
+            data = self.buffer[self.at:self.at + size]
+            self.at += size
+            self.position += size
+            return data
+        pieces = [self.buffer[self.at:]] if left else []
+        got = left
+        self.buffer, self.at = b"", 0
+        while got < size:
+            chunk = self.source.read(max(self.READ_SIZE, size - got))
+            if not chunk:
+                break
+            need = size - got
+            if len(chunk) > need:
+                self.buffer, self.at = chunk, need
+                chunk = chunk[:need]
+            pieces.append(chunk)
+            got += len(chunk)
+        self.position += got
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
