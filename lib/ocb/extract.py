@@ -31,7 +31,12 @@ from .blocks import BlockHashes, Hasher, block_count, decode_ranges, sidecar_nam
 from .errors import ChainBroken, ChecksumMismatch, HostileArchive
 from .index import DIR, FILE, SYMLINK, Entry, Index, split_member
 
-# Modes while building staging: private until the index's modes are applied at the end.
+# Modes while building staging: a staging root is private (0700) until it is in place, so
+# nothing below it can be reached by another user whatever its mode. Below it, files and
+# directories are made with their member's permission bits (never set-id or sticky ones, which
+# only make_equal applies, after chown), always writable and searchable by their owner (a
+# later snapshot's delta or child must get in): when they match the index, make_equal need
+# not chmod them again.
 STAGING_DIR_MODE = 0o700
 STAGING_FILE_MODE = 0o600
 MAX_INDEX_BYTES = 2 * 1024**3
@@ -98,12 +103,16 @@ class StagingWriter:
         self.only: set[tuple[str, str]] | None = None
         self._dirs: list[tuple[str, int]] = []  # the directories open along the last member's path
         self._reader: ForwardReader | None = None  # the archive being extracted
+        # directories stay open along the member path (extract(): ocb's archives, in tree
+        # order); False: each member's parent is opened and closed again (_open_parent)
+        self.keep_dirs = False
 
     def extract(self, stream: BinaryIO, progress: Callable[[int], None] | None = None) -> bool:
         """Extract one archive; True when it carried the index member (it must)."""
         seen: set[str] = set()  # member names within this archive
         got_index = False
         self._close_dirs()  # each archive starts from its roots again
+        self.keep_dirs = True
         try:
             # mode "r:" over a forward-only reader: the same headers parsed by the same code as
             # "r|", whose own stream buffer copies its whole buffer on every read
@@ -155,10 +164,29 @@ class StagingWriter:
             self._close_dirs()  # the root itself is replaced: no directory fd below it stays valid
             self._apply_root(tar, member, top, key)
             return
-        parent_fd = self._open_parent(root, top, parts)
-        name = parts[-1]
+        if self.keep_dirs:
+            self._apply_at(tar, member, self._open_along(root, top, parts), parts[-1], key)
+            return
+        parent_fd = self._open_parent(top, parts)
+        try:
+            self._apply_at(tar, member, parent_fd, parts[-1], key)
+        finally:
+            os.close(parent_fd)
+
+    def _apply_at(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent_fd: int, name: str,
+                  key: tuple[str, str]) -> None:
+        """A member that is not a root, in its parent directory (open at parent_fd)."""
         if member.isdir():
-            self._enter_dir(parent_fd, name)
+            mode = (member.mode & 0o777) | STAGING_DIR_MODE
+            try:  # mkdir first: in a fresh staging tree it is not there
+                os.mkdir(name, mode, dir_fd=parent_fd)
+            except FileExistsError:  # kept, or made in place of what an earlier snapshot left there
+                pass
+            fd = _open_dir_nofollow(parent_fd, name, create=True, replace=True)
+            if self.keep_dirs:
+                self._dirs.append((name, fd))  # the parent of the members that follow (its children)
+            else:
+                os.close(fd)
             return
         if DELTA_LENGTH in member.pax_headers:
             self._apply_delta(tar, member, lambda flags: os.open(name, flags, dir_fd=parent_fd))
@@ -173,11 +201,12 @@ class StagingWriter:
         # O_EXCL first: in a fresh staging tree nothing is there, so no lstat per file; an
         # earlier snapshot's entry (O_EXCL|O_NOFOLLOW fails on a symlink too) is removed first
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        mode = (member.mode & 0o777) | STAGING_FILE_MODE
         try:
-            fd = os.open(name, flags, STAGING_FILE_MODE, dir_fd=parent_fd)
+            fd = os.open(name, flags, mode, dir_fd=parent_fd)
         except FileExistsError:
             _remove_at(parent_fd, name)
-            fd = os.open(name, flags, STAGING_FILE_MODE, dir_fd=parent_fd)
+            fd = os.open(name, flags, mode, dir_fd=parent_fd)
         self._copy_member(tar, member, fd, key)
 
     def _apply_root(self, tar: tarfile.TarFile, member: tarfile.TarInfo, top: str, key: tuple[str, str]) -> None:
@@ -199,7 +228,25 @@ class StagingWriter:
         fd = os.open(top, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, STAGING_FILE_MODE)
         self._copy_member(tar, member, fd, key)
 
-    def _open_parent(self, root: str, top: str, parts: list[str]) -> int:
+    def _open_parent(self, top: str, parts: list[str]) -> int:
+        """A fresh fd (the caller closes it) of the directory that holds member `parts`, each
+        directory on the way opened with O_NOFOLLOW relative to the one before."""
+        if not os.path.isdir(top) or os.path.islink(top):
+            # children before their root's own entry: only an incremental on top of a
+            # staging root that exists already may do that
+            raise ChainBroken(f"member {'/'.join(parts)!r} arrived before its root directory")
+        fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        for part in parts[:-1]:
+            try:
+                # an honest archive carries a directory's own member before its children,
+                # so a link or file still in the way means a write through it: refuse
+                child = _open_dir_nofollow(fd, part, create=True, replace=False)
+            finally:
+                os.close(fd)
+            fd = child
+        return fd
+
+    def _open_along(self, root: str, top: str, parts: list[str]) -> int:
         """The fd of the directory that holds member `parts` of `root`, kept open for the
         members after it.
 
@@ -229,16 +276,6 @@ class StagingWriter:
             # so a link or file still in the way means a write through it: refuse
             dirs.append((part, _open_dir_nofollow(dirs[-1][1], part, create=True, replace=False)))
         return dirs[-1][1]
-
-    def _enter_dir(self, parent_fd: int, name: str) -> None:
-        """A directory member: made (mkdir first: in a fresh staging tree it is not there), or
-        kept, or put in place of a non-directory an earlier snapshot left; kept open as the
-        parent of the members that follow (its children)."""
-        try:
-            os.mkdir(name, STAGING_DIR_MODE, dir_fd=parent_fd)
-        except FileExistsError:
-            pass
-        self._dirs.append((name, _open_dir_nofollow(parent_fd, name, create=True, replace=True)))
 
     def _close_dirs(self) -> None:
         while self._dirs:
@@ -305,7 +342,8 @@ class StagingWriter:
         size = member.size
         if not size:
             return
-        if member.sparse is None:  # the data lies as is at its offset: read without tarfile's layers
+        if member.sparse is None and getattr(tar, "fileobj", None) is self._reader is not None:
+            # extract()'s archive: the data lies as is at its offset, read without tarfile's layers
             self._reader.seek(member.offset_data)
             source: BinaryIO | ForwardReader = self._reader
         else:
@@ -454,26 +492,34 @@ def make_equal(staging: str, root: str, index: Index, blocks_dir: str | None = N
                 raise ChecksumMismatch(f"{root}/{rel}: sha256 differs from the index")
             if blocks is not None:
                 blocks.save(os.path.join(blocks_dir, sidecar_name(root, rel)))  # type: ignore[arg-type]
-            _chown(path, entry, as_root)  # before chmod: chown clears set-id bits
-            os.chmod(path, entry.mode, follow_symlinks=False)
+            # what the file already has (its owner, the mode it was made with) is not set again
+            chowned = _chown(path, st, entry, as_root)  # before chmod: chown clears set-id bits
+            if chowned or stat.S_IMODE(st.st_mode) != entry.mode:
+                os.chmod(path, entry.mode, follow_symlinks=False)
             os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
         elif entry.type == SYMLINK:
             if os.readlink(path) != entry.target:
                 raise ChecksumMismatch(f"{root}/{rel}: symlink target differs from the index")
-            _chown(path, entry, as_root)
+            _chown(path, st, entry, as_root)
             os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
         else:
-            dirs.append((rel, entry))
-    for rel, entry in sorted(dirs, key=lambda item: item[0].count("/") + (item[0] != ""), reverse=True):
+            dirs.append((rel, entry, st))
+    for rel, entry, st in sorted(dirs, key=lambda item: item[0].count("/") + (item[0] != ""), reverse=True):
         path = staging if rel == "" else os.path.join(staging, rel)
-        _chown(path, entry, as_root)
-        os.chmod(path, STAGING_DIR_MODE if rel == "" and private_root else entry.mode, follow_symlinks=False)
+        chowned = _chown(path, st, entry, as_root)
+        mode = STAGING_DIR_MODE if rel == "" and private_root else entry.mode
+        if chowned or stat.S_IMODE(st.st_mode) != mode:
+            os.chmod(path, mode, follow_symlinks=False)
         os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
 
 
-def _chown(path: str, entry: Entry, as_root: bool) -> None:
-    if as_root and entry.uid is not None and entry.gid is not None:
+def _chown(path: str, st: os.stat_result, entry: Entry, as_root: bool) -> bool:
+    """Give the entry its recorded owner (as root only); True when that changed anything."""
+    if (as_root and entry.uid is not None and entry.gid is not None
+            and (st.st_uid, st.st_gid) != (entry.uid, entry.gid)):
         os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
+        return True
+    return False
 
 
 def _hash_file(path: str, with_blocks: bool) -> tuple[str, BlockHashes | None]:
