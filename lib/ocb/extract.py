@@ -29,7 +29,7 @@ from .archive import (
 )
 from .blocks import BlockHashes, Hasher, block_count, decode_ranges, sidecar_name
 from .errors import ChainBroken, ChecksumMismatch, HostileArchive
-from .index import DIR, FILE, SYMLINK, Entry, Index, split_member
+from .index import DIR, FILE, SYMLINK, Entry, Index, _no_gc, split_member
 
 # Modes while building staging: a staging root is private (0700) until it is in place, so
 # nothing below it can be reached by another user whatever its mode. Below it, files and
@@ -120,7 +120,7 @@ class StagingWriter:
             tar = tarfile.open(fileobj=reader, mode="r:", encoding="utf-8", errors="surrogateescape")
         except tarfile.ReadError as exc:
             raise HostileArchive(f"not a tar archive: {exc}") from None
-        with tar, self._dirs_closed():
+        with tar, self._dirs_closed(), _no_gc():  # TarInfos hold no cycles: nothing for the collector
             while (member := tar.next()) is not None:
                 tar.members.clear()  # tarfile keeps every member read: memory would grow with the files
                 if member.name == INDEX_MEMBER:
@@ -493,30 +493,30 @@ def make_equal(staging: str, root: str, index: Index, blocks_dir: str | None = N
             if blocks is not None:
                 blocks.save(os.path.join(blocks_dir, sidecar_name(root, rel)))  # type: ignore[arg-type]
             # what the file already has (its owner, the mode it was made with) is not set again
-            chowned = _chown(path, st, entry, as_root)  # before chmod: chown clears set-id bits
+            chowned = _chown(path, (st.st_uid, st.st_gid), entry, as_root)  # before chmod: chown clears set-id bits
             if chowned or stat.S_IMODE(st.st_mode) != entry.mode:
                 os.chmod(path, entry.mode, follow_symlinks=False)
             os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
         elif entry.type == SYMLINK:
             if os.readlink(path) != entry.target:
                 raise ChecksumMismatch(f"{root}/{rel}: symlink target differs from the index")
-            _chown(path, st, entry, as_root)
+            _chown(path, (st.st_uid, st.st_gid), entry, as_root)
             os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
         else:
-            dirs.append((rel, entry, st))
-    for rel, entry, st in sorted(dirs, key=lambda item: item[0].count("/") + (item[0] != ""), reverse=True):
+            dirs.append((rel, entry, st.st_mode, st.st_uid, st.st_gid))  # not the whole stat: flat memory
+    for rel, entry, st_mode, uid, gid in sorted(dirs, key=lambda item: item[0].count("/") + (item[0] != ""), reverse=True):
         path = staging if rel == "" else os.path.join(staging, rel)
-        chowned = _chown(path, st, entry, as_root)
+        chowned = _chown(path, (uid, gid), entry, as_root)
         mode = STAGING_DIR_MODE if rel == "" and private_root else entry.mode
-        if chowned or stat.S_IMODE(st.st_mode) != mode:
+        if chowned or stat.S_IMODE(st_mode) != mode:
             os.chmod(path, mode, follow_symlinks=False)
         os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
 
 
-def _chown(path: str, st: os.stat_result, entry: Entry, as_root: bool) -> bool:
-    """Give the entry its recorded owner (as root only); True when that changed anything."""
-    if (as_root and entry.uid is not None and entry.gid is not None
-            and (st.st_uid, st.st_gid) != (entry.uid, entry.gid)):
+def _chown(path: str, owner: tuple[int, int], entry: Entry, as_root: bool) -> bool:
+    """Give the entry its recorded owner (as root only; `owner`: the uid and gid it has now);
+    True when that changed anything."""
+    if as_root and entry.uid is not None and entry.gid is not None and owner != (entry.uid, entry.gid):
         os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
         return True
     return False
