@@ -67,8 +67,8 @@ test-e2e: $(TEST_INSTALLED)
 	$(VENV)/bin/bats tests/e2e
 
 lint: $(TEST_INSTALLED)
-	$(VENV)/bin/shellcheck -x entrypoint.sh bin/ocb-backup bin/ocb-restore lib/sh/lock.sh tests/run-all.sh examples/demo.sh tests/hub/start-hub.sh tests/s3/start-s3.sh
-	for f in entrypoint.sh bin/ocb-backup bin/ocb-restore lib/sh/lock.sh examples/demo.sh; do dash -n "$$f" || exit 1; done
+	$(VENV)/bin/shellcheck -x entrypoint.sh bin/ocb-* lib/sh/lock.sh lib/sh/stage.sh tests/run-all.sh examples/demo.sh tests/hub/start-hub.sh tests/s3/start-s3.sh
+	for f in entrypoint.sh bin/ocb-* lib/sh/lock.sh lib/sh/stage.sh examples/demo.sh; do dash -n "$$f" || exit 1; done
 
 demo: $(INSTALLED) | jq
 	sh examples/demo.sh

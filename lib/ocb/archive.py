@@ -38,6 +38,65 @@ DELTA_LENGTH = "OCB.delta.length"
 DELTA_BLOCK_SIZE = "OCB.delta.block_size"
 DELTA_BLOCKS = "OCB.delta.blocks"
 COPY_CHUNK = 1024 * 1024
+TAR_ENCODING, TAR_ERRORS = "utf-8", "surrogateescape"
+# a ustar header's fixed tail for what ocb writes: the POSIX magic, no owner names, no device
+# numbers, no prefix (PAX puts long names in an extended header instead), the block's padding
+_USTAR_TAIL = tarfile.POSIX_MAGIC + b"\0" * (32 + 32 + 8 + 8 + 155 + 12)
+_USTAR_LIMIT = 8 ** 11  # size and mtime fit 11 octal digits
+
+
+def ustar_header(info: tarfile.TarInfo) -> bytes | None:
+    """The header tarfile's PAX format writes for `info` when it needs no extended header
+    (an ASCII name and link of at most 100 bytes, no owner names, numbers that fit), built in
+    one step; None otherwise. tarfile's own header building (a dict, per-field checks and
+    encodings) was a fifth of a pack of many small files; tests/unit/test_archive.py checks
+    the bytes against TarInfo.tobuf."""
+    name = info.name + "/" if info.type == tarfile.DIRTYPE and not info.name.endswith("/") else info.name
+    if (len(name) > 100 or len(info.linkname) > 100 or not name.isascii() or not info.linkname.isascii()
+            or info.uname or info.gname or info.uid or info.gid or info.pax_headers
+            or not 0 <= info.size < _USTAR_LIMIT or not isinstance(info.mtime, int)
+            or not 0 <= info.mtime < _USTAR_LIMIT):
+        return None
+    head = (name.encode("ascii").ljust(100, b"\0")
+            + b"%07o\x000000000\x000000000\x00%011o\x00%011o\x00        " % (info.mode & 0o7777, info.size, info.mtime)
+            + info.type + info.linkname.encode("ascii").ljust(100, b"\0") + _USTAR_TAIL)
+    return head[:148] + b"%06o\x00" % sum(head) + head[155:]
+
+
+class TarStream:
+    """A PAX tar stream written member by member into `out`: headers (ustar_header, else
+    TarInfo.tobuf), data in COPY_CHUNK pieces, padding, and the end-of-archive blocks, as
+    tarfile writes them (the same bytes), without tarfile's per-member copies of each TarInfo
+    and its list of every member written."""
+
+    def __init__(self, out: BinaryIO) -> None:
+        self.out = out
+        self.offset = 0
+
+    def add(self, info: tarfile.TarInfo, data: BinaryIO | None = None) -> None:
+        header = ustar_header(info) or info.tobuf(tarfile.PAX_FORMAT, TAR_ENCODING, TAR_ERRORS)
+        self.out.write(header)
+        self.offset += len(header)
+        if data is None or info.size == 0:
+            return
+        left = info.size
+        while left:
+            chunk = data.read(min(left, COPY_CHUNK))
+            if not chunk:
+                raise OSError(errno.EIO, f"{info.name}: ended {left} bytes early")
+            self.out.write(chunk)
+            left -= len(chunk)
+        padding = -info.size % tarfile.BLOCKSIZE
+        if padding:
+            self.out.write(tarfile.NUL * padding)
+        self.offset += info.size + padding
+
+    def close(self) -> None:
+        """Two zero blocks, then zeros up to a whole record (tarfile's default blocking)."""
+        end = tarfile.NUL * (2 * tarfile.BLOCKSIZE)
+        self.offset += len(end)
+        end += tarfile.NUL * (-self.offset % tarfile.RECORDSIZE)
+        self.out.write(end)
 
 
 class HashingWriter(io.RawIOBase):
@@ -163,52 +222,50 @@ def write_archive(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, 
                   includes=plan_index.includes)
     hashed = HashingWriter(out)
     packed = compressor(options.compression, options.level, hashed)  # type: ignore[arg-type]
-    # mode "w" writes straight into the compressor, file data in COPY_CHUNK pieces; the stream
-    # mode "w|" re-buffered every write in 10 KiB bytes slices (each one copying the rest), and
-    # copied file data 16 KiB at a time. The tar bytes are the same.
-    with tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT,  # type: ignore[call-overload]
-                      encoding="utf-8", errors="surrogateescape", copybufsize=COPY_CHUNK) as tar:
-        writer = _ArchiveWriter(tar, options, stats)
-        # sorted by path components, a directory comes right before what it holds
-        for entry in sorted(plan_index.entries.values(), key=lambda e: (e.root, e.path.split("/"))):
-            if entry.path:
-                holder = final.entries.get((entry.root, entry.path.rpartition("/")[0]))
-                if holder is None or holder.type != DIR:
-                    # its directory vanished (or is no longer one) since planning: the entry
-                    # goes with it, so the index stays one a restore accepts
-                    stats.vanished += 1
-                    continue
-            if not entry.pack:
-                final.add(entry)
+    # straight into the compressor, file data in COPY_CHUNK pieces (tarfile's stream mode "w|"
+    # re-buffered every write in 10 KiB bytes slices, and copied file data 16 KiB at a time)
+    tar = TarStream(packed)  # type: ignore[arg-type]
+    writer = _ArchiveWriter(tar, options, stats)
+    # sorted by path components, a directory comes right before what it holds
+    for entry in sorted(plan_index.entries.values(), key=lambda e: (e.root, e.path.split("/"))):
+        if entry.path:
+            holder = final.entries.get((entry.root, entry.path.rpartition("/")[0]))
+            if holder is None or holder.type != DIR:
+                # its directory vanished (or is no longer one) since planning: the entry
+                # goes with it, so the index stays one a restore accepts
+                stats.vanished += 1
                 continue
-            path = _root_paths(root_paths, entry)
-            deltas_before = stats.delta_files
-            try:
-                archived = writer.add(entry, path)
-            except FileNotFoundError:
-                stats.vanished += 1  # deleted since planning: it is not part of this snapshot
-                continue
-            except EntryUnreadable as exc:
-                stats.unreadable.append({"path": entry.member_name, "reason": exc.reason})
-                continue
-            tar.members.clear()  # tarfile keeps every member's TarInfo: memory would grow with the files
-            if archived.uid is None:  # re-read at pack time: the owner is the plan's
-                archived.uid, archived.gid = entry.uid, entry.gid
-            # which snapshots a restore of this path needs: this one, plus the base of a delta
-            stored_as_delta = stats.delta_files > deltas_before
-            base = entry.base_held if stored_as_delta else []
-            archived.held = None if base is None or plan_index.snapshot is None else [*base, plan_index.snapshot]
-            final.add(archived)
-            if progress and archived.type == FILE:
-                progress(archived.size)
-        with open(index_spool, "w", encoding="utf-8") as handle:
-            final.write(handle)
-        info = tarfile.TarInfo(INDEX_MEMBER)
-        info.size = os.path.getsize(index_spool)
-        info.mtime = int(time.time())
-        info.mode = 0o600
-        with open(index_spool, "rb") as handle:
-            tar.addfile(info, handle)
+        if not entry.pack:
+            final.add(entry)
+            continue
+        path = _root_paths(root_paths, entry)
+        deltas_before = stats.delta_files
+        try:
+            archived = writer.add(entry, path)
+        except FileNotFoundError:
+            stats.vanished += 1  # deleted since planning: it is not part of this snapshot
+            continue
+        except EntryUnreadable as exc:
+            stats.unreadable.append({"path": entry.member_name, "reason": exc.reason})
+            continue
+        if archived.uid is None:  # re-read at pack time: the owner is the plan's
+            archived.uid, archived.gid = entry.uid, entry.gid
+        # which snapshots a restore of this path needs: this one, plus the base of a delta
+        stored_as_delta = stats.delta_files > deltas_before
+        base = entry.base_held if stored_as_delta else []
+        archived.held = None if base is None or plan_index.snapshot is None else [*base, plan_index.snapshot]
+        final.add(archived)
+        if progress and archived.type == FILE:
+            progress(archived.size)
+    with open(index_spool, "w", encoding="utf-8") as handle:
+        final.write(handle)
+    info = tarfile.TarInfo(INDEX_MEMBER)
+    info.size = os.path.getsize(index_spool)
+    info.mtime = int(time.time())
+    info.mode = 0o600
+    with open(index_spool, "rb") as handle:
+        tar.add(info, handle)
+    tar.close()
     packed.close()
     stats.seconds = time.monotonic() - started
     return final, stats, hashed.digest.hexdigest(), hashed.size
@@ -217,7 +274,7 @@ def write_archive(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, 
 class _ArchiveWriter:
     """Adds one entry at a time: files whole or as block deltas, databases as consistent copies."""
 
-    def __init__(self, tar: tarfile.TarFile, options: PackOptions, stats: PackStats) -> None:
+    def __init__(self, tar: TarStream, options: PackOptions, stats: PackStats) -> None:
         self.tar = tar
         self.options = options
         self.stats = stats
@@ -241,7 +298,7 @@ class _ArchiveWriter:
             info.type = tarfile.SYMTYPE
             info.linkname = current.target or ""
             self.stats.symlinks += 1
-        self.tar.addfile(info)
+        self.tar.add(info)
         return current
 
     def _add_file(self, entry: Entry, path: str) -> Entry:
@@ -302,7 +359,7 @@ class _ArchiveWriter:
                 info.pax_headers = {DELTA_LENGTH: str(delta.length), DELTA_BLOCK_SIZE: str(delta.block_size),
                                     DELTA_BLOCKS: encode_ranges(delta.changed)}
                 with open(spool, "rb") as spooled:
-                    self.tar.addfile(info, spooled)
+                    self.tar.add(info, spooled)
             finally:
                 os.unlink(spool)
             sha256, blocks = delta.sha256, delta.blocks
@@ -312,7 +369,7 @@ class _ArchiveWriter:
             hasher = Hasher(with_blocks)
             info.size = size
             content = FileContent(handle, size, hasher)
-            self.tar.addfile(info, content)
+            self.tar.add(info, content)
             if content.failed is not None:
                 raise EntryUnreadable(content.failed)
             short = content.short

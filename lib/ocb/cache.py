@@ -53,15 +53,17 @@ def _write_json(path: str, value: dict) -> None:
     write_bytes(path, json.dumps(value, indent=2).encode("utf-8"))
 
 
-def save(cache_dir: str, index_file: str, meta: dict, state: dict, new_blocks_dir: str | None = None) -> None:
+def save(cache_dir: str, index_file: str, meta: dict, state: dict, new_blocks_dir: str | None = None,
+         index: Index | None = None) -> None:
     """Record a snapshot as this machine's base: block hashes, index, meta, then the state.
 
     Sidecars name the file version they describe (its sha256), so a sidecar left by a crash
     between these steps is simply not used; sidecars of paths the index no longer holds as
-    large files are removed.
+    large files are removed. `index`: the file's content, when the caller has it loaded already.
     """
     os.makedirs(cache_dir, mode=0o700, exist_ok=True)
-    index = Index.load(index_file)
+    if index is None:
+        index = Index.load(index_file)
     blocks_dir = os.path.join(cache_dir, BLOCKS_DIR)
     os.makedirs(blocks_dir, mode=0o700, exist_ok=True)
     if new_blocks_dir and os.path.isdir(new_blocks_dir):

@@ -4,12 +4,9 @@ stream wrappers. Readers pick the decoder from the magic bytes, so a chain may m
 
 from __future__ import annotations
 
-import gzip
 import io
 from dataclasses import dataclass
 from typing import BinaryIO
-
-import zstandard
 
 READ_BUFFER = 1024 * 1024
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -37,10 +34,14 @@ def compressor(kind: str, level: int, sink: BinaryIO) -> BinaryIO:
         # output is an ordinary zstd frame (docs/performance.md)
         # job_size: each worker's input; zstd's default (4 windows) costs ~50 MB more RSS for
         # no better ratio at these levels, so memory stays flat and small
+        import zstandard  # imported when used: every stage imports this module for COMPRESSIONS
+
         params = zstandard.ZstdCompressionParameters.from_level(
             level, threads=ZSTD_THREADS, job_size=ZSTD_JOB_SIZE, write_checksum=1)
         cctx = zstandard.ZstdCompressor(compression_params=params)
         return cctx.stream_writer(sink, closefd=False)  # type: ignore[return-value]
+    import gzip  # imported when used, as zstandard
+
     return gzip.GzipFile(fileobj=sink, mode="wb", compresslevel=level, mtime=0)  # type: ignore[return-value]
 
 
@@ -49,7 +50,11 @@ def decompressor(source: BinaryIO) -> BinaryIO:
     buffered = source if isinstance(source, io.BufferedReader) else io.BufferedReader(source, READ_BUFFER)  # type: ignore[arg-type]
     magic = buffered.peek(4)[:4]
     if magic.startswith(ZSTD_MAGIC):
+        import zstandard
+
         return zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)  # type: ignore[return-value]
     if magic.startswith(GZIP_MAGIC):
+        import gzip
+
         return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
     raise ValueError("unknown compression (neither zstd nor gzip magic)")

@@ -12,7 +12,7 @@ import os
 import re
 from typing import Any, Callable
 
-from . import DOC_VERSION, legacy
+from . import DOC_VERSION
 from .compression import COMPRESSIONS
 from .config import PRUNE_EVERY, ROOT_NAME
 from .errors import BadDocument, ChainBroken
@@ -342,6 +342,8 @@ def check_shape(doc: dict) -> None:
         _check_work_paths(doc, os.path.join(settings_["work_dir"], doc["id"]))
     chain_ = doc.get("chain")
     if isinstance(chain_, dict) and "legacy" in chain_:
+        from . import legacy  # imported when needed: it pulls in the seal and the stores
+
         try:  # the legacy script's backups: their own links (legacy.py), their meta as read
             legacy.check_section(chain_)
         except ChainBroken as exc:

@@ -37,7 +37,7 @@ SQLITE_MAGIC = b"SQLite format 3\x00"
 SQLITE_COMPANIONS = ("-wal", "-shm", "-journal")
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One path of one root. `path` is relative to the root; "" is the root itself."""
 
@@ -110,7 +110,19 @@ class Entry:
         return record
 
     @classmethod
-    def from_json(cls, record: dict) -> "Entry":
+    def from_json(cls, record: dict, shared: dict | None = None) -> "Entry":
+        """`shared`: one dict for all the entries of an index, through which the values that
+        repeat across them (root names, types, `held` lists) are one object each instead of
+        one per entry: a third of a loaded index's memory (DESIGN: memory must not grow with
+        the files more than it must)."""
+        if shared is not None:
+            for name in ("root", "type"):
+                value = record.get(name)
+                if isinstance(value, str):
+                    record[name] = shared.setdefault(value, value)
+            held = record.get("held")
+            if isinstance(held, list) and all(isinstance(i, str) for i in held):
+                record["held"] = shared.setdefault(("held", *held), held)
         try:
             entry = cls(root=record["root"], path=record["path"], type=record["type"],
                         mode=int(record["mode"]), size=int(record["size"]),
@@ -153,9 +165,10 @@ class Index:
         for entry in sorted(self.entries.values(), key=lambda e: (e.root, e.path)):
             handle.write(json.dumps(entry.to_json(with_pack)) + "\n")
 
-    def save(self, path: str, with_pack: bool = False) -> None:
-        """Write atomically: a crash leaves the old file or the new one, never half of one."""
-        with atomic_write(path) as raw:
+    def save(self, path: str, with_pack: bool = False, durable: bool = True) -> None:
+        """Write atomically: a crash leaves the old file or the new one, never half of one
+        (`durable=False`: a work-dir scratch file, not synced; fsutil)."""
+        with atomic_write(path, durable=durable) as raw:
             handle = io.TextIOWrapper(raw, encoding="utf-8")
             self.write(handle, with_pack)
             handle.flush()
@@ -172,12 +185,15 @@ class Index:
             raise BadDocument(f"index {origin} has an unknown header: {str(header)[:200]}")
         index = cls(roots=dict(header.get("roots") or {}), snapshot=header.get("snapshot"),
                     excludes=_patterns(header.get("excludes"), origin), includes=_patterns(header.get("includes"), origin))
+        shared: dict = {}
         for number, line in enumerate(iterator, start=2):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 raise BadDocument(f"index {origin} line {number} is not JSON") from None
-            index.add(Entry.from_json(record))
+            if not isinstance(record, dict):
+                raise BadDocument(f"index entry is malformed (not an object): {str(record)[:200]}")
+            index.add(Entry.from_json(record, shared))
         return index
 
     @classmethod
@@ -428,7 +444,7 @@ def _held(value: object) -> list[str] | None:
         return None
     if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
         raise ValueError(f"held is not a list of snapshot ids: {value!r}")
-    return list(value)
+    return value  # never changed in place: entries may share one list (Entry.from_json)
 
 
 def split_member(name: str) -> tuple[str, list[str]]:

@@ -1,15 +1,14 @@
-"""Start-up for bin/ocb-*: run under the project's venv when one exists, then hand off to cli.
+"""Start-up of a stage, before anything else is imported: wait for the document, then cli.
 
-Lets `bin/ocb-plan` work when called by path or from PATH, from any directory, without
-activating anything (what a Dockerfile or a crontab line does). Without a venv (deps
-installed system-wide) it runs on the interpreter it was started with.
+bin/ocb-<verb> (lib/sh/stage.sh) picks the interpreter (the project's venv when one exists) and
+runs lib/ocb_stage.py, which calls main(verb). Works called by path or from PATH, from any
+directory, without activating anything (what a Dockerfile or a crontab line does).
 """
 
 from __future__ import annotations
 
 import os
 import select
-import sys
 
 # the stages that read the document the one before them writes at its end (cli.py uses it too)
 READS_DOCUMENT = ("pack", "seal", "split", "push", "pull")
@@ -26,12 +25,7 @@ def _await_document() -> None:
         pass  # no usable stdin: the stage itself says what is wrong with it
 
 
-def main(verb: str, script: str) -> None:
-    project = os.path.dirname(os.path.dirname(os.path.realpath(script)))
-    venv = os.path.join(project, ".venv")
-    venv_python = os.path.join(venv, "bin", "python")
-    if os.path.exists(venv_python) and os.path.realpath(sys.prefix) != os.path.realpath(venv):
-        os.execv(venv_python, [venv_python, script, *sys.argv[1:]])
+def main(verb: str) -> None:
     if verb in READS_DOCUMENT:
         _await_document()
     from ocb.cli import main as cli_main

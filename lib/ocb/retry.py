@@ -10,7 +10,6 @@ error and logs nothing. The sleep and the clock are injectable, so tests run in 
 
 from __future__ import annotations
 
-import email.utils
 import re
 import time
 from collections.abc import Callable
@@ -44,6 +43,8 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
     if text.isdigit():
         return float(text)
     try:
+        import email.utils  # only for a Retry-After given as a date (rare)
+
         moment = email.utils.parsedate_to_datetime(text)
     except (TypeError, ValueError):
         return None

@@ -12,12 +12,14 @@ import datetime as dt
 import hashlib
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import DOC_VERSION, __version__
-from . import seal as sealing
 from .compression import COMPRESSIONS
 from .errors import ChainBroken, ChecksumMismatch, NotAuthenticated, UsageError
+
+if TYPE_CHECKING:
+    from . import seal as sealing
 
 POINTER = "latest-backup.json"
 META_SUFFIX = ".meta.json"
@@ -129,6 +131,8 @@ def sign(record: dict, kind: str, key: "sealing.PasswordKey") -> dict:
     """`record` (a pointer, meta or catalog) with its record_mac under the password key, then
     its record_sha256. The MAC names the KDF and salt in clear, so a reader that has only the
     password can derive the key."""
+    from . import seal as sealing  # imported when used: most stages read records without keys
+
     mac = {"alg": "HMAC-SHA256", "kdf": key.kdf.as_dict(), "kdf_salt": key.kdf_salt.hex()}
     body = {k: v for k, v in record.items() if k not in (RECORD_SUM, RECORD_MAC)}
     mac["tag"] = sealing.record_tag(sealing.record_mac_key(key), kind, _mac_message(body, mac)).hex()
@@ -138,6 +142,8 @@ def sign(record: dict, kind: str, key: "sealing.PasswordKey") -> dict:
 def check_mac(record: dict, kind: str, keyring: "sealing.KeyRing", what: str) -> None:
     """The record's MAC verifies under the password: NotAuthenticated naming `what` if it is
     missing, malformed or does not verify (altered, or another password)."""
+    from . import seal as sealing  # imported when used: most stages read records without keys
+
     mac = record.get(RECORD_MAC)
     if not isinstance(mac, dict):
         raise NotAuthenticated(f"{what} carries no MAC ({RECORD_MAC})")

@@ -50,8 +50,7 @@ def split_file(path: str, size: int, sha256: str, volume_size: int,
                     written += len(chunk)
                     if progress is not None:
                         progress(len(chunk))
-                out.flush()
-                os.fsync(out.fileno())
+                # no fsync: the work dir's files are scratch (fsutil)
             volumes.append({"name": part_name(name, number), "path": part_path, "size": written,
                             "sha256": digest.hexdigest()})
     if whole.hexdigest() != sha256:

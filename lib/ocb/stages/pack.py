@@ -12,7 +12,12 @@ Writes:  `archive`: {path, size, sha256, compression, level, index, stats} in th
          bytes_stored (what their members carry), delta_files, blocks_changed, databases.
          An entry that cannot be read (permission denied, name too long, I/O error) is left
          out, warned about and named in `archive.skipped` [{path, reason}]; the rest is packed.
-Environment: none (settings travel in the document).
+         With sealing on (settings.seal) the stream is sealed as it is written, as ocb-seal
+         would seal it (same key, associated data and format): `archive.path` is then the
+         sealed file `<archive>.ocbs`, `seal` is set, and ocb-seal passes the document on. The
+         plain archive never reaches the disk, and the archive's bytes are written once
+         (docs/performance.md). `archive.size` and `archive.sha256` are the plain stream's.
+Environment: OCB_PASSWORD or OCB_PASSWORD_FILE when sealing is on (see ocb-seal --help).
 Example: ocb-plan | ocb-pack | jq .archive.stats;  ocb-pack < plan.json > packed.json
 Exit status: 0 ok or skip; 1 run-time failure (I/O, disk full, a database locked past
              settings.sqlite_timeout); 3 bad input document.
@@ -24,7 +29,8 @@ import argparse
 import os
 import shutil
 
-from ..archive import PackOptions, write_archive
+from .. import seal
+from ..archive import HashingWriter, PackOptions, write_archive
 from ..cache import BLOCKS_DIR
 from ..compression import COMPRESSIONS
 from ..config import Settings
@@ -33,6 +39,7 @@ from ..fsutil import discard
 from ..index import Index
 from ..log import log
 from ..progress import Meter, human_bytes
+from .seal import SEALED_SUFFIX, archive_sealing, seal_section
 
 STARTS_DOCUMENT = False
 KIND = "backup"
@@ -47,6 +54,11 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     settings = Settings.from_doc(doc)
     plan = doc["plan"]
     snapshot_dir = plan["dir"]
+    # sealing on: the key first, so that a missing password fails before any work, and the
+    # KDF's memory (Argon2id: 64 MiB) is given back before the index and the compressor take
+    # theirs (the peak RSS is the larger of the two, not their sum). The stream is sealed as
+    # it is written, so its bytes reach the disk once.
+    sealing = archive_sealing(doc, settings) if settings.seal else None
     try:
         plan_index = Index.load(plan["index"])
     except FileNotFoundError:
@@ -68,15 +80,25 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         # deltas build on the parent's block hashes, kept in the cache beside its index
         base_blocks_dir=os.path.join(settings.cache_dir, BLOCKS_DIR) if plan["type"] == "incremental" else None,
         delta_min=settings.delta_min, sqlite_timeout=settings.sqlite_timeout)
+    if sealing is not None:
+        archive_path += SEALED_SUFFIX
     total = plan.get("changes", {}).get("bytes_to_pack", 0)
     meter = Meter("pack", total)
+    sealed = None
     try:
         if os.path.lexists(archive_path):
             os.unlink(archive_path)  # a dead run's partial archive
         with open(archive_path, "xb") as out:
-            final, stats, sha256, size = write_archive(plan_index, root_paths, out, options, index_path, meter.update)
-            out.flush()
-            os.fsync(out.fileno())
+            if sealing is None:
+                final, stats, sha256, size = write_archive(plan_index, root_paths, out, options, index_path,
+                                                           meter.update)
+            else:
+                sealed_hash = HashingWriter(out)
+                writer = seal.SealedWriter(sealed_hash, *sealing)
+                final, stats, sha256, size = write_archive(plan_index, root_paths, writer, options,  # type: ignore[arg-type]
+                                                           index_path, meter.update)
+                sealed = seal_section(writer.close(), archive_path, sealed_hash.digest.hexdigest())
+            out.flush()  # no fsync: the work dir's files are scratch (fsutil)
     except OSError as exc:
         meter.abandon()
         discard(archive_path)
@@ -101,6 +123,9 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         "files": sum(1 for _ in final.files()), "bytes": sum(e.size for e in final.files()),
         "stats": stats.as_dict(), "skipped": stats.unreadable,
     }
+    if sealed is not None:
+        doc["seal"] = sealed
+        log.info(f"sealed as packed: {human_bytes(sealed['size'])}")
     return doc
 
 

@@ -142,7 +142,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
 
     snapshot_dir = fresh_run_dir(os.path.join(settings.work_dir, new_id), config.under_lock(env))
     plan_index = os.path.join(snapshot_dir, "plan-index.jsonl")
-    current.save(plan_index, with_pack=True)
+    current.save(plan_index, with_pack=True, durable=False)
     plan.update({
         "type": "full" if full else "incremental",
         "reasons": reasons,

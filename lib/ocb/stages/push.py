@@ -74,7 +74,8 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         raise BadDocument(f"the snapshot index {index_path} is gone: run the backup pipe again")
     # the check a restore applies, before anything is published: a snapshot that restore
     # would refuse never becomes the latest
-    unrestorable = check_structure(Index.load(index_path))
+    final_index = Index.load(index_path)
+    unrestorable = check_structure(final_index)
     if unrestorable:
         raise RuntimeFailure(f"snapshot {doc['id']} is not published: {unrestorable}")
 
@@ -116,7 +117,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     snapshot_dir = doc["plan"]["dir"]
     try:
         cache.save(settings.cache_dir, index_path, meta, cache.state_for(meta, doc["store"], "backup"),
-                   os.path.join(snapshot_dir, cache.BLOCKS_DIR))
+                   os.path.join(snapshot_dir, cache.BLOCKS_DIR), index=final_index)
     except OSError as exc:
         # the snapshot is published and whole; a cache that cannot record it (or records it
         # half) reads as no cache, so the next backup is a full one: warn, do not fail

@@ -44,23 +44,38 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     del parser
 
 
+def archive_sealing(doc: dict, settings: Settings) -> tuple[seal.PasswordKey, bytes]:
+    """The key and associated data that seal this document's archive (ocb-pack seals with them
+    as it writes, when sealing is on; this stage, for an archive handed in unsealed)."""
+    password = config.seal_password()
+    if password is None:
+        raise UsageError("this document asks for sealing but no password is set (OCB_PASSWORD or OCB_PASSWORD_FILE)")
+    plan = doc["plan"]
+    if not plan.get("store_id"):
+        raise BadDocument("plan.store_id is missing: this document was planned by an older ocb-plan, plan again")
+    key = seal.cached_password_key(settings.cache_dir, password,
+                                   seal.chosen_kdf(settings.kdf, settings.scrypt_log_n, settings.argon2_memory))
+    chain_ids = [link["id"] for link in plan.get("parent_chain") or []] + [doc["id"]]
+    return key, seal.chain_associated_data(plan["store_id"], chain_ids, len(chain_ids) - 1)
+
+
+def seal_section(info: seal.SealInfo, path: str, sha256: str) -> dict:
+    """The `seal` section of a sealed archive (one shape, whoever sealed it)."""
+    return {"sealed": True, "path": path, "size": info.sealed_bytes, "sha256": sha256, "params": info.header}
+
+
 def run(doc: dict, args: argparse.Namespace) -> dict:
+    if doc.get("seal") is not None:
+        # ocb-pack sealed the archive as it wrote it (sealing on): nothing left to do here
+        log.debug("the archive was sealed as it was packed: passing it on")
+        return doc
     settings = Settings.from_doc(doc)
     archive = doc["archive"]
     path = archive["path"]
     if not settings.seal:
         doc["seal"] = {"sealed": False, "path": path, "size": archive["size"], "sha256": archive["sha256"]}
         return doc
-    password = config.seal_password()
-    if password is None:
-        raise UsageError("this document asks for sealing but no password is set (OCB_PASSWORD or OCB_PASSWORD_FILE)")
-    key = seal.cached_password_key(settings.cache_dir, password,
-                                   seal.chosen_kdf(settings.kdf, settings.scrypt_log_n, settings.argon2_memory))
-    plan = doc["plan"]
-    if not plan.get("store_id"):
-        raise BadDocument("plan.store_id is missing: this document was planned by an older ocb-plan, plan again")
-    chain_ids = [link["id"] for link in plan.get("parent_chain") or []] + [doc["id"]]
-    associated = seal.chain_associated_data(plan["store_id"], chain_ids, len(chain_ids) - 1)
+    key, associated = archive_sealing(doc, settings)
     sealed_path = path + SEALED_SUFFIX
     meter = Meter("seal", archive["size"])
     try:
@@ -69,8 +84,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
             source = MeteredReader(plain, meter)  # type: ignore[arg-type]  # bytes read: the progress
             info = seal.seal_stream(source,  # type: ignore[arg-type]
                                      hashing, key, associated=associated)
-            raw_out.flush()
-            os.fsync(raw_out.fileno())
+            raw_out.flush()  # no fsync: the work dir's files are scratch (fsutil)
     except FileNotFoundError:
         meter.abandon()
         discard(sealed_path)
@@ -81,6 +95,5 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         raise RuntimeFailure(f"cannot write the sealed archive {sealed_path}: {io_reason(exc)}") from None
     os.unlink(path)  # only the sealed copy leaves this machine; keep one copy on disk
     meter.close(note=f"sealed into {human_bytes(info.sealed_bytes)} ({info.segments} segments)")
-    doc["seal"] = {"sealed": True, "path": sealed_path, "size": info.sealed_bytes,
-                   "sha256": hashing.digest.hexdigest(), "params": info.header}
+    doc["seal"] = seal_section(info, sealed_path, hashing.digest.hexdigest())
     return doc
