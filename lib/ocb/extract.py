@@ -29,7 +29,7 @@ from .archive import (
 )
 from .blocks import BlockHashes, Hasher, block_count, decode_ranges, sidecar_name
 from .errors import ChainBroken, ChecksumMismatch, HostileArchive
-from .index import DIR, FILE, SYMLINK, Entry, Index, _no_gc, split_member
+from .index import DIR, FILE, SYMLINK, Entry, Index, no_gc, split_member
 
 # Modes while building staging: a staging root is private (0700) until it is in place, so
 # nothing below it can be reached by another user whatever its mode. Below it, files and
@@ -123,7 +123,7 @@ class StagingWriter:
             tar = tarfile.open(fileobj=reader, mode="r:", encoding="utf-8", errors="surrogateescape")
         except tarfile.ReadError as exc:
             raise HostileArchive(f"not a tar archive: {exc}") from None
-        with tar, self._dirs_closed(), _no_gc():  # TarInfos hold no cycles: nothing for the collector
+        with tar, self._dirs_closed(), no_gc():  # TarInfos hold no cycles: nothing for the collector
             while (member := tar.next()) is not None:
                 tar.members.clear()  # tarfile keeps every member read: memory would grow with the files
                 if member.name == INDEX_MEMBER:
