@@ -10,13 +10,15 @@ handed; swapping staging into place is restore.py's job.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import os
 import shutil
 import stat
 import tarfile
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterator
 
 from .archive import (
     COPY_CHUNK,
@@ -27,9 +29,14 @@ from .archive import (
 )
 from .blocks import BlockHashes, Hasher, block_count, decode_ranges, sidecar_name
 from .errors import ChainBroken, ChecksumMismatch, HostileArchive
-from .index import DIR, FILE, SYMLINK, Entry, Index, split_member
+from .index import DIR, FILE, SYMLINK, Entry, Index, no_gc, split_member
 
-# Modes while building staging: private until the index's modes are applied at the end.
+# Modes while building staging: a staging root is private (0700) until it is in place, so
+# nothing below it can be reached by another user whatever its mode. Below it, files and
+# directories are made with their member's permission bits (never set-id or sticky ones, which
+# only make_equal applies, after chown), always writable and searchable by their owner (a
+# later snapshot's delta or child must get in): when they match the index, make_equal need
+# not chmod them again.
 STAGING_DIR_MODE = 0o700
 STAGING_FILE_MODE = 0o600
 MAX_INDEX_BYTES = 2 * 1024**3
@@ -91,19 +98,32 @@ class StagingWriter:
         # on top drops the record (that file is read back). Block hashes for files of at
         # least `block_min` bytes (None: none).
         self.block_min = block_min
-        self.written: dict[tuple[str, str], tuple[str, BlockHashes | None]] = {}
+        # Keyed by the member's clean name ("root/rel", "root" for the root itself: the same
+        # string object `extract` keeps to find duplicates), the raw digest as the value: a few
+        # hundred bytes less per file than a tuple key and a hex string (200,000 files: ~60 MB)
+        self.written: dict[str | tuple[str, str], bytes | tuple[bytes, BlockHashes]] = {}
         # (root, path) of the only members to write (a restore of some paths); None: all
         self.only: set[tuple[str, str]] | None = None
+        self._dirs: list[tuple[str, int]] = []  # the directories open along the last member's path
+        self._reader: ForwardReader | None = None  # the archive being extracted
+        # directories stay open along the member path (extract(): ocb's archives, in tree
+        # order); False: each member's parent is opened and closed again (_open_parent)
+        self.keep_dirs = False
 
     def extract(self, stream: BinaryIO, progress: Callable[[int], None] | None = None) -> bool:
         """Extract one archive; True when it carried the index member (it must)."""
         seen: set[str] = set()  # member names within this archive
         got_index = False
+        self._close_dirs()  # each archive starts from its roots again
+        self.keep_dirs = True
         try:
-            tar = tarfile.open(fileobj=stream, mode="r|", encoding="utf-8", errors="surrogateescape")
+            # mode "r:" over a forward-only reader: the same headers parsed by the same code as
+            # "r|", whose own stream buffer copies its whole buffer on every read
+            reader = ForwardReader(stream)
+            tar = tarfile.open(fileobj=reader, mode="r:", encoding="utf-8", errors="surrogateescape")
         except tarfile.ReadError as exc:
             raise HostileArchive(f"not a tar archive: {exc}") from None
-        with tar:
+        with tar, self._dirs_closed(), no_gc():  # TarInfos hold no cycles: nothing for the collector
             while (member := tar.next()) is not None:
                 tar.members.clear()  # tarfile keeps every member read: memory would grow with the files
                 if member.name == INDEX_MEMBER:
@@ -121,7 +141,8 @@ class StagingWriter:
                     continue
                 if self.only is not None and (root, "/".join(parts)) not in self.only:
                     continue
-                self._apply(tar, member, root, parts)
+                self._reader = reader
+                self._apply(tar, member, root, parts, clean)
                 self.stats.members += 1
                 if progress and member.isfile():
                     progress(member.size)
@@ -135,35 +156,65 @@ class StagingWriter:
         with open(self.index_spool, "wb") as out:
             shutil.copyfileobj(source, out, COPY_CHUNK)
 
-    def _apply(self, tar: tarfile.TarFile, member: tarfile.TarInfo, root: str, parts: list[str]) -> None:
+    def _apply(self, tar: tarfile.TarFile, member: tarfile.TarInfo, root: str, parts: list[str],
+               name: str | None = None) -> None:
+        """`name`: the member's clean name, its key in `written` (built here when not given)."""
         if not (member.isfile() or member.isdir() or member.issym()):
             kind = "hardlink" if member.islnk() else "device, fifo or other special file"
             raise HostileArchive(f"member {member.name!r} is a {kind}: refused")
         top = self.staging[root]
-        key = (root, "/".join(parts))
+        key = name if name is not None else "/".join([root, *parts])
         self.written.pop(key, None)
         if not parts:
+            self._close_dirs()  # the root itself is replaced: no directory fd below it stays valid
             self._apply_root(tar, member, top, key)
+            return
+        if self.keep_dirs:
+            self._apply_at(tar, member, self._open_along(root, top, parts), parts[-1], key)
             return
         parent_fd = self._open_parent(top, parts)
         try:
-            name = parts[-1]
-            if member.isdir():
-                os.close(_open_dir_nofollow(parent_fd, name, create=True, replace=True))
-                return
-            if DELTA_LENGTH in member.pax_headers:
-                self._apply_delta(tar, member, lambda flags: os.open(name, flags, dir_fd=parent_fd))
-                return
-            _remove_at(parent_fd, name)
-            if member.issym():
-                os.symlink(member.linkname, name, dir_fd=parent_fd)
-                return
-            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, STAGING_FILE_MODE, dir_fd=parent_fd)
-            self._copy_member(tar, member, fd, key)
+            self._apply_at(tar, member, parent_fd, parts[-1], key)
         finally:
             os.close(parent_fd)
 
-    def _apply_root(self, tar: tarfile.TarFile, member: tarfile.TarInfo, top: str, key: tuple[str, str]) -> None:
+    def _apply_at(self, tar: tarfile.TarFile, member: tarfile.TarInfo, parent_fd: int, name: str,
+                  key: str) -> None:
+        """A member that is not a root, in its parent directory (open at parent_fd)."""
+        if member.isdir():
+            mode = (member.mode & 0o777) | STAGING_DIR_MODE
+            try:  # mkdir first: in a fresh staging tree it is not there
+                os.mkdir(name, mode, dir_fd=parent_fd)
+            except FileExistsError:  # kept, or made in place of what an earlier snapshot left there
+                pass
+            fd = _open_dir_nofollow(parent_fd, name, create=True, replace=True)
+            if self.keep_dirs:
+                self._dirs.append((name, fd))  # the parent of the members that follow (its children)
+            else:
+                os.close(fd)
+            return
+        if DELTA_LENGTH in member.pax_headers:
+            self._apply_delta(tar, member, lambda flags: os.open(name, flags, dir_fd=parent_fd))
+            return
+        if member.issym():
+            try:
+                os.symlink(member.linkname, name, dir_fd=parent_fd)
+            except FileExistsError:  # an earlier snapshot's entry of that name: replaced
+                _remove_at(parent_fd, name)
+                os.symlink(member.linkname, name, dir_fd=parent_fd)
+            return
+        # O_EXCL first: in a fresh staging tree nothing is there, so no lstat per file; an
+        # earlier snapshot's entry (O_EXCL|O_NOFOLLOW fails on a symlink too) is removed first
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        mode = (member.mode & 0o777) | STAGING_FILE_MODE
+        try:
+            fd = os.open(name, flags, mode, dir_fd=parent_fd)
+        except FileExistsError:
+            _remove_at(parent_fd, name)
+            fd = os.open(name, flags, mode, dir_fd=parent_fd)
+        self._copy_member(tar, member, fd, key)
+
+    def _apply_root(self, tar: tarfile.TarFile, member: tarfile.TarInfo, top: str, key: str | tuple[str, str]) -> None:
         """The root entry itself: a directory root, or a single-file root."""
         if member.isdir():
             if os.path.lexists(top) and not os.path.isdir(top) or os.path.islink(top):
@@ -183,6 +234,8 @@ class StagingWriter:
         self._copy_member(tar, member, fd, key)
 
     def _open_parent(self, top: str, parts: list[str]) -> int:
+        """A fresh fd (the caller closes it) of the directory that holds member `parts`, each
+        directory on the way opened with O_NOFOLLOW relative to the one before."""
         if not os.path.isdir(top) or os.path.islink(top):
             # children before their root's own entry: only an incremental on top of a
             # staging root that exists already may do that
@@ -197,6 +250,48 @@ class StagingWriter:
                 os.close(fd)
             fd = child
         return fd
+
+    def _open_along(self, root: str, top: str, parts: list[str]) -> int:
+        """The fd of the directory that holds member `parts` of `root`, kept open for the
+        members after it.
+
+        `self._dirs` is the chain of directories opened last: [(root, top fd), (name, fd),
+        ...], each opened with O_NOFOLLOW relative to the one before. Members arrive in tree
+        order, so the next member's parent is nearly always in it; only the part that
+        differs is closed and opened again. Every member is applied below its parent
+        (never at a path the chain holds), so an fd in the chain always names the directory
+        at that path: a member replacing one is at a path no longer than its parent's."""
+        want = parts[:-1]
+        dirs = self._dirs
+        if not dirs or dirs[0][0] != root:
+            self._close_dirs()
+            if not os.path.isdir(top) or os.path.islink(top):
+                # children before their root's own entry: only an incremental on top of a
+                # staging root that exists already may do that
+                raise ChainBroken(f"member {'/'.join(parts)!r} arrived before its root directory")
+            dirs.append((root, os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)))
+        depth = 0
+        limit = min(len(want), len(dirs) - 1)
+        while depth < limit and dirs[depth + 1][0] == want[depth]:
+            depth += 1
+        while len(dirs) > depth + 1:
+            os.close(dirs.pop()[1])
+        for part in want[depth:]:
+            # an honest archive carries a directory's own member before its children,
+            # so a link or file still in the way means a write through it: refuse
+            dirs.append((part, _open_dir_nofollow(dirs[-1][1], part, create=True, replace=False)))
+        return dirs[-1][1]
+
+    def _close_dirs(self) -> None:
+        while self._dirs:
+            os.close(self._dirs.pop()[1])
+
+    @contextlib.contextmanager
+    def _dirs_closed(self) -> Iterator[None]:
+        try:
+            yield
+        finally:
+            self._close_dirs()
 
     def _apply_delta(self, tar: tarfile.TarFile, member: tarfile.TarInfo, opener: Callable[[int], int]) -> None:
         """Rebuild a file from its previous version (already in staging) and the changed blocks.
@@ -232,34 +327,117 @@ class StagingWriter:
                 self.stats.bytes += want
             target.truncate(length)
 
-    def _copy_member(self, tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int, key: tuple[str, str]) -> None:
+    def _copy_member(self, tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int, key: str | tuple[str, str]) -> None:
         """Write a member's data, hashing it on the way; runs of zero blocks become holes (a
-        sparse file stays sparse)."""
-        source = tar.extractfile(member)
-        assert source is not None
-        hasher = Hasher(self.block_min is not None and member.size >= self.block_min)
+        sparse file stays sparse). Owns `fd` (closed here)."""
+        try:
+            if self.block_min is not None and member.size >= self.block_min:
+                hasher = Hasher(True)
+                self._write_data(tar, member, fd, hasher.update)
+                _, blocks = hasher.finish()
+                assert blocks is not None
+                self.written[key] = (hasher.whole.digest(), blocks)
+            else:  # most files: the whole-file sha256 only, without a Hasher's buffers
+                digest = hashlib.sha256()
+                self._write_data(tar, member, fd, digest.update)
+                self.written[key] = digest.digest()
+        finally:
+            os.close(fd)
+
+    def _write_data(self, tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int,
+                    update: Callable[[bytes], None]) -> None:
+        size = member.size
+        if not size:
+            return
+        if member.sparse is None and getattr(tar, "fileobj", None) is self._reader is not None:
+            # extract()'s archive: the data lies as is at its offset, read without tarfile's layers
+            self._reader.seek(member.offset_data)
+            source: BinaryIO | ForwardReader = self._reader
+        else:
+            source = tar.extractfile(member)  # type: ignore[assignment]
+            assert source is not None
         offset = 0
-        with os.fdopen(fd, "wb") as out:
-            while chunk := source.read(COPY_CHUNK):
-                hasher.update(chunk)
-                view = memoryview(chunk)
-                if ZERO_BLOCK not in chunk:  # no run of a zero block's length: no hole to make
-                    _pwrite_all(fd, view, offset)
-                    offset += len(chunk)
-                    self.stats.bytes += len(chunk)
-                    continue
-                start = 0
-                for at in range(0, len(chunk), HOLE_BLOCK):
-                    if view[at:at + HOLE_BLOCK] == ZERO_BLOCK[:len(view[at:at + HOLE_BLOCK])]:
-                        if at > start:
-                            _pwrite_all(fd, view[start:at], offset + start)
-                        start = at + HOLE_BLOCK
-                if start < len(chunk):
-                    _pwrite_all(fd, view[start:], offset + start)
+        end = 0  # where the last byte written ends: short of `offset`, the file ends in a hole
+        while offset < size:
+            # exactly what is left: no extra read to find the member's end
+            chunk = source.read(min(COPY_CHUNK, size - offset))
+            if not chunk:
+                raise HostileArchive(f"member {member.name!r} ends early")
+            update(chunk)
+            view = memoryview(chunk)
+            if ZERO_BLOCK not in chunk:  # no run of a zero block's length: no hole to make
+                _pwrite_all(fd, view, offset)
                 offset += len(chunk)
+                end = offset
                 self.stats.bytes += len(chunk)
-            out.truncate(offset)  # a file that ends in a hole gets its length
-        self.written[key] = hasher.finish()
+                continue
+            start = 0
+            for at in range(0, len(chunk), HOLE_BLOCK):
+                if view[at:at + HOLE_BLOCK] == ZERO_BLOCK[:len(view[at:at + HOLE_BLOCK])]:
+                    if at > start:
+                        _pwrite_all(fd, view[start:at], offset + start)
+                        end = offset + at
+                    start = at + HOLE_BLOCK
+            if start < len(chunk):
+                _pwrite_all(fd, view[start:], offset + start)
+                end = offset + len(chunk)
+            offset += len(chunk)
+            self.stats.bytes += len(chunk)
+        if end < offset:
+            os.ftruncate(fd, offset)  # a file that ends in a hole gets its length
+
+
+class ForwardReader:
+    """A stream read front to back, seekable forward only (skipping reads and drops what lies
+    between), as tarfile's stream mode reads it, with one buffer of READ_SIZE refilled from
+    the source and sliced without copying what is left of it on every read."""
+
+    READ_SIZE = 1024 * 1024
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        self.position = 0  # of the next byte read, in the stream
+        self.buffer = b""
+        self.at = 0  # of the next byte read, in the buffer
+
+    def tell(self) -> int:
+        return self.position
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, target: int, whence: int = 0) -> int:
+        if whence != 0 or target < self.position:
+            raise tarfile.ReadError("the archive would be read backwards")
+        while target > self.position:
+            if not self.read(min(target - self.position, self.READ_SIZE)):
+                break  # past the end: the next read says so
+        return self.position
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            raise ValueError("ForwardReader reads a given size")
+        left = len(self.buffer) - self.at
+        if size <= left:
+            data = self.buffer[self.at:self.at + size]
+            self.at += size
+            self.position += size
+            return data
+        pieces = [self.buffer[self.at:]] if left else []
+        got = left
+        self.buffer, self.at = b"", 0
+        while got < size:
+            chunk = self.source.read(max(self.READ_SIZE, size - got))
+            if not chunk:
+                break
+            need = size - got
+            if len(chunk) > need:
+                self.buffer, self.at = chunk, need
+                chunk = chunk[:need]
+            pieces.append(chunk)
+            got += len(chunk)
+        self.position += got
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
 
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
@@ -278,7 +456,7 @@ def read_spooled_index(path: str, origin: str) -> Index:
 
 def make_equal(staging: str, root: str, index: Index, blocks_dir: str | None = None,
                delta_min: int | None = None, private_root: bool = False,
-               written: dict[tuple[str, str], tuple[str, BlockHashes | None]] | None = None) -> None:
+               written: dict | None = None) -> None:
     """Make one root's staging tree hold exactly the index's entries, verified, with their metadata.
 
     Removes what the index lacks, checks type, size and sha256 of every file and the target of
@@ -312,35 +490,45 @@ def make_equal(staging: str, root: str, index: Index, blocks_dir: str | None = N
             if st.st_size != entry.content_size:
                 raise ChecksumMismatch(f"{root}/{rel}: size {st.st_size} after extraction, the index says {entry.content_size}")
             with_blocks = blocks_dir is not None and delta_min is not None and st.st_size >= delta_min
-            known = written.get((root, rel)) if written is not None else None
-            if known is not None and (known[1] is not None or not with_blocks):
-                sha256, blocks = known if with_blocks else (known[0], None)
+            known = written.get(f"{root}/{rel}" if rel else root) if written is not None else None
+            if isinstance(known, tuple):  # hashed with its block hashes
+                sha256, blocks = known[0].hex(), known[1] if with_blocks else None
+            elif known is not None and not with_blocks:
+                sha256, blocks = known.hex(), None
             else:
                 sha256, blocks = _hash_file(path, with_blocks)
             if sha256 != entry.sha256:
                 raise ChecksumMismatch(f"{root}/{rel}: sha256 differs from the index")
             if blocks is not None:
                 blocks.save(os.path.join(blocks_dir, sidecar_name(root, rel)))  # type: ignore[arg-type]
-            _chown(path, entry, as_root)  # before chmod: chown clears set-id bits
-            os.chmod(path, entry.mode, follow_symlinks=False)
+            # what the file already has (its owner, the mode it was made with) is not set again
+            chowned = _chown(path, (st.st_uid, st.st_gid), entry, as_root)  # before chmod: chown clears set-id bits
+            if chowned or stat.S_IMODE(st.st_mode) != entry.mode:
+                os.chmod(path, entry.mode, follow_symlinks=False)
             os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
         elif entry.type == SYMLINK:
             if os.readlink(path) != entry.target:
                 raise ChecksumMismatch(f"{root}/{rel}: symlink target differs from the index")
-            _chown(path, entry, as_root)
+            _chown(path, (st.st_uid, st.st_gid), entry, as_root)
             os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
         else:
-            dirs.append((rel, entry))
-    for rel, entry in sorted(dirs, key=lambda item: item[0].count("/") + (item[0] != ""), reverse=True):
+            dirs.append((rel, entry, st.st_mode, st.st_uid, st.st_gid))  # not the whole stat: flat memory
+    for rel, entry, st_mode, uid, gid in sorted(dirs, key=lambda item: item[0].count("/") + (item[0] != ""), reverse=True):
         path = staging if rel == "" else os.path.join(staging, rel)
-        _chown(path, entry, as_root)
-        os.chmod(path, STAGING_DIR_MODE if rel == "" and private_root else entry.mode, follow_symlinks=False)
+        chowned = _chown(path, (uid, gid), entry, as_root)
+        mode = STAGING_DIR_MODE if rel == "" and private_root else entry.mode
+        if chowned or stat.S_IMODE(st_mode) != mode:
+            os.chmod(path, mode, follow_symlinks=False)
         os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
 
 
-def _chown(path: str, entry: Entry, as_root: bool) -> None:
-    if as_root and entry.uid is not None and entry.gid is not None:
+def _chown(path: str, owner: tuple[int, int], entry: Entry, as_root: bool) -> bool:
+    """Give the entry its recorded owner (as root only; `owner`: the uid and gid it has now);
+    True when that changed anything."""
+    if as_root and entry.uid is not None and entry.gid is not None and owner != (entry.uid, entry.gid):
         os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
+        return True
+    return False
 
 
 def _hash_file(path: str, with_blocks: bool) -> tuple[str, BlockHashes | None]:

@@ -198,12 +198,12 @@ class Index:
 
     @classmethod
     def load(cls, path: str) -> "Index":
-        with open(path, encoding="utf-8") as handle, _no_gc():
+        with open(path, encoding="utf-8") as handle, no_gc():
             return cls.read(handle, path)
 
 
 @contextmanager
-def _no_gc() -> Iterator[None]:
+def no_gc() -> Iterator[None]:
     """Entries hold no reference cycles, so while thousands are made at once the cyclic
     collector has nothing to find; running it as the heap grows was a tenth of a plan's time."""
     was = gc.isenabled()
@@ -303,7 +303,7 @@ def scan(roots: list[Root], excludes: list[str], includes: list[str],
     """
     index = Index()
     report = ScanReport()
-    with _no_gc():
+    with no_gc():
         for root in roots:
             _scan_root(root, index, report, excludes, includes, previous)
     return index, report

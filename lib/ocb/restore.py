@@ -14,14 +14,17 @@ run-time failure.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import hashlib
 import io
 import os
+import queue
 import re
 import shutil
 import tarfile
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -444,30 +447,89 @@ def _drain(stream: BinaryIO) -> None:
         pass
 
 
+class _Decoded:
+    """An archive's plain tar bytes, decoded on a second thread: the volumes read and re-hashed,
+    the seal opened, zstd undone, while the calling thread parses members and writes files.
+    File reads, sha256, AES-GCM and zstd run outside the GIL, so on two cores the two halves
+    overlap. At most QUEUED chunks of READ_CHUNK wait between them (flat memory). What the
+    decoding thread raises is raised again by the read that would have returned the bytes
+    after it; it reads every layer to its end (see _drain) before it says EOF."""
+
+    QUEUED = 4
+
+    def __init__(self, layers: Callable[[], tuple[BinaryIO, list[BinaryIO]]]) -> None:
+        self._queue: queue.Queue = queue.Queue(self.QUEUED)
+        self._stop = threading.Event()
+        self._ended = False
+        self._thread = threading.Thread(target=self._run, args=(layers,), name="ocb-decode", daemon=True)
+        self._thread.start()
+
+    def _run(self, layers: Callable[[], tuple[BinaryIO, list[BinaryIO]]]) -> None:
+        try:
+            decoded, below = layers()
+            while chunk := decoded.read(READ_CHUNK):
+                if not self._put(chunk):
+                    return
+            for layer in below:  # the final seal segment, the last volume's hash, trailing bytes
+                _drain(layer)
+            self._put(b"")
+        except BaseException as exc:  # handed to the reading thread, which raises it
+            self._put(exc)
+
+    def _put(self, item: bytes | BaseException) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def read(self, size: int = -1) -> bytes:
+        """The next chunk as decoded (`size` is a hint: ForwardReader asks for at least one)."""
+        if self._ended:
+            return b""
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            self._ended = True
+            raise item
+        if not item:
+            self._ended = True
+        return item
+
+    def close(self) -> None:
+        """Stop the decoding thread (a failure on the writing side) and wait for it."""
+        self._stop.set()
+        self._thread.join()
+
+
 def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: StagingWriter,
                     keyring: seal.KeyRing | None, associated: bytes = b"", meter: Meter | None = None) -> None:
     names = ", ".join(name for name, _, _ in volumes)
     where = f"snapshot {link['id']} (volumes {names})"
-    try:
-        with VolumeStream(volumes, meter) as raw:
+    with contextlib.ExitStack() as closing:
+        def layers() -> tuple[BinaryIO, list[BinaryIO]]:
+            raw = closing.enter_context(VolumeStream(volumes, meter))
             opened: BinaryIO = raw  # type: ignore[assignment]
             if link.get("sealed"):
                 assert keyring is not None
                 opened = seal.SealedReader(raw, keyring, associated)  # type: ignore[assignment]
-            decoded = decompressor(opened)
-            got_index = writer.extract(decoded)
-            _drain(decoded)
-            _drain(opened)
-            _drain(raw)  # type: ignore[arg-type]
-    except (WrongPassword, SealBroken) as exc:
-        raise type(exc)(f"{where}: {exc}") from None
-    except IntegrityError:
-        raise
-    except DECODE_ERRORS as exc:
-        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:  # writing staging, not reading
-            raise RuntimeFailure(f"{where}: {io_reason(exc)} to extract it beside the targets "
-                                 f"({exc.strerror}); the targets are untouched") from None
-        raise HostileArchive(f"{where} cannot be read as an archive: {exc}") from None
+            return decompressor(opened), [opened, raw]  # type: ignore[list-item]
+
+        try:
+            decoded = _Decoded(layers)
+            closing.callback(decoded.close)  # first out: the thread stops before the volumes close
+            got_index = writer.extract(decoded)  # type: ignore[arg-type]
+            _drain(decoded)  # type: ignore[arg-type]
+        except (WrongPassword, SealBroken) as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+        except IntegrityError:
+            raise
+        except DECODE_ERRORS as exc:
+            if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:  # writing staging, not reading
+                raise RuntimeFailure(f"{where}: {io_reason(exc)} to extract it beside the targets "
+                                     f"({exc.strerror}); the targets are untouched") from None
+            raise HostileArchive(f"{where} cannot be read as an archive: {exc}") from None
     if not got_index:
         raise ChainBroken(f"{where} carries no index")
 

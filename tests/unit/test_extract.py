@@ -107,7 +107,8 @@ def test_make_equal_takes_the_hashes_taken_while_writing(staging):
     roots, tmp_path = staging
     writer = StagingWriter(roots, str(tmp_path / "index.jsonl"), block_min=1)
     writer.extract(tar_of(("r", tarfile.DIRTYPE, None), ("r/keep", tarfile.REGTYPE, b"k" + bytes(9000))))
-    sha, blocks = writer.written[("r", "keep")]
+    digest, blocks = writer.written["r/keep"]  # keyed by the member name, the raw digest
+    sha = digest.hex()
     assert sha == hashlib.sha256(b"k" + bytes(9000)).hexdigest() and blocks is not None
     assert os.path.getsize(os.path.join(roots["r"], "keep")) == 9001  # a trailing hole keeps the length
     index = Index(roots={"r": {"kind": "dir", "present": True}})

@@ -31,7 +31,7 @@ import argparse
 import os
 import shutil
 
-from .. import seal
+from .. import config, seal
 from ..archive import HashingWriter, PackOptions, write_archive
 from ..cache import BLOCKS_DIR
 from ..compression import COMPRESSIONS
@@ -58,11 +58,12 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     settings = Settings.from_doc(doc)
     plan = doc["plan"]
     snapshot_dir = plan["dir"]
-    # sealing on: the key first, so that a missing password fails before any work, and the
-    # KDF's memory (Argon2id: 64 MiB) is given back before the index and the compressor take
-    # theirs (the peak RSS is the larger of the two, not their sum). The stream is sealed as
-    # it is written, so its bytes reach the disk once.
-    sealing = archive_sealing(doc, settings) if settings.seal and not args.plain else None
+    # sealing on: the key first, so that the KDF's memory (Argon2id: 64 MiB) is given back
+    # before the index and the compressor take theirs (the peak RSS is the larger of the two,
+    # not their sum); without a password, the document's own faults are reported first. The
+    # stream is sealed as it is written, so its bytes reach the disk once.
+    seals = settings.seal and not args.plain
+    sealing = archive_sealing(doc, settings) if seals and config.seal_password() is not None else None
     try:
         plan_index = Index.load(plan["index"])
     except FileNotFoundError:
@@ -75,6 +76,8 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     unplaced = sorted({e.root for e in plan_index.entries.values() if e.pack} - set(root_paths))
     if unplaced:
         raise BadDocument(f"field 'plan.roots' lacks {', '.join(unplaced)}, which the plan index packs")
+    if seals and sealing is None:
+        sealing = archive_sealing(doc, settings)  # no password: says so (exit 2)
     archive_path = os.path.join(snapshot_dir, f"{doc['id']}.{COMPRESSIONS[settings.compression].extension}")
     index_path = os.path.join(snapshot_dir, "index.jsonl")
     options = PackOptions(

@@ -34,7 +34,7 @@ from ..errors import (
     UsageError,
     io_reason,
 )
-from ..fsutil import TMP_MARK, atomic_write, fsync_dir, temp_name, write_bytes
+from ..fsutil import TMP_MARK, atomic_write, fsync_dir, write_bytes
 from ..snapshot import META_SUFFIX, POINTER, encode_record, meta_path, parse_pointer, parse_record
 from .base import (
     Access,
@@ -204,8 +204,6 @@ class LocalStore(Store):
         """The volume copied in whole or not at all. Its sha256 is checked on the copy, before
         the rename, so a volume that changed in the work dir since ocb-split hashed it never
         lands under a meta that would promise otherwise."""
-        if self._link_volume(upload, target):
-            return
         try:
             with atomic_write(target, FILE_MODE) as out, open(upload.path, "rb") as source:
                 digest = hashlib.sha256()
@@ -217,38 +215,6 @@ class LocalStore(Store):
                                            "sha256 recorded by ocb-split: run the backup pipe again")
         except OSError as exc:
             raise _io_failure("write", target, exc) from None
-
-    def _link_volume(self, upload: Upload, target: str) -> bool:
-        """On the work dir's filesystem, the volume becomes the store's file by a hard link
-        instead of a copy of its bytes (the work dir's name goes when the run ends), checked
-        against its sha256 and synced before the rename, as a copy is. False: another
-        filesystem, or links refused (the caller copies)."""
-        tmp = temp_name(target)
-        try:
-            os.link(upload.path, tmp, follow_symlinks=False)
-        except OSError:
-            return False
-        try:
-            with open(tmp, "rb") as linked:
-                digest = hashlib.sha256()
-                while chunk := linked.read(COPY_CHUNK):
-                    digest.update(chunk)
-                if digest.hexdigest() != upload.sha256:
-                    raise ChecksumMismatch(f"volume {upload.name}: {upload.path} no longer hashes to the "
-                                           "sha256 recorded by ocb-split: run the backup pipe again")
-                os.fsync(linked.fileno())
-            os.chmod(tmp, FILE_MODE)
-            os.replace(tmp, target)
-            fsync_dir(os.path.dirname(target))
-        except BaseException as exc:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            if isinstance(exc, OSError):
-                raise _io_failure("write", target, exc) from None
-            raise
-        return True
 
     def _sweep_leftovers(self, folder: str) -> None:
         """Temporary files of a writer that died; safe to remove while we hold the lock."""
