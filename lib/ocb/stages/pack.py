@@ -22,7 +22,7 @@ Writes:  `archive`: {path, size, sha256, compression, level, index, stats} in th
 Environment: OCB_PASSWORD or OCB_PASSWORD_FILE when sealing is on (see ocb-seal --help).
 Example: ocb-plan | ocb-pack | jq .archive.stats;  ocb-pack < plan.json > packed.json
 Exit status: 0 ok or skip; 1 run-time failure (I/O, disk full, a database locked past
-             settings.sqlite_timeout); 3 bad input document.
+             settings.sqlite_timeout); 2 sealing on but no password; 3 bad input document.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Usage: ocb-pack | ocb-seal > sealed.json
 
 Reads:   a backup document with `archive`.
-Writes:  `seal`: {sealed, path, size, sha256, params}. With sealing on, the archive is
+Writes:  `seal`: {sealed, path, size, sha256, params}. A document that carries `seal` already
+         (with sealing on, ocb-pack seals as it writes) is passed on as it is. Otherwise,
+         with sealing on, the archive is
          streamed through AES-256-GCM in fixed segments (docs/format.md) into
          `<archive>.ocbs` and the plain archive is removed; the key comes from the password by
          Argon2id (or scrypt, when chosen), once per run; the associated data binds the
