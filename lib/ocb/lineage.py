@@ -99,8 +99,11 @@ def diverged_from(cached: CachedSnapshot | None, head_id: str | None) -> str | N
     return head_id
 
 
-def new_snapshot_id(now: dt.datetime, head: Head, cached: CachedSnapshot | None, store: Store, prefix: str) -> str:
-    """An id for a snapshot taken `now` that no snapshot in the store has.
+def new_snapshot_id(now: dt.datetime, head: Head, cached: CachedSnapshot | None, store: Store, prefix: str,
+                    busy: set[str] | frozenset[str] = frozenset()) -> str:
+    """An id for a snapshot taken `now` that no snapshot in the store has, nor `busy` (the
+    names already in the work dir: the run dir of another pipe planned in the same second,
+    one run by hand say, is never taken over).
 
     The ids of this second already used are known from the store's latest chain and ours; a
     snapshot outside both (a full one started a new chain) is found by asking the store once
@@ -115,4 +118,4 @@ def new_snapshot_id(now: dt.datetime, head: Head, cached: CachedSnapshot | None,
         # this second is in use, or the clock went back (an older snapshot outside these
         # chains may hold it): every id in the store counts
         taken.update(store.list_snapshot_ids(prefix))
-    return make_id(now, {i for i in taken if i})
+    return make_id(now, {i for i in taken if i} | set(busy))

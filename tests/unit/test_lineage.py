@@ -117,3 +117,10 @@ def without(name):
 ])
 def test_chain_gaps(case, listing, expected):
     assert lineage.chain_gaps(CHAIN, listing) == expected, case
+
+
+def test_a_run_dir_of_the_same_second_in_the_work_dir_is_never_taken_over() -> None:
+    store = Listing([])
+    head = Head(None, None)
+    first = lineage.new_snapshot_id(NOW, head, None, store, "backups")
+    assert lineage.new_snapshot_id(NOW, head, None, store, "backups", {first, ".lock"}) == first + "-2"

@@ -125,7 +125,8 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         log.info(doc["skip"]["reason"])
         return doc
 
-    new_id = lineage.new_snapshot_id(now, head, cached, store, settings.path_prefix)
+    in_work_dir = set(os.listdir(settings.work_dir)) if os.path.isdir(settings.work_dir) else set()
+    new_id = lineage.new_snapshot_id(now, head, cached, store, settings.path_prefix, in_work_dir)
     current.snapshot = new_id
     if full:
         log.info(f"full snapshot {new_id}: " + "; ".join(reasons))
