@@ -26,6 +26,8 @@ from .archive import (
     DELTA_BLOCKS,
     DELTA_LENGTH,
     INDEX_MEMBER,
+    TAR_ENCODING,
+    TAR_ERRORS,
 )
 from .blocks import BlockHashes, Hasher, block_count, decode_ranges, sidecar_name
 from .errors import ChainBroken, ChecksumMismatch, HostileArchive
@@ -120,7 +122,7 @@ class StagingWriter:
             # mode "r:" over a forward-only reader: the same headers parsed by the same code as
             # "r|", whose own stream buffer copies its whole buffer on every read
             reader = ForwardReader(stream)
-            tar = tarfile.open(fileobj=reader, mode="r:", encoding="utf-8", errors="surrogateescape")
+            tar = tarfile.open(fileobj=reader, mode="r:", encoding=TAR_ENCODING, errors=TAR_ERRORS)
         except tarfile.ReadError as exc:
             raise HostileArchive(f"not a tar archive: {exc}") from None
         with tar, self._dirs_closed(), no_gc():  # TarInfos hold no cycles: nothing for the collector
