@@ -8,7 +8,6 @@ never writes outside the path it is given.
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import functools
 import gc
@@ -343,6 +342,17 @@ def wal_signature(db_path: str) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
+def _check_readable(path: str) -> None:
+    """Raise the real error for a file os.access called unreadable.
+
+    os.access says False for a file that vanished too (a writer renamed its directory between
+    the scan's stat and the check); opening it tells FileNotFoundError, a vanished entry left
+    out silently, from PermissionError, an unreadable one named and skipped.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    os.close(fd)  # readable after all (its mode changed since): it is backed up
+
+
 def _walk(root: Root, dir_path: str, rel_dir: str, index: Index, report: ScanReport,
           excludes: list[str], includes: list[str], previous: Index | None) -> None:
     try:
@@ -368,7 +378,7 @@ def _walk(root: Root, dir_path: str, rel_dir: str, index: Index, report: ScanRep
             st = child.stat(follow_symlinks=False)
             entry = _entry_from_stat(root.name, rel, st, child.path)
             if entry is not None and entry.type == FILE and not os.access(child.path, os.R_OK):
-                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), child.path)
+                _check_readable(child.path)
         except FileNotFoundError:
             continue
         except OSError as exc:

@@ -65,6 +65,24 @@ def test_scan_never_follows_links_and_skips_fifos(tmp_path):
     assert report.skipped_special == ["r/pipe"]
 
 
+def test_a_file_whose_directory_moves_during_the_scan_is_left_out_not_called_unreadable(tmp_path, monkeypatch):
+    # the race a live writer makes: the scan has stat'ed churn/d/f0, then the writer renames
+    # churn/d before the readability check; os.access says False for the vanished path
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "f0").write_text("x")
+    real_access = os.access
+
+    def access_after_rename(path, mode, **kwargs):
+        if str(path).endswith("/d/f0") and (tmp_path / "d").exists():
+            os.rename(tmp_path / "d", tmp_path / "moved")
+        return real_access(path, mode, **kwargs)
+
+    monkeypatch.setattr(os, "access", access_after_rename)
+    index, report = scan([Root("r", str(tmp_path), "dir", True)], [], [])
+    assert report.unreadable == []
+    assert ("r", "d/f0") not in index.entries
+
+
 @pytest.mark.parametrize("patterns, includes, kept", [
     ([], [], {"", "a.log", "logs", "logs/x", "k", "k/node_modules", "k/node_modules/m", "k/keep.txt"}),
     (["*.log"], [], {"", "logs", "logs/x", "k", "k/node_modules", "k/node_modules/m", "k/keep.txt"}),
