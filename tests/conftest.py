@@ -26,6 +26,9 @@ def _free_port() -> int:
 HUB_PORT = _free_port()
 os.environ["HF_ENDPOINT"] = f"http://127.0.0.1:{HUB_PORT}"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
+# the key cache lives in /dev/shm, shared by every process of this user: off unless a test
+# names its own (test_keycache.py)
+os.environ["OCB_KEY_CACHE"] = "off"
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="ocb-hf-home-")
 os.environ["HF_TOKEN"] = "ocb-test-token"
 

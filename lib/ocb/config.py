@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Mapping
 
-from . import retention
+from . import keycache, retention
 from .compression import COMPRESSIONS
 from .errors import UsageError
 
@@ -574,6 +574,19 @@ def under_lock(env: Environment | None = None) -> bool:
     OCB_UNDER_LOCK=1): its run dirs are then marked, so the next locked run may sweep them
     when this one dies, while a pipe run or replayed by hand is never swept."""
     return (env or load_environment()).values.get("OCB_UNDER_LOCK") == "1"
+
+
+def key_cache_dir(env: Environment | None = None) -> tuple[str, bool] | None:
+    """Where password keys are cached for this machine's life (keycache.py): OCB_KEY_CACHE, a
+    folder on tmpfs or ramfs, or off; by default /dev/shm/ocb-keys-<uid>. Returns (folder,
+    whether the user named it), or None when off."""
+    env = env or load_environment()
+    value, _ = env.get("OCB_KEY_CACHE")
+    if not value:
+        return keycache.default_dir(), False
+    if value.lower() in FALSE_WORDS:
+        return None
+    return os.path.abspath(os.path.expanduser(value)), True
 
 
 def seal_password(env: Environment | None = None) -> bytes | None:

@@ -1,4 +1,5 @@
-"""Durable file writes: the one atomic write (temp file, fsync, rename, fsync the dir).
+"""Durable file writes: the one atomic write (temp file, fsync, rename, fsync the dir); and
+the one reader of this process's mount table (/proc/self/mountinfo).
 
 Used by every writer whose file must be whole or absent after a crash: the index, the cache,
 block-hash sidecars, the KDF salt file and the local store. Knows nothing of their formats.
@@ -12,6 +13,7 @@ fsync of a 300 MB archive took 2.8 s, as long as the rest of a backup (docs/perf
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from typing import BinaryIO, Iterator
@@ -89,3 +91,39 @@ def discard(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def mounts() -> list[tuple[str, str]]:
+    """(mount point, filesystem type) of every mount of this process's namespace, bind mounts
+    included (which st_dev misses), in mount order; empty when /proc is not there."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        # ID PARENT MAJ:MIN ROOT MOUNT-POINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER-OPTIONS
+        fields = line.split(" ")
+        if len(fields) < 5:
+            continue
+        after = fields.index("-", 5) + 1 if "-" in fields[5:] else len(fields)
+        found.append((_unescape(fields[4]), fields[after] if after < len(fields) else ""))
+    return found
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes a space, tab, newline or backslash in a path as an octal escape."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def filesystem_type(path: str) -> str | None:
+    """The type of the filesystem `path` (resolved) lives on, from the mount table; None when
+    the table cannot be read."""
+    real = os.path.realpath(path)
+    best, best_type = "", None
+    for point, fstype in mounts():
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):  # the last of equal points is the one on top
+            best, best_type = point, fstype
+    return best_type

@@ -21,7 +21,6 @@ import hashlib
 import io
 import os
 import queue
-import re
 import shutil
 import tarfile
 import threading
@@ -32,7 +31,7 @@ from typing import BinaryIO, Callable, Iterable
 
 import zstandard
 
-from . import cache, journal, seal
+from . import cache, fsutil, journal, seal
 from .compression import decompressor
 from .config import Root
 from .errors import (
@@ -81,17 +80,7 @@ class Placement:
 
 def mount_points() -> set[str]:
     """Every mount point of this process's namespace (bind mounts included, which st_dev misses)."""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as handle:
-            lines = handle.read().splitlines()
-    except OSError:
-        return set()
-    found = set()
-    for line in lines:
-        fields = line.split(" ")
-        if len(fields) > 4:
-            found.add(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
-    return found
+    return {point for point, _ in fsutil.mounts()}
 
 
 def placements(roots: Iterable[Root], home: str, to_dir: str | None) -> dict[str, Placement]:

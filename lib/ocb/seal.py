@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.kdf.argon2 import Argon2id
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
 
+from . import keycache
 from .errors import SealBroken, UsageError, WrongPassword
 from .fsutil import write_bytes
 from .log import log
@@ -205,8 +206,9 @@ def kdf_from_dict(value: Any) -> Kdf:
 class PasswordKey:
     """The KDF output for one password, KDF parameters and KDF salt.
 
-    Derived once per run and reused for every archive sealed in it; each archive then gets its
-    own key by HKDF. The key bytes stay out of repr so a traceback or log never shows them.
+    Derived once per run (or taken from the key cache, keycache.py) and reused for every archive
+    sealed in it; each archive then gets its own key by HKDF. The key bytes stay out of repr so
+    a traceback or log never shows them.
     """
 
     __slots__ = ("_key", "kdf", "kdf_salt")
@@ -221,11 +223,19 @@ class PasswordKey:
 
 
 def derive_password_key(
-    password: bytes, kdf: Kdf = DEFAULT_KDF, kdf_salt: bytes | None = None
+    password: bytes, kdf: Kdf = DEFAULT_KDF, kdf_salt: bytes | None = None,
+    key_cache: keycache.KeyCache | None = None,
 ) -> PasswordKey:
-    """Run the KDF (the slow, memory-hard step); a random KDF salt is drawn when none is given.
+    """Run the KDF (the slow, memory-hard step), or take its output from `key_cache` when an
+    earlier run on this machine left it there; a random KDF salt is drawn when none is given.
 
     `password` is the bytes as given (config.seal_password: UTF-8, no normalisation)."""
+    return _password_key(password, kdf, kdf_salt, key_cache)[0]
+
+
+def _password_key(password: bytes, kdf: Kdf, kdf_salt: bytes | None,
+                  key_cache: keycache.KeyCache | None) -> tuple[PasswordKey, bool]:
+    """(key, whether the KDF ran) for derive_password_key."""
     if not password:
         raise UsageError("the encryption password is empty")
     refused = kdf.problem()
@@ -235,22 +245,25 @@ def derive_password_key(
         kdf_salt = os.urandom(KDF_SALT_SIZE)
     if len(kdf_salt) != KDF_SALT_SIZE:
         raise ValueError(f"kdf_salt must be {KDF_SALT_SIZE} bytes")
-    return PasswordKey(kdf.derive(password, kdf_salt), kdf, kdf_salt)
+    salt = kdf_salt
+    key, derived = keycache.cached(key_cache, password, kdf.as_dict(), salt, lambda: kdf.derive(password, salt))
+    return PasswordKey(key, kdf, kdf_salt), derived
 
 
 class KeyRing:
     """Opens archives (and checks record MACs) with one password, deriving once per
-    (parameters, salt).
+    (parameters, salt), and not at all for a key in `key_cache` (keycache.py).
 
     A run seals all its archives with one PasswordKey, so a restore of a whole chain usually
     derives once per snapshot instead of once per volume. `derivations` counts KDF runs.
     """
 
-    __slots__ = ("_password", "_keys", "derivations")
+    __slots__ = ("_password", "_keys", "_key_cache", "derivations")
 
-    def __init__(self, password: bytes) -> None:
+    def __init__(self, password: bytes, key_cache: keycache.KeyCache | None = None) -> None:
         self._password = password
         self._keys: dict[tuple[Kdf, bytes], PasswordKey] = {}
+        self._key_cache = key_cache
         self.derivations = 0
 
     def __repr__(self) -> str:
@@ -264,8 +277,8 @@ class KeyRing:
         cached = self._keys.get((kdf, kdf_salt))
         if cached is not None:
             return cached
-        key = derive_password_key(self._password, kdf, kdf_salt)
-        self.derivations += 1
+        key, derived = _password_key(self._password, kdf, kdf_salt, self._key_cache)
+        self.derivations += derived
         self._keys[(kdf, kdf_salt)] = key
         return key
 
@@ -674,21 +687,27 @@ KDF_SALT_DIR = "seal"  # under the cache dir, mode 0700
 KDF_SALT_FILE = "kdf.json"  # mode 0600
 
 
-def cached_password_key(cache_dir: str, password: bytes, kdf: Kdf) -> PasswordKey:
-    """Derive the password key, reusing this machine's KDF salt (not a secret: it is in every
-    header) recorded in the cache, so that a restore of a chain sealed here derives once, not
-    once per snapshot. The salt is kept 0600 in a 0700 folder (it tells which machine sealed
-    what). A salt that cannot be recorded only costs a later restore some KDF runs."""
+def cached_password_key(cache_dir: str, password: bytes, kdf: Kdf,
+                        key_cache: keycache.KeyCache | None = None) -> PasswordKey:
+    """The password key new archives and records are sealed and signed with on this machine.
+
+    Its KDF salt (not a secret: it is in every header) is recorded in the cache, so that a
+    restore of a chain sealed here derives once, not once per snapshot; the salt is kept 0600
+    in a 0700 folder (it tells which machine sealed what). With no salt recorded, the salt of
+    a key in `key_cache` for this password and KDF is taken (a container that has just restored
+    seals under the salt it opened, with no KDF run), else a new one is drawn. A salt that
+    cannot be recorded only costs a later restore some KDF runs."""
     salt_dir = os.path.join(cache_dir, KDF_SALT_DIR)
     salt_file = os.path.join(salt_dir, KDF_SALT_FILE)
     try:
         with open(salt_file, encoding="utf-8") as handle:
             recorded = json.load(handle)
         if recorded.get("kdf") == kdf.as_dict():
-            return derive_password_key(password, kdf, bytes.fromhex(recorded["salt"]))
+            return derive_password_key(password, kdf, bytes.fromhex(recorded["salt"]), key_cache)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
-    key = derive_password_key(password, kdf)
+    found = key_cache.any(password, kdf.as_dict()) if key_cache is not None else None
+    key = derive_password_key(password, kdf, found[0] if found else None, key_cache)
     try:
         os.makedirs(salt_dir, mode=0o700, exist_ok=True)
         os.chmod(salt_dir, 0o700)  # makedirs leaves an existing folder's mode, umask trims a new one's

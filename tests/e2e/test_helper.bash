@@ -17,6 +17,9 @@ ocb_setup() {
     # a few ms a derivation where the default Argon2id (64 MiB, t=3) takes about a second; a
     # test of the default KDF unsets it (seal-store.bats)
     export OCB_SCRYPT_LOG_N=10
+    # no key cache (lib/ocb/keycache.py) by default: it lives in /dev/shm, shared by every test
+    # of this user, so a test would find keys other tests left; key-cache.bats gives its own
+    export OCB_KEY_CACHE=off
     unset OCB_KDF OCB_ARGON2_MEMORY
     unset OCB_UNDER_LOCK OCB_RESTORE_STORE OPENCLAW_RESTORE_DATASET_REPO OPENCLAW_BACKUP_DATASET_REPO OCB_STATE_DIR \
         OPENCLAW_STATE_DIR OCB_PASSWORD OCB_PASSWORD_FILE OCB_SEAL OCB_VOLUME_SIZE OCB_EXCLUDE

@@ -501,11 +501,11 @@ def test_any_truncation_raises_and_never_yields_wrong_plaintext(length: int) -> 
 
 def test_keyring_derives_scrypt_once_for_many_archives(monkeypatch: pytest.MonkeyPatch) -> None:
     scrypt_runs = []
-    real_derive = seal.derive_password_key
+    real_derive = seal.KdfParams.derive
 
-    def counting_derive(*args: object, **kwargs: object) -> seal.PasswordKey:
-        scrypt_runs.append(args[1:])
-        return real_derive(*args, **kwargs)  # type: ignore[arg-type]
+    def counting_derive(self: seal.KdfParams, password: bytes, salt: bytes) -> bytes:
+        scrypt_runs.append((self, salt))
+        return real_derive(self, password, salt)
 
     key = seal.derive_password_key(PASSWORD, CHEAP_KDF)
     archives = {f"snapshot-{n}/volume-{n}".encode(): bytes([n]) * (n * 37) for n in range(12)}
@@ -513,7 +513,7 @@ def test_keyring_derives_scrypt_once_for_many_archives(monkeypatch: pytest.Monke
         associated: sealed(plaintext, associated=associated, key=key)
         for associated, plaintext in archives.items()
     }
-    monkeypatch.setattr(seal, "derive_password_key", counting_derive)
+    monkeypatch.setattr(seal.KdfParams, "derive", counting_derive)
     keyring = seal.KeyRing(PASSWORD)
     for associated, data in sealed_archives.items():
         assert opened_with(keyring, data, associated) == archives[associated]

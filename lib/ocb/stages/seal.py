@@ -7,7 +7,7 @@ Writes:  `seal`: {sealed, path, size, sha256, params}. A document that carries `
          (with sealing on, ocb-pack seals as it writes) is passed on as it is. Otherwise,
          with sealing on, the archive is streamed through AES-256-GCM in fixed segments
          (docs/format.md) into `<archive>.ocbs` and the plain archive is removed; the key
-         comes from the password by Argon2id (or scrypt, when chosen), once per run; the
+         comes from the password by Argon2id (or scrypt, when chosen), once per machine life (the key cache); the
          associated data binds the archive to the store (plan.store_id), its snapshot and its
          place in the chain. Without a password the archive is passed on as it is and the
          meta will say `sealed: false`.
@@ -17,7 +17,8 @@ Environment:
   is on when a password is set; OCB_SEAL=on requires one, OCB_SEAL=off turns sealing off
   (both resolved by ocb-plan into settings.seal). OCB_KDF: argon2id (default; memory
   OCB_ARGON2_MEMORY, default 64M, t=3, p=4) or scrypt (cost OCB_SCRYPT_LOG_N, default 17;
-  setting OCB_SCRYPT_LOG_N alone picks scrypt).
+  setting OCB_SCRYPT_LOG_N alone picks scrypt). OCB_KEY_CACHE: where the password key is
+  kept in memory between runs (default /dev/shm/ocb-keys-<uid>, a folder on tmpfs), or off.
 Example: OCB_PASSWORD_FILE=~/.ocb-pass ocb-pack < plan.json | ocb-seal | jq .seal
 Exit status: 0 ok or skip; 1 run-time failure (disk full); 2 sealing on but no password;
              3 bad input document.
@@ -28,7 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import config, seal
+from .. import config, keycache, seal
 from ..archive import HashingWriter
 from ..config import Settings
 from ..errors import BadDocument, RuntimeFailure, UsageError, io_reason
@@ -56,7 +57,8 @@ def archive_sealing(doc: dict, settings: Settings) -> tuple[seal.PasswordKey, by
     if not plan.get("store_id"):
         raise BadDocument("plan.store_id is missing: this document was planned by an older ocb-plan, plan again")
     key = seal.cached_password_key(settings.cache_dir, password,
-                                   seal.chosen_kdf(settings.kdf, settings.scrypt_log_n, settings.argon2_memory))
+                                   seal.chosen_kdf(settings.kdf, settings.scrypt_log_n, settings.argon2_memory),
+                                   keycache.open_cache(config.key_cache_dir()))
     chain_ids = [link["id"] for link in plan.get("parent_chain") or []] + [doc["id"]]
     return key, seal.chain_associated_data(plan["store_id"], chain_ids, len(chain_ids) - 1)
 
