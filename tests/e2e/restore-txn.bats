@@ -52,7 +52,7 @@ keep_old() {
 }
 put_old() {
     for r in $ROOTS; do rm -rf "${HOME:?}/$r" && cp -a "$BATS_TEST_TMPDIR/old-copy/$r" "$HOME/"; done
-    for r in $ROOTS; do manifest "$HOME/$r" | diff -q "$BATS_TEST_TMPDIR/old$r" - >/dev/null; done
+    all_are old
     for r in $ROOTS; do stat -c %i "$HOME/$r" >"$BATS_TEST_TMPDIR/ino$r"; done
 }
 
@@ -65,19 +65,34 @@ learn_new() {
     put_old
 }
 
-# which_state ROOT: old or new, or fail
-which_state() {
-    manifest "$HOME/$1" >"$BATS_TEST_TMPDIR/now"
-    if diff -q "$BATS_TEST_TMPDIR/new$1" "$BATS_TEST_TMPDIR/now" >/dev/null; then echo new
-    elif diff -q "$BATS_TEST_TMPDIR/old$1" "$BATS_TEST_TMPDIR/now" >/dev/null; then echo old
-    else echo "$1 is neither wholly old nor wholly new:" >&2; diff "$BATS_TEST_TMPDIR/old$1" "$BATS_TEST_TMPDIR/now" >&2; return 1
-    fi
+# root_states: for each of $ROOTS in order, old or new (its manifest equals the one saved as
+# $BATS_TEST_TMPDIR/old<root> or new<root>), on one line; fails naming a root that is neither.
+# One interpreter for all roots: it runs after every kill point.
+root_states() {
+    # shellcheck disable=SC2086  # $ROOTS is a list of names without spaces
+    "$PYTHON" - "$TREE" "$HOME" "$BATS_TEST_TMPDIR" $ROOTS <<'EOF_PY'
+import difflib, json, os, sys
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+from tree import manifest
+home, saved, states = sys.argv[2], sys.argv[3], []
+for root in sys.argv[4:]:
+    now = [json.dumps(e, ensure_ascii=True) + "\n" for e in manifest(os.path.join(home, root))]
+    known = {state: open(os.path.join(saved, state + root)).readlines() for state in ("new", "old")
+             if os.path.exists(os.path.join(saved, state + root))}  # no new one before learn_new
+    state = next((state for state, lines in known.items() if lines == now), None)
+    if state is None:
+        sys.stderr.write(f"{root} is neither wholly old nor wholly new:\n" + "".join(difflib.unified_diff(known.get("old", []), now)))
+        sys.exit(1)
+    states.append(state)
+print(" ".join(states))
+EOF_PY
 }
 
 # all_are STATE: every root is wholly STATE
 all_are() {
-    local r s
-    for r in $ROOTS; do s=$(which_state "$r") || return 1; [ "$s" = "$1" ] || { echo "$r is $s, not $1" >&2; return 1; }; done
+    local states s
+    states=$(root_states) || return 1
+    for s in $states; do [ "$s" = "$1" ] || { echo "the roots ($ROOTS) are $states, not all $1" >&2; return 1; }; done
 }
 
 # no_staging: no staging or old tree beside or inside any root, and no journal
@@ -111,8 +126,7 @@ pull_dies_at() {
         points=$((points + 1))
         echo "killed before $syscall $n" >&3
         [ "$status" -eq 137 ] || { echo "kill point $n: exit $status" >&2; cat "$BATS_TEST_TMPDIR/pull.err" >&2; return 1; }
-        states=""
-        for r in $ROOTS; do states="$states $(which_state "$r")" || { echo "after the kill at $syscall $n" >&2; return 1; }; done
+        states=$(root_states) || { echo "after the kill at $syscall $n" >&2; return 1; }
         case "$states" in *old*new* | *new*old*) seen_mixed=1 ;; esac
         # a staging tree a dead run left is private (0700), unless it is the old tree put aside
         while IFS= read -r left; do
@@ -123,27 +137,28 @@ pull_dies_at() {
         if [ $((n % 2)) -eq 1 ]; then
             # a backup first finishes or rolls back, and publishes a wholly old or wholly new state
             backup_ok
-            after=""
-            for r in $ROOTS; do after="$after $(which_state "$r")"; done
+            after=$(root_states) || return 1
             case "$after" in *old*new* | *new*old*) echo "mixed after the backup: $after" >&2; return 1 ;; esac
             grep -q 'rolled back' "$BATS_TEST_TMPDIR/last.err" && seen_rollback=1
             grep -q 'completed it' "$BATS_TEST_TMPDIR/last.err" && seen_complete=1
             if ! jq -e .skip "$BATS_TEST_TMPDIR/last.json" >/dev/null; then
                 rm -rf "$BATS_TEST_TMPDIR/r"
                 ocb-restore --to "$BATS_TEST_TMPDIR/r" >/dev/null 2>&1
-                for r in $ROOTS; do
-                    # the snapshot holds the tree as it was, minus what the excludes leave out
-                    "$PYTHON" - "$TREE" "$BATS_TEST_TMPDIR/r/$r" "$HOME/$r" <<'EOF_PY'
-import subprocess, sys, json
-def m(p): return [json.loads(l) for l in subprocess.run([sys.executable, sys.argv[1], "manifest", p], capture_output=True, text=True, check=True).stdout.splitlines()]
+                # the snapshot holds each root as it was, minus what the excludes leave out (one
+                # interpreter for all roots: this runs at every other kill point)
+                # shellcheck disable=SC2086  # $ROOTS is a list of names without spaces
+                "$PYTHON" - "$TREE" "$BATS_TEST_TMPDIR/r" "$HOME" $ROOTS <<'EOF_PY'
+import os, sys
+sys.path.insert(0, os.path.dirname(sys.argv[1]))
+from tree import manifest
 skip = ("logs", "node_modules")
 def keep(e): return not any(part in skip for part in e["path"].split("/"))
-got = [e for e in m(sys.argv[2]) if e["path"] != ""]
-want = [e for e in m(sys.argv[3]) if keep(e) and e["path"] != ""]
-for e in got + want: e.pop("mtime_ns") if e["type"] == "dir" else None
-assert got == want, (sys.argv[2], [e for e in got if e not in want][:3], [e for e in want if e not in got][:3])
+for root in sys.argv[4:]:
+    got = [e for e in manifest(os.path.join(sys.argv[2], root)) if e["path"] != ""]
+    want = [e for e in manifest(os.path.join(sys.argv[3], root)) if keep(e) and e["path"] != ""]
+    for e in got + want: e.pop("mtime_ns") if e["type"] == "dir" else None
+    assert got == want, (root, [e for e in got if e not in want][:3], [e for e in want if e not in got][:3])
 EOF_PY
-                done
             fi
         else
             run -0 --separate-stderr ocb-restore --id "$SNAP"  # the backups above moved the latest
@@ -244,11 +259,16 @@ in_mount_ns() {
                 ocb-pull <"$BATS_TEST_TMPDIR/chain.json" >/dev/null 2>"$BATS_TEST_TMPDIR/p.err" || status=$?
             [ "$status" -eq 0 ] && break
             [ "$status" -eq 137 ] || { echo "exit $status at $n"; cat "$BATS_TEST_TMPDIR/p.err"; exit 1; }
-            # the next backup finishes or rolls back first: wholly old or wholly new
-            ocb-backup >/dev/null 2>"$BATS_TEST_TMPDIR/b.err" || { cat "$BATS_TEST_TMPDIR/b.err"; exit 1; }
+            # at odd kill points the next backup finishes or rolls back first (wholly old or
+            # wholly new), at even ones the next restore does and then completes (wholly new)
+            if [ $((n % 2)) -eq 1 ]; then
+                ocb-backup >/dev/null 2>"$BATS_TEST_TMPDIR/b.err" || { cat "$BATS_TEST_TMPDIR/b.err"; exit 1; }
+            else
+                ocb-pull <"$BATS_TEST_TMPDIR/chain.json" >/dev/null 2>"$BATS_TEST_TMPDIR/p.err" || { cat "$BATS_TEST_TMPDIR/p.err"; exit 1; }
+            fi
             m "$HOME/.openclaw" >"$BATS_TEST_TMPDIR/now"
             if cmp -s "$BATS_TEST_TMPDIR/now" "$BATS_TEST_TMPDIR/new"; then state=new
-            elif cmp -s "$BATS_TEST_TMPDIR/now" "$BATS_TEST_TMPDIR/old"; then state=old
+            elif cmp -s "$BATS_TEST_TMPDIR/now" "$BATS_TEST_TMPDIR/old" && [ $((n % 2)) -eq 1 ]; then state=old
             else echo "kill at rename $n: neither old nor new"; diff "$BATS_TEST_TMPDIR/old" "$BATS_TEST_TMPDIR/now"; exit 1; fi
             echo "kill at rename $n: $state"
             mountpoint -q "$HOME/.openclaw" || { echo "no longer a mount point"; exit 1; }

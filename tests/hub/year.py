@@ -3,7 +3,7 @@
 Usage:
     python tests/hub/year.py --dir DIR [--days 365] [--every 1] [--window 144] [--final-window N]
                              [--cadence 10] [--start 2027-01-15T23:50:00Z] [--files 20]
-                             [--restore all|none] [--restore-jobs 1] [--quota BYTES]
+                             [--restore all|none] [--restore-sample N] [--restore-jobs 1] [--quota BYTES]
                              [--env NAME=VALUE ...] > figures.json
 
 It runs the real `bin/ocb-backup` (the whole pipe and its own auto-prune, with every default:
@@ -27,7 +27,8 @@ storage as the test Hub counts it (POST /__hub/quota; `--quota` sets a quota the
 that crossing it would fail the backup with the Hub's 403). The manifest of the state
 (tests/tree.py manifest) is saved as each snapshot is made; at the end every snapshot the store
 still holds is restored (`ocb-restore --id ID --to DIR`, clock not faked) and its manifest
-compared with the saved one, entry by entry.
+compared with the saved one, entry by entry (`--restore-sample N`: only N of them, spread evenly
+from the oldest to the newest, both included).
 
 stdout: one JSON document, the figures (schedule, policy, totals, `final` and `max` of each
 repo figure, requests per backup, the restores, and `rows`: one per backup). stderr: progress.
@@ -210,6 +211,15 @@ def restore(env: dict[str, str], dirs: dict[str, Path], snapshot_id: str) -> dic
     return result
 
 
+def sample(ids: list[str], count: int) -> list[str]:
+    """`count` of `ids` spread evenly, the first and last included; all of them for 0."""
+    if count <= 0 or count >= len(ids):
+        return ids
+    if count == 1:
+        return ids[-1:]
+    return [ids[round(i * (len(ids) - 1) / (count - 1))] for i in range(count)]
+
+
 def summary(values: list[int]) -> dict:
     if not values:
         return {"count": 0}
@@ -230,12 +240,15 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--files", type=int, default=20, help="files in the generated state (default 20)")
     parser.add_argument("--restore", choices=("all", "none"), default="all",
                         help="restore every snapshot left at the end and check it (default all)")
+    parser.add_argument("--restore-sample", type=int, default=0, metavar="N",
+                        help="restore only N of the snapshots left, spread evenly, the oldest and newest "
+                             "included (default 0: every one)")
     parser.add_argument("--restore-jobs", type=int, default=1, help="restores run at once (default 1)")
     parser.add_argument("--quota", type=int, help="a private storage quota for the namespace on the test Hub, bytes")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="an extra setting for every ocb run (default: none, ocb's own defaults)")
     args = parser.parse_args(argv)
-    if min(args.days, args.every, args.window, args.cadence) < 1 or args.final_window < 0:
+    if min(args.days, args.every, args.window, args.cadence) < 1 or min(args.final_window, args.restore_sample) < 0:
         parser.error("--days, --every, --window and --cadence must be at least 1")
 
     lib = libfaketime()
@@ -260,6 +273,7 @@ def main(argv: list[str]) -> int:
     log(f"{len(moments)} backups from {moments[0]:%Y-%m-%d %H:%M} to {moments[-1]:%Y-%m-%d %H:%M} against {url}")
     started = time.monotonic()
     rows: list[dict] = []
+    chosen: list[str] = []  # the snapshots restored at the end
     failed = None
     settings: dict = {}
     try:
@@ -303,10 +317,11 @@ def main(argv: list[str]) -> int:
         kept = sorted(p[len(PREFIX):-len(".meta.json")] for p in (hub.repo() or {"files": {}})["files"]
                       if p.startswith(PREFIX) and p.endswith(".meta.json"))
         restores: list[dict] = []
+        chosen[:] = sample(kept, args.restore_sample)
         if args.restore == "all" and failed is None:
-            log(f"restoring the {len(kept)} snapshots the store holds, each checked against its manifest")
+            log(f"restoring {len(chosen)} of the {len(kept)} snapshots the store holds, each checked against its manifest")
             with concurrent.futures.ThreadPoolExecutor(max(1, args.restore_jobs)) as pool:
-                restores = list(pool.map(lambda i: restore(env, dirs, i), kept))
+                restores = list(pool.map(lambda i: restore(env, dirs, i), chosen))
         restore_seconds = time.monotonic() - started - backup_seconds
     finally:
         stop_hub(proc)
@@ -338,7 +353,7 @@ def main(argv: list[str]) -> int:
             "by_route_mean": {route: round(sum(r["by_route"].get(route, 0) for r in rows) / len(rows), 2)
                               for route in sorted({k for r in rows for k in r["by_route"]})} if rows else {},
         },
-        "restore": {"snapshots": len(kept) if rows else 0, "checked": len(restores),
+        "restore": {"snapshots": len(kept) if rows else 0, "sampled": len(chosen), "checked": len(restores),
                     "equal": sum(1 for r in restores if r["exit"] == 0 and "problem" not in r),
                     "mismatched": [r for r in restores if r["exit"] != 0 or "problem" in r]},
         "seconds": {"backups": round(backup_seconds, 1), "per_backup": round(backup_seconds / max(1, len(rows)), 2),
