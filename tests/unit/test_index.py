@@ -70,6 +70,8 @@ def test_a_file_whose_directory_moves_during_the_scan_is_left_out_not_called_unr
     # churn/d before the readability check; os.access says False for the vanished path
     (tmp_path / "d").mkdir()
     (tmp_path / "d" / "f0").write_text("x")
+    # without the owner's read bit: a file its owner may read is never asked about (_owner_readable)
+    os.chmod(tmp_path / "d" / "f0", 0o044)
     real_access = os.access
 
     def access_after_rename(path, mode, **kwargs):
@@ -81,6 +83,17 @@ def test_a_file_whose_directory_moves_during_the_scan_is_left_out_not_called_unr
     index, report = scan([Root("r", str(tmp_path), "dir", True)], [], [])
     assert report.unreadable == []
     assert ("r", "d/f0") not in index.entries
+
+
+def test_only_files_the_owner_may_not_read_are_asked_about(tmp_path, monkeypatch):
+    for name, mode in (("mine", 0o600), ("no-owner-bit", 0o044)):
+        (tmp_path / name).write_text("x")
+        os.chmod(tmp_path / name, mode)
+    asked = []
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: asked.append(os.path.basename(path)) or real_access(path, mode, **kw))
+    scan([Root("r", str(tmp_path), "dir", True)], [], [])
+    assert asked == ["no-owner-bit"]
 
 
 @pytest.mark.parametrize("patterns, includes, kept", [
