@@ -589,6 +589,11 @@ def key_cache_dir(env: Environment | None = None) -> tuple[str, bool] | None:
     return os.path.abspath(os.path.expanduser(value)), True
 
 
+def key_cache(env: Environment | None = None) -> keycache.KeyCache | None:
+    """The key cache the stages derive through (None: off, or its folder refused)."""
+    return keycache.open_cache(key_cache_dir(env))
+
+
 def seal_password(env: Environment | None = None) -> bytes | None:
     """The sealing password (a secret): OCB_PASSWORD, else the file OCB_PASSWORD_FILE names,
     else the legacy OPENCLAW_BACKUP_ENCRYPTION_PASSWORD when OPENCLAW_BACKUP_ENCRYPTION_ENABLED.

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import DOC_VERSION, cache, catalog, config, keycache, legacy, lineage, seal
+from .. import DOC_VERSION, cache, catalog, config, legacy, lineage, seal
 from ..errors import ChainBroken, IntegrityError, NoSuchSnapshot, NotAuthenticated, RollbackDetected
 from ..log import log
 from ..snapshot import (
@@ -272,7 +272,7 @@ class Guard:
     def __init__(self, cache_dir: str, store_url: str, env: config.Environment) -> None:
         self.cache_dir, self.store_url = cache_dir, store_url
         password = config.seal_password(env)
-        self.keyring = seal.KeyRing(password, keycache.open_cache(config.key_cache_dir())) if password is not None else None
+        self.keyring = seal.KeyRing(password, config.key_cache(env)) if password is not None else None
         self.seen = cache.seen(cache_dir, store_url)
         self.required = not config.seal_explicitly_off(env) and (password is not None or self.seen is not None)
         self.verified_pointer: dict | None = None

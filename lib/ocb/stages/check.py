@@ -36,7 +36,7 @@ import random
 import shutil
 import time
 
-from .. import DOC_VERSION, config, keycache, restore, seal, verify
+from .. import DOC_VERSION, config, restore, seal, verify
 from ..errors import IntegrityError, StoreMissing, UsageError
 from ..fsutil import fresh_run_dir
 from ..log import log
@@ -162,7 +162,7 @@ def _read_data(store: Store, prefix: str, chosen: list[str], chains: dict[str, l
     if sealed and password is None:
         raise UsageError(f"{len(sealed)} of the snapshots to read are sealed ({sealed[0]}...): "
                          "set OCB_PASSWORD or OCB_PASSWORD_FILE")
-    keyring = seal.KeyRing(password, keycache.open_cache(config.key_cache_dir())) if password is not None else None
+    keyring = seal.KeyRing(password, config.key_cache()) if password is not None else None
     read, volumes, size = [], 0, 0
     for snapshot_id in chosen:
         link = chains[snapshot_id][-1]

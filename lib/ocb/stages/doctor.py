@@ -42,7 +42,7 @@ import shutil
 import time
 from dataclasses import dataclass
 
-from .. import DOC_VERSION, config, keycache, seal, verify
+from .. import DOC_VERSION, config, seal, verify
 from ..errors import (
     CredentialsRefused,
     IntegrityError,
@@ -229,8 +229,8 @@ def _password(store: Store, prefix: str, pointer: dict | None, known: dict | Non
         if header is None:
             return Check("password", True, f"this store cannot read a seal header without downloading {name}: "
                          "the password is not checked", "ocb-check --read-data-subset 1% checks it", warning=True)
-        keyring = seal.KeyRing(password, keycache.open_cache(config.key_cache_dir()))
-        seal.SealedReader(io.BytesIO(header), keyring, seal.snapshot_associated_data(snapshot_id))
+        seal.SealedReader(io.BytesIO(header), seal.KeyRing(password, config.key_cache()),
+                          seal.snapshot_associated_data(snapshot_id))
     except WrongPassword:
         return Check("password", False, f"the password does not open the latest snapshot {snapshot_id}",
                      "set OCB_PASSWORD (or OCB_PASSWORD_FILE) to the password it was sealed with", 4)

@@ -57,7 +57,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import config, journal, keycache, legacy_restore, restore, seal
+from .. import config, journal, legacy_restore, restore, seal
 from ..config import Settings
 from ..errors import UsageError
 from ..fsutil import fresh_run_dir
@@ -91,7 +91,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         password = config.seal_password(env)
         if password is None:
             raise UsageError(f"snapshot {target_id} is sealed: set OCB_PASSWORD or OCB_PASSWORD_FILE to restore it")
-        keyring = seal.KeyRing(password, keycache.open_cache(config.key_cache_dir(env)))
+        keyring = seal.KeyRing(password, config.key_cache(env))
     to_dir = os.path.abspath(args.to) if args.to else None
     # --include: checked against the roots before anything is fetched
     include = restore.include_patterns(args.include, settings.roots, settings.home) if args.include else None

@@ -32,7 +32,7 @@ import os
 import shutil
 import time
 
-from .. import cache, catalog, config, keycache, seal
+from .. import cache, catalog, config, seal
 from ..config import Settings
 from ..errors import EXIT_PARTIAL, BadDocument, RuntimeFailure, UsageError
 from ..index import Index, check_structure
@@ -158,7 +158,7 @@ def record_key(settings: Settings) -> seal.PasswordKey | None:
         return None
     return seal.cached_password_key(settings.cache_dir, password,
                                     seal.chosen_kdf(settings.kdf, settings.scrypt_log_n, settings.argon2_memory),
-                                    keycache.open_cache(config.key_cache_dir()))
+                                    config.key_cache())
 
 
 def check_known_catalog(known: dict, key: seal.PasswordKey, cache_dir: str, store_url: str) -> None:

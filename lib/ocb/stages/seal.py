@@ -29,7 +29,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import config, keycache, seal
+from .. import config, seal
 from ..archive import HashingWriter
 from ..config import Settings
 from ..errors import BadDocument, RuntimeFailure, UsageError, io_reason
@@ -58,7 +58,7 @@ def archive_sealing(doc: dict, settings: Settings) -> tuple[seal.PasswordKey, by
         raise BadDocument("plan.store_id is missing: this document was planned by an older ocb-plan, plan again")
     key = seal.cached_password_key(settings.cache_dir, password,
                                    seal.chosen_kdf(settings.kdf, settings.scrypt_log_n, settings.argon2_memory),
-                                   keycache.open_cache(config.key_cache_dir()))
+                                   config.key_cache())
     chain_ids = [link["id"] for link in plan.get("parent_chain") or []] + [doc["id"]]
     return key, seal.chain_associated_data(plan["store_id"], chain_ids, len(chain_ids) - 1)
 
