@@ -25,7 +25,6 @@ from .errors import BadDocument, HostileArchive, RuntimeFailure
 from .fsutil import atomic_write
 
 INDEX_VERSION = 1
-WRITE_BATCH = 1000  # index lines joined per write: fewer calls, a few hundred KB at most in hand
 
 FILE, DIR, SYMLINK = "file", "dir", "symlink"
 
@@ -168,10 +167,8 @@ class Index:
         if self.excludes is not None:
             header.update(excludes=list(self.excludes), includes=list(self.includes or ()))
         handle.write(json.dumps(header) + "\n")
-        encode = json.JSONEncoder().encode  # json.dumps' own default encoder, without its per-call checks
-        entries = sorted(self.entries.values(), key=lambda e: (e.root, e.path))
-        for start in range(0, len(entries), WRITE_BATCH):
-            handle.write("".join([encode(e.to_json(with_pack)) + "\n" for e in entries[start:start + WRITE_BATCH]]))
+        for entry in sorted(self.entries.values(), key=lambda e: (e.root, e.path)):
+            handle.write(json.dumps(entry.to_json(with_pack)) + "\n")
 
     def save(self, path: str, with_pack: bool = False, durable: bool = True) -> None:
         """Write atomically: a crash leaves the old file or the new one, never half of one
