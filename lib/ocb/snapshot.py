@@ -32,6 +32,7 @@ UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 BACKUP_TYPES = ("full", "incremental")
 MAX_BYTES = 2**53  # JSON's exact integers; a size beyond is a damaged record
 RECORD_SUM = "record_sha256"
+SEALED_SUFFIX = ".ocbs"  # a sealed archive: <id>.tar.zst.ocbs (its volumes: .ocbs.part-0001, ...)
 RECORD_MAC = "record_mac"
 STORE_ID = re.compile(r"^[0-9a-f]{32}$")  # 128 random bits, drawn by the first ocb-plan of a store
 
@@ -96,6 +97,17 @@ def utc_text(moment: dt.datetime) -> str:
 
 def parse_utc(text: str) -> dt.datetime:
     return dt.datetime.strptime(text, UTC_FORMAT).replace(tzinfo=dt.timezone.utc)
+
+
+def sealed_as_packed(doc: dict) -> str | None:
+    """Why the document cannot go on, when its `archive` names a sealed file (ocb-pack sealed it
+    as it wrote) but it has no `seal` section: it was edited, and a stage that took `archive` as
+    the plain archive would seal it twice or cut it against the plain size. None otherwise."""
+    archive = doc.get("archive")
+    if doc.get("seal") is None and isinstance(archive, dict) and str(archive.get("path", "")).endswith(SEALED_SUFFIX):
+        return (f"field 'seal' is missing, but archive.path {archive['path']} is an archive ocb-pack sealed "
+                "as it wrote it (the document was edited): run the backup pipe again")
+    return None
 
 
 def meta_path(prefix: str, snapshot_id: str) -> str:

@@ -360,20 +360,22 @@ owners() { (cd "$1" && find . -printf '%P %U:%G\n' | sort); }
     manifest "$to/.openclaw" | diff <(manifest "$HOME/.openclaw") -
 }
 
-@test "a 1 GiB sparse file restores sparse: zero runs written as holes, disk usage close to the source's" {
+@test "a 256 MiB sparse file restores sparse: zero runs written as holes, disk usage close to the source's" {
+    # (256 MiB: each of backup, restore and cmp reads every zero; at 1 GiB this one test cost a
+    # minute of CPU in the suite, and holes are holes at any size)
     rm -rf "$HOME/.config" "$HOME/.ssh" "$OCB_CACHE_DIR"
     sparse="$HOME/.openclaw/disk.img"
-    truncate -s 1G "$sparse"
+    truncate -s 256M "$sparse"
     printf 'head\n' | dd of="$sparse" conv=notrunc status=none
-    printf 'middle\n' | dd of="$sparse" bs=1M seek=512 conv=notrunc status=none
+    printf 'middle\n' | dd of="$sparse" bs=1M seek=128 conv=notrunc status=none
     source_kb=$(du -k "$sparse" | cut -f1)
     [ "$source_kb" -lt 1024 ]
     backup_ok
     run -0 --separate-stderr ocb-restore --to "$BATS_TEST_TMPDIR/r"
     restored="$BATS_TEST_TMPDIR/r/.openclaw/disk.img"
     restored_kb=$(du -k "$restored" | cut -f1)
-    echo "1 GiB sparse file: ${source_kb} KiB on disk in the source, ${restored_kb} KiB restored" >&3
-    [ "$(stat -c %s "$restored")" = $((1024 * 1024 * 1024)) ]
+    echo "256 MiB sparse file: ${source_kb} KiB on disk in the source, ${restored_kb} KiB restored" >&3
+    [ "$(stat -c %s "$restored")" = $((256 * 1024 * 1024)) ]
     [ "$restored_kb" -lt 1024 ]
     cmp "$sparse" "$restored"
 }

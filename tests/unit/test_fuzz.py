@@ -281,6 +281,19 @@ def test_ocb_pack_refuses_a_plan_whose_roots_miss_a_root_of_its_index(mutation, 
         _feed("pack", json.dumps(doc).encode(), world)
 
 
+@pytest.mark.parametrize("stage_name", ["seal", "split"])
+def test_a_document_whose_seal_was_removed_after_pack_sealed_is_refused(stage_name, world, monkeypatch):
+    # found by the fuzzer: without `seal`, split cut the sealed file against the plain size
+    # (exit 4) and seal would have sealed it a second time
+    doc = world["docs"][INPUT_OF[stage_name]]
+    assert doc["archive"]["path"].endswith(".ocbs"), "the fuzz world seals as it packs"
+    for key, value in world["env"].items():
+        monkeypatch.setenv(key, value)
+    _reset(world, stage_name)
+    with pytest.raises(BadDocument, match="field 'seal' is missing"):
+        _feed(stage_name, json.dumps(_mutate(doc, ("seal",), "remove")).encode(), world)
+
+
 @pytest.mark.parametrize("stage_name", STAGES)
 def test_each_stage_takes_its_unmutated_document(stage_name, world, monkeypatch):
     """The control: the fuzzed documents are good ones, so what is refused is the mutation."""

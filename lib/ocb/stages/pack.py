@@ -41,7 +41,8 @@ from ..fsutil import discard
 from ..index import Index
 from ..log import log
 from ..progress import Meter, human_bytes
-from .seal import SEALED_SUFFIX, archive_sealing, seal_section
+from ..snapshot import SEALED_SUFFIX
+from .seal import archive_sealing, seal_section
 
 STARTS_DOCUMENT = False
 KIND = "backup"

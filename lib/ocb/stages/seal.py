@@ -36,11 +36,11 @@ from ..errors import BadDocument, RuntimeFailure, UsageError, io_reason
 from ..fsutil import discard
 from ..log import log
 from ..progress import Meter, MeteredReader, human_bytes
+from ..snapshot import SEALED_SUFFIX, sealed_as_packed
 
 STARTS_DOCUMENT = False
 KIND = "backup"
 NEEDS = ("plan", "archive")
-SEALED_SUFFIX = ".ocbs"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +73,9 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         # ocb-pack sealed the archive as it wrote it (sealing on): nothing left to do here
         log.debug("the archive was sealed as it was packed: passing it on")
         return doc
+    edited = sealed_as_packed(doc)
+    if edited:
+        raise BadDocument(edited)
     settings = Settings.from_doc(doc)
     archive = doc["archive"]
     path = archive["path"]

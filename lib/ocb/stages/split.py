@@ -19,6 +19,7 @@ import os
 from ..config import Settings
 from ..errors import BadDocument, ChecksumMismatch, RuntimeFailure, io_reason
 from ..progress import Meter, human_bytes
+from ..snapshot import sealed_as_packed
 from ..volumes import split_file
 
 STARTS_DOCUMENT = False
@@ -31,6 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(doc: dict, args: argparse.Namespace) -> dict:
+    edited = sealed_as_packed(doc)
+    if edited:
+        raise BadDocument(edited)
     settings = Settings.from_doc(doc)
     where = "seal" if isinstance(doc.get("seal"), dict) else "archive"
     source = doc[where]
