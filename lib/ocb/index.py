@@ -399,7 +399,8 @@ def _walk(root: Root, dir_path: str, rel_dir: str, index: Index, report: ScanRep
         try:
             st = child.stat(follow_symlinks=False)
             entry = _entry_from_stat(root.name, rel, st, child.path)
-            if entry is not None and entry.type == FILE and not _owner_readable(st) and not os.access(child.path, os.R_OK):
+            if (entry is not None and entry.type == FILE and not _owner_readable(st)
+                    and not os.access(child.path, os.R_OK)):
                 _check_readable(child.path)
         except FileNotFoundError:
             continue

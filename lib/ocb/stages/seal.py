@@ -7,9 +7,9 @@ Writes:  `seal`: {sealed, path, size, sha256, params}. A document that carries `
          (with sealing on, ocb-pack seals as it writes) is passed on as it is. Otherwise,
          with sealing on, the archive is streamed through AES-256-GCM in fixed segments
          (docs/format.md) into `<archive>.ocbs` and the plain archive is removed; the key
-         comes from the password by Argon2id (or scrypt, when chosen), once per machine life (the key cache); the
-         associated data binds the archive to the store (plan.store_id), its snapshot and its
-         place in the chain. Without a password the archive is passed on as it is and the
+         comes from the password by Argon2id (or scrypt, when chosen), once per machine life
+         (the key cache); the associated data binds the archive to the store (plan.store_id),
+         its snapshot and its place in the chain. Without a password the archive is passed on as it is and the
          meta will say `sealed: false`.
 Environment:
   OCB_PASSWORD, or OCB_PASSWORD_FILE naming a file that holds it (legacy:
