@@ -41,7 +41,8 @@ def _environment(top: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OCB_", "OPENCLAW_"))}
     env.update(HOME=f"{top}/home", OCB_STORE=f"file://{top}/store", OCB_WORK_DIR=f"{top}/work",
                OCB_CACHE_DIR=f"{top}/cache", OCB_PASSWORD=PASSWORD, OCB_SCRYPT_LOG_N="10",
-               OCB_VOLUME_SIZE="64K", OCB_LOG_FORMAT="text")
+               OCB_VOLUME_SIZE="64K", OCB_LOG_FORMAT="text",
+               OCB_KEY_CACHE="off")  # not this user's /dev/shm key cache, shared with every other run
     return env
 
 
