@@ -168,6 +168,10 @@ def _feed(stage_name: str, raw: bytes, world) -> dict | None:
 
 # fields a stage writes as null when there is nothing to say (no parent, an empty store...)
 NULLABLE = {"base", "base_snapshot", "parent", "diverged_from", "latest", "params", "seal"}
+# fields whose absence describes an older, valid document: a chain link with no store_id is one
+# sealed before the associated data bound the store (form 1), so removing it is another world
+# (the seal then fails: exit 4), not a malformed document
+OPTIONAL = {"store_id"}
 
 
 def _malformed(path: tuple, original, action) -> bool:
@@ -175,6 +179,8 @@ def _malformed(path: tuple, original, action) -> bool:
     number), which only exit 3 may answer; a value of the same type instead describes another
     world, which the stage may take, or fail on with that world's code (I/O, integrity, conflict)."""
     if action is None and path and path[-1] in NULLABLE:
+        return False
+    if action == "remove" and path and path[-1] in OPTIONAL:
         return False
     if action == "remove" or type(original) is not type(action):
         return True
