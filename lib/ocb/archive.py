@@ -11,9 +11,11 @@ import errno
 import hashlib
 import io
 import os
+import queue
 import sqlite3
 import stat
 import tarfile
+import threading
 import time
 import urllib.parse
 from contextlib import closing
@@ -67,11 +69,14 @@ class TarStream:
     """A PAX tar stream written member by member into `out`: headers (ustar_header, else
     TarInfo.tobuf), data in COPY_CHUNK pieces, padding, and the end-of-archive blocks, as
     tarfile writes them (the same bytes), without tarfile's per-member copies of each TarInfo
-    and its list of every member written."""
+    and its list of every member written. File data is read into one buffer, used again for
+    every piece (`out.write` must take a copy of what it keeps, as zstd, gzip and files do):
+    a fresh 1 MiB object per read was a fresh mapping and its page faults, per piece."""
 
     def __init__(self, out: BinaryIO) -> None:
         self.out = out
         self.offset = 0
+        self._buffer = memoryview(bytearray(COPY_CHUNK))
 
     def add(self, info: tarfile.TarInfo, data: BinaryIO | None = None) -> None:
         header = ustar_header(info) or info.tobuf(tarfile.PAX_FORMAT, TAR_ENCODING, TAR_ERRORS)
@@ -81,11 +86,11 @@ class TarStream:
             return
         left = info.size
         while left:
-            chunk = data.read(min(left, COPY_CHUNK))
-            if not chunk:
+            got = data.readinto(self._buffer[:min(left, COPY_CHUNK)])
+            if not got:
                 raise OSError(errno.EIO, f"{info.name}: ended {left} bytes early")
-            self.out.write(chunk)
-            left -= len(chunk)
+            self.out.write(self._buffer[:got])
+            left -= got
         padding = -info.size % tarfile.BLOCKSIZE
         if padding:
             self.out.write(tarfile.NUL * padding)
@@ -118,6 +123,54 @@ class HashingWriter(io.RawIOBase):
         return len(view)
 
 
+class BackgroundWriter(io.RawIOBase):
+    """Hands what is written to it to a thread that writes it on to `sink`, so that what the
+    sink does with the compressed stream (its sha256, the seal's AES-GCM, the sealed stream's
+    sha256, the file's writes: all of them outside the GIL) runs beside the tar stream's
+    building instead of after each piece of it. At most QUEUE_DEPTH pieces wait (zstd hands
+    ~128 KiB at a time): memory stays flat. The first failure of the sink is raised again in
+    the writer's thread, at its next write or at finish(); the pieces after it are dropped."""
+
+    QUEUE_DEPTH = 32
+
+    def __init__(self, sink: BinaryIO) -> None:
+        self.sink = sink
+        self._pieces: queue.Queue[bytes | None] = queue.Queue(self.QUEUE_DEPTH)
+        self._failure: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, name="ocb-archive-sink", daemon=True)
+        self._thread.start()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        if self._failure is not None:
+            raise self._failure
+        piece = bytes(data)  # the same object for bytes (what zstd and gzip hand out): no copy
+        self._pieces.put(piece)
+        return len(piece)
+
+    def _drain(self) -> None:
+        while (piece := self._pieces.get()) is not None:
+            if self._failure is None:
+                try:
+                    self.sink.write(piece)
+                except BaseException as exc:  # noqa: BLE001 - raised again in the writer's thread
+                    self._failure = exc
+
+    def finish(self) -> None:
+        """Wait until everything written reached the sink; its failure, if any, is raised."""
+        self.stop()
+        if self._failure is not None:
+            raise self._failure
+
+    def stop(self) -> None:
+        """End the thread once the pieces queued are written (or dropped after a failure)."""
+        if self._thread.is_alive():
+            self._pieces.put(None)
+            self._thread.join()
+
+
 class FileContent(io.RawIOBase):
     """Reads exactly `size` bytes of an open file, feeding them to a Hasher.
 
@@ -136,23 +189,26 @@ class FileContent(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, n: int = -1) -> bytes:  # type: ignore[override]
-        if self.remaining <= 0:
-            return b""
-        if n < 0 or n > self.remaining:
-            n = self.remaining
+    def readinto(self, buffer) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        wanted = min(len(view), max(self.remaining, 0))
+        got = 0
         try:
-            data = b"" if self.failed else self.handle.read(n)
+            while got < wanted and not self.failed:
+                read = self.handle.readinto(view[got:wanted])
+                if not read:
+                    break
+                got += read
         except OSError as exc:
             # an I/O error part way: the member is completed with zeros so the stream stays
             # well-formed, and the caller leaves the entry out of the index
-            self.failed, data = exc, b""
-        if len(data) < n:
+            self.failed = exc
+        if got < wanted:
             self.short = True
-            data += b"\0" * (n - len(data))
-        self.remaining -= len(data)
-        self.hasher.update(data)
-        return data
+            view[got:wanted] = bytes(wanted - got)
+        self.remaining -= wanted
+        self.hasher.update(view[:wanted])
+        return wanted
 
 
 @dataclass
@@ -221,7 +277,21 @@ def write_archive(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, 
     final = Index(roots=plan_index.roots, snapshot=plan_index.snapshot, excludes=plan_index.excludes,
                   includes=plan_index.includes)
     hashed = HashingWriter(out)
-    packed = compressor(options.compression, options.level, hashed)  # type: ignore[arg-type]
+    # the compressed stream's hashing, sealing and writing on a thread of their own
+    background = BackgroundWriter(hashed)  # type: ignore[arg-type]
+    try:
+        _write_members(plan_index, root_paths, background, options, index_spool, progress, stats, final)
+        background.finish()
+    finally:
+        background.stop()
+    stats.seconds = time.monotonic() - started
+    return final, stats, hashed.digest.hexdigest(), hashed.size
+
+
+def _write_members(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, options: PackOptions,
+                   index_spool: str, progress: Callable[[int], None] | None, stats: PackStats,
+                   final: Index) -> None:
+    packed = compressor(options.compression, options.level, out)
     # straight into the compressor, file data in COPY_CHUNK pieces (tarfile's stream mode "w|"
     # re-buffered every write in 10 KiB bytes slices, and copied file data 16 KiB at a time)
     tar = TarStream(packed)  # type: ignore[arg-type]
@@ -267,8 +337,6 @@ def write_archive(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, 
         tar.add(info, handle)
     tar.close()
     packed.close()
-    stats.seconds = time.monotonic() - started
-    return final, stats, hashed.digest.hexdigest(), hashed.size
 
 
 class _ArchiveWriter:
@@ -312,7 +380,7 @@ class _ArchiveWriter:
             if exc.errno == errno.ELOOP:  # it became a symlink since planning
                 return self.add(_relstat(entry, path), path)
             raise EntryUnreadable(exc) from None
-        with os.fdopen(fd, "rb") as handle:
+        with os.fdopen(fd, "rb", buffering=0) as handle:  # read in COPY_CHUNK pieces: no buffer between
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 return self.add(_relstat(entry, path), path)

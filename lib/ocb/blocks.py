@@ -95,13 +95,22 @@ class Hasher:
         self.size += len(data)
         if not self.with_blocks:
             return
-        self.pending += data
-        full = len(self.pending) - len(self.pending) % self.block_size
-        view = memoryview(self.pending)
-        for start in range(0, full, self.block_size):
-            self.digests += block_digest(view[start:start + self.block_size])
-        view.release()
-        del self.pending[:full]
+        # whole blocks are hashed where they lie; only a block cut by the chunking is copied
+        # (into `pending`), so a large file's bytes are not copied once more to be hashed
+        view = memoryview(data).cast("B")
+        size = self.block_size
+        if self.pending:
+            taken = size - len(self.pending)
+            self.pending += view[:taken]
+            view = view[taken:]
+            if len(self.pending) < size:
+                return
+            self.digests += block_digest(self.pending)
+            self.pending.clear()
+        full = len(view) - len(view) % size
+        for start in range(0, full, size):
+            self.digests += block_digest(view[start:start + size])
+        self.pending += view[full:]
 
     def finish(self) -> tuple[str, BlockHashes | None]:
         if self.with_blocks and self.pending:

@@ -28,6 +28,7 @@ setup() {
 }
 
 teardown() {
+    [ -z "${MOUNTED:-}" ] || umount "$MOUNTED" 2>/dev/null || true
     hub_clear_faults
 }
 
@@ -193,17 +194,28 @@ crash_writes() {
 }
 
 # bats test_tags=matrix
-@test "kill -9 of ocb-push at a random byte copied into the local store: the latest is the previous or the new snapshot, whole" {
-    on_store local
-    first_backup
-    change_state
-    run_until push
-    id=$(jq -r .id "$BATS_TEST_TMPDIR/plan.json")
-    offset=$(random_below "$(jq '[.volumes.files[].size] | add' "$BATS_TEST_TMPDIR/split.json")")
-    echo "push killed at $offset bytes" >&3
-    crash_stage push "$offset" "$STORE_DIR/backups/*$id*" "$STORE_DIR/.ocb-tmp-*"
-    store_is_consistent
-    next_backup_cleans_up
+@test "kill -9 of ocb-push at a random byte moved or copied into the local store: the latest is the previous or the new snapshot, whole" {
+    # the store on the work dir's filesystem (volumes renamed in), then on a tmpfs of its own
+    # (volumes copied)
+    for placement in moved copied; do
+        on_store local
+        if [ "$placement" = copied ]; then
+            STORE_DIR="$BATS_TEST_TMPDIR/store-tmpfs"
+            export OCB_STORE="file://$STORE_DIR"
+            mkdir -p "$STORE_DIR"
+            mount -t tmpfs tmpfs "$STORE_DIR" 2>/dev/null || { echo "cannot mount a tmpfs here: copy path not crashed" >&3; break; }
+            MOUNTED=$STORE_DIR
+        fi
+        first_backup
+        change_state
+        run_until push
+        id=$(jq -r .id "$BATS_TEST_TMPDIR/plan.json")
+        offset=$(random_below "$(jq '[.volumes.files[].size] | add' "$BATS_TEST_TMPDIR/split.json")")
+        echo "[$placement] push killed at $offset bytes" >&3
+        crash_stage push "$offset" "$STORE_DIR/backups/*$id*" "$STORE_DIR/backups/.ocb-tmp-*" "$STORE_DIR/.ocb-tmp-*"
+        store_is_consistent
+        next_backup_cleans_up
+    done
 }
 
 # bats test_tags=matrix

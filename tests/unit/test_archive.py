@@ -1,13 +1,17 @@
-"""archive.TarStream and ustar_header write exactly the bytes tarfile's PAX format writes."""
+"""archive.TarStream and ustar_header write exactly the bytes tarfile's PAX format writes; block
+hashes do not depend on the chunking; the background sink hands its failure back."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import tarfile
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
-from ocb.archive import TAR_ENCODING, TAR_ERRORS, TarStream, ustar_header
+from ocb.archive import TAR_ENCODING, TAR_ERRORS, BackgroundWriter, TarStream, ustar_header
+from ocb.blocks import Hasher, block_digest
 
 NAMES = st.one_of(
     st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=120),
@@ -66,3 +70,42 @@ def test_the_stream_is_byte_for_byte_what_tarfile_writes() -> None:
     assert ours.getvalue() == theirs.getvalue()
     with tarfile.open(fileobj=io.BytesIO(ours.getvalue())) as back:
         assert [m.name for m in back.getmembers()] == [i.name for i, _ in members]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(min_size=0, max_size=5 * 1024), cuts=st.lists(st.integers(0, 5 * 1024), max_size=8),
+       block_size=st.sampled_from([1, 7, 512, 1024]))
+def test_block_hashes_do_not_depend_on_how_the_bytes_are_fed(data, cuts, block_size) -> None:
+    hasher = Hasher(True, block_size)
+    start = 0
+    for cut in sorted(c for c in cuts if c <= len(data)) + [len(data)]:
+        hasher.update(memoryview(data)[start:cut])  # memoryviews, as the tar stream hands them
+        start = cut
+    sha256, blocks = hasher.finish()
+    assert sha256 == hashlib.sha256(data).hexdigest() and blocks is not None
+    expected = b"".join(block_digest(data[i:i + block_size]) for i in range(0, len(data), block_size))
+    assert blocks.digests == expected and blocks.size == len(data)
+
+
+class _FullDisk(io.RawIOBase):
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def write(self, data) -> int:  # type: ignore[override]
+        if len(data) > self.room:
+            raise OSError(28, "No space left on device")
+        self.room -= len(data)
+        return len(data)
+
+
+def test_the_sinks_failure_reaches_the_writer_and_nothing_after_it_is_written() -> None:
+    sink = _FullDisk(300_000)
+    background = BackgroundWriter(sink)  # type: ignore[arg-type]
+    try:
+        with pytest.raises(OSError, match="No space left"):
+            for _ in range(100):
+                background.write(b"x" * 100_000)
+            background.finish()
+    finally:
+        background.stop()
+    assert sink.room == 0 and not background._thread.is_alive()

@@ -543,6 +543,65 @@ def test_a_store_written_before_catalogs_has_none_and_its_snapshots_stay_safe(ba
     assert on_disk["snapshots"][0]["from_listing"] is True and on_disk["snapshots"][1] == catalog.entry(second, 2)
 
 
+# -- the local folder: a volume moved in or copied ----------------------------------------------
+
+
+def local_store(tmp_path: Path):
+    root = tmp_path / "store"
+    return Backend(f"file://{root}", LocalRaw(root), settings_for(tmp_path), StoreSecrets())
+
+
+def other_filesystem(tmp_path: Path) -> Path:
+    """A folder on another filesystem than tmp_path's (tmpfs), where a rename is EXDEV."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("no second filesystem here")
+    folder = Path(os.path.join(shm, f"ocb-test-{os.getpid()}-{tmp_path.name}"))
+    folder.mkdir()
+    return folder
+
+
+def test_a_volume_on_the_stores_filesystem_is_moved_in_one_elsewhere_copied(tmp_path):
+    backend = local_store(tmp_path)
+    store = backend.open()
+    upload, _, _, stats = publish(store, backend.url, tmp_path, SNAP, token=None, old_catalog=None,
+                                  data=b"moved " * 1000)
+    assert not os.path.exists(upload.path)  # renamed: its bytes were not written again
+    assert backend.raw.read(f"backups/{SNAP}.tar.zst") == b"moved " * 1000 and stats["bytes_uploaded"] == 6000
+    elsewhere = other_filesystem(tmp_path)
+    try:
+        upload, meta = snapshot(elsewhere, NEXT, parent=None, data=b"copied " * 1000)
+        store.publish("backups", NEXT, [upload], meta, build_pointer(backend.url, meta, "backups"),
+                      catalog.append(store.read_catalog(), meta), store.head().token)
+        assert Path(upload.path).read_bytes() == b"copied " * 1000  # copied: the work dir's copy stays
+        assert backend.raw.read(f"backups/{NEXT}.tar.zst") == b"copied " * 1000
+    finally:
+        subprocess.run(["rm", "-rf", str(elsewhere)], check=True)
+    assert not [name for name in os.listdir(tmp_path / "store" / "backups") if name.startswith(".ocb-tmp-")]
+
+
+def test_a_publish_that_fails_puts_the_volumes_it_moved_back_in_the_work_dir(tmp_path):
+    backend = local_store(tmp_path)
+    store = backend.open()
+    publish(store, backend.url, tmp_path, SNAP, token=None, old_catalog=None)
+    files = backend.raw.files()
+    first, meta = snapshot(tmp_path, NEXT, data=b"first volume")
+    gone = Upload(f"{NEXT}.tar.zst.part-0002", str(tmp_path / "no-such-volume"), 5, "0" * 64)
+    meta["volumes"].append(gone.name)  # two volumes: the first lands, the second cannot be read
+    with pytest.raises(RuntimeFailure, match="cannot write"):
+        store.publish("backups", NEXT, [first, gone], meta, build_pointer(backend.url, meta, "backups"),
+                      catalog.append(store.read_catalog(), meta), store.head().token)
+    assert backend.raw.files() == files  # the store as it was
+    assert Path(first.path).read_bytes() == b"first volume"  # and the work dir, for another try
+    # a volume changed since ocb-split: refused, and back where it was, changed as it was
+    changed = Path(first.path)
+    changed.write_bytes(b"first volumE")
+    with pytest.raises(ChecksumMismatch, match=first.name):
+        store.publish("backups", NEXT, [first], meta, build_pointer(backend.url, meta, "backups"),
+                      catalog.append(store.read_catalog(), meta), store.head().token)
+    assert backend.raw.files() == files and changed.read_bytes() == b"first volumE"
+
+
 # -- the registry: URLs --------------------------------------------------------------------------
 
 HOME = os.path.expanduser("~")

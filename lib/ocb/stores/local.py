@@ -6,7 +6,10 @@ meta land first, then the catalog, then the pointer is renamed into place, so a 
 moment leaves the previous snapshot as the latest. (A crash between the catalog and the
 pointer leaves a whole snapshot, meta and volumes fsynced, that the catalog lists and the
 pointer does not: restorable by id, like a rival's diverged snapshot; nothing is lost.)
-Volumes are read in place. The head token is the pointer's snapshot id.
+Volumes are read in place. A volume in a work dir on the store's own filesystem is renamed
+into the store rather than copied (its bytes are written once, as restic writes its packs
+straight into its repository); on another filesystem it is copied. The head token is the
+pointer's snapshot id.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from ..errors import (
     UsageError,
     io_reason,
 )
-from ..fsutil import TMP_MARK, atomic_write, fsync_dir, write_bytes
+from ..fsutil import TMP_MARK, atomic_write, fsync_dir, temp_name, write_bytes
 from ..snapshot import META_SUFFIX, POINTER, encode_record, meta_path, parse_pointer, parse_record
 from .base import (
     Access,
@@ -57,6 +60,14 @@ COPY_CHUNK = 4 * 1024 * 1024
 LOCK_WAIT_SECONDS = 60.0
 LOCK_POLL_SECONDS = 0.1
 FILE_MODE = 0o666  # as open() would: the umask decides, as for any file the user writes
+
+
+def _remove_quietly(path: str) -> None:
+    """Best effort, after a failure that is being reported already."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _io_failure(action: str, path: str, exc: OSError) -> RuntimeFailure:
@@ -200,10 +211,48 @@ class LocalStore(Store):
         except OSError as exc:
             raise _io_failure("write", path, exc) from None
 
+    def _land_volume(self, upload: Upload, target: str) -> bool:
+        """The volume in the store whole or not at all: moved there when the store's
+        filesystem holds it (True; the work dir no longer does), else copied. Its sha256 is
+        checked on what lands, before the final rename, so a volume that changed in the work
+        dir since ocb-split hashed it never lands under a meta that would promise otherwise."""
+        moving = temp_name(target)
+        try:
+            # a rename takes it out of the work dir before it is hashed: what is checked is
+            # what lands. Any failure (EXDEV: another filesystem) leaves it where it was
+            os.rename(upload.path, moving)
+        except OSError:
+            self._copy_volume(upload, target)
+            return False
+        try:
+            with open(moving, "rb") as landed:
+                digest = hashlib.sha256()
+                while chunk := landed.read(COPY_CHUNK):
+                    digest.update(chunk)
+                # the work dir's files are never synced (scratch): the store's copy must be
+                os.fsync(landed.fileno())
+            if digest.hexdigest() != upload.sha256:
+                raise ChecksumMismatch(f"volume {upload.name}: {upload.path} no longer hashes to the "
+                                       "sha256 recorded by ocb-split: run the backup pipe again")
+            os.replace(moving, target)
+            fsync_dir(os.path.dirname(target))
+        except BaseException as exc:
+            self._move_back(moving, upload.path)
+            if isinstance(exc, OSError):
+                raise _io_failure("write", target, exc) from None
+            raise
+        return True
+
+    @staticmethod
+    def _move_back(path: str, origin: str) -> None:
+        """A moved volume back in the work dir, as ocb-split left it (so the push can be run
+        again from the same document); where that fails, out of the store at least."""
+        try:
+            os.rename(path, origin)
+        except OSError:
+            _remove_quietly(path)
+
     def _copy_volume(self, upload: Upload, target: str) -> None:
-        """The volume copied in whole or not at all. Its sha256 is checked on the copy, before
-        the rename, so a volume that changed in the work dir since ocb-split hashed it never
-        lands under a meta that would promise otherwise."""
         try:
             with atomic_write(target, FILE_MODE) as out, open(upload.path, "rb") as source:
                 digest = hashlib.sha256()
@@ -242,7 +291,9 @@ class LocalStore(Store):
             check_new_catalog(catalog, snapshot_id, old, self.url)
             self._sweep_leftovers(self.root)
             self._sweep_leftovers(folder)
-            landed: list[str] = []  # what this call added, taken back if the pointer never moves
+            # what this call added, taken back if the pointer never moves: each path, and the
+            # work-dir path of a volume moved in (it goes back there)
+            landed: list[tuple[str, str | None]] = []
             catalog_written = False
             try:
                 for upload in uploads:
@@ -252,11 +303,11 @@ class LocalStore(Store):
                             and file_sha256(target) == upload.sha256):
                         reused += upload.size
                         continue
-                    self._copy_volume(upload, target)
-                    landed.append(target)
+                    moved = self._land_volume(upload, target)
+                    landed.append((target, upload.path if moved else None))
                     copied += upload.size
                 self._write(meta_file, encode_record(meta))
-                landed.append(meta_file)
+                landed.append((meta_file, None))
                 self._write(self._path(CATALOG), encode_catalog(catalog))
                 catalog_written = True
                 self._write(self._path(POINTER), encode_record(pointer))
@@ -266,11 +317,11 @@ class LocalStore(Store):
                 # the pointer would show up in --list as a snapshot nobody published
                 if catalog_written:
                     self._put_back_catalog(old_raw)
-                for path in reversed(landed):
-                    try:
-                        os.unlink(path)
-                    except OSError:
-                        pass
+                for path, origin in reversed(landed):
+                    if origin is not None:
+                        self._move_back(path, origin)
+                    else:
+                        _remove_quietly(path)
                 raise
         return {"bytes_uploaded": copied, "bytes_reused": reused, "commits": 0}
 
