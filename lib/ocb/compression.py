@@ -11,9 +11,12 @@ from typing import BinaryIO
 READ_BUFFER = 1024 * 1024
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 GZIP_MAGIC = b"\x1f\x8b"
-# zstd worker threads: -1 is one per core the machine has
-ZSTD_THREADS = -1
-ZSTD_JOB_SIZE = 2 * 1024 * 1024
+# one zstd worker thread beside the one building the tar stream (and the one sealing and
+# writing, archive.BackgroundWriter): at level 3 the tar stream's building is the slower, so a
+# worker per core bought no time and cost ~6 MB each; 1 MiB jobs (zstd's floor is 512 KiB)
+# cost ~15 MB less than 2 MiB ones for 0.03 % more bytes (docs/performance.md, round 4)
+ZSTD_THREADS = 1
+ZSTD_JOB_SIZE = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -29,10 +32,10 @@ COMPRESSIONS = {"zstd": Compression("tar.zst", 3, 19), "gzip": Compression("tar.
 def compressor(kind: str, level: int, sink: BinaryIO) -> BinaryIO:
     if kind == "zstd":
         # checksums per frame let a decoder notice damage even before the volume hash does.
-        # threads=-1: zstd compresses on worker threads (one per core) while Python builds the
-        # tar stream, instead of the tar generation waiting on one compressing thread; the
-        # output is an ordinary zstd frame (docs/performance.md)
-        # job_size: each worker's input; zstd's default (4 windows) costs ~50 MB more RSS for
+        # threads: zstd compresses on a worker thread while Python builds the tar stream,
+        # instead of the tar generation waiting on compression; the output is an ordinary
+        # zstd frame (docs/performance.md)
+        # job_size: the worker's input; zstd's default (4 windows) costs ~50 MB more RSS for
         # no better ratio at these levels, so memory stays flat and small
         import zstandard  # imported when used: every stage imports this module for COMPRESSIONS
 
