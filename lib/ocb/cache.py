@@ -4,22 +4,33 @@ Written after each push and each in-place restore; read by ocb-plan to decide fu
 incremental and to detect a diverged lineage. The index is written before the state record
 that names it, so a crash between the two leaves a state that does not match its index,
 which reads as "no cache" (a full backup), never as a wrong incremental base.
+
+Beside index.jsonl, `index.rows` holds the same index as marshal's rows (Index.to_rows),
+read about six times faster (30,000 entries: 0.15 -> 0.025 s; every plan reads the cache, a
+skip does little else). It is only ever a copy: trusted when its header names this
+interpreter's marshal, the size and mtime of the index.jsonl beside it and the sha256 of its
+body, else index.jsonl is read (and a rows file is never needed: an older cache has none).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import marshal
 import os
 import shutil
+import sys
 from dataclasses import dataclass
 
 from .blocks import sidecar_name
 from .errors import BadDocument
-from .fsutil import atomic_write, write_bytes
+from .fsutil import atomic_write, discard, write_bytes
 from .index import Index
 
 STATE = "state.json"
 INDEX = "index.jsonl"
+INDEX_ROWS = "index.rows"
+ROWS_FORMAT = "ocb-index-rows-1"
 META = "meta.json"
 BLOCKS_DIR = "blocks"  # block-hash sidecars of the large files (blocks.py), by path
 
@@ -38,7 +49,7 @@ def load(cache_dir: str, store: str) -> CachedSnapshot | None:
             state = json.load(handle)
         with open(os.path.join(cache_dir, META), encoding="utf-8") as handle:
             meta = json.load(handle)
-        index = Index.load(os.path.join(cache_dir, INDEX))
+        index = _load_rows(cache_dir) or Index.load(os.path.join(cache_dir, INDEX))
     except (OSError, ValueError, BadDocument):
         # unreadable or malformed reads as "no cache": the next backup is a full one
         return None
@@ -73,10 +84,46 @@ def save(cache_dir: str, index_file: str, meta: dict, state: dict, new_blocks_di
     for name in os.listdir(blocks_dir):
         if name not in wanted:
             os.unlink(os.path.join(blocks_dir, name))
+    discard(os.path.join(cache_dir, INDEX_ROWS))  # never a copy of the index before this one
     with atomic_write(os.path.join(cache_dir, INDEX)) as out, open(index_file, "rb") as source:
         shutil.copyfileobj(source, out)
+    _save_rows(cache_dir, index)
     _write_json(os.path.join(cache_dir, META), meta)
     _write_json(os.path.join(cache_dir, STATE), state)
+
+
+def _rows_header(index_stat: os.stat_result, body: bytes) -> bytes:
+    return json.dumps({"format": ROWS_FORMAT, "python": list(sys.version_info[:2]), "marshal": marshal.version,
+                       "index_size": index_stat.st_size, "index_mtime_ns": index_stat.st_mtime_ns,
+                       "sha256": hashlib.sha256(body).hexdigest()}).encode() + b"\n"
+
+
+def _save_rows(cache_dir: str, index: Index) -> None:
+    """index.rows for the index.jsonl just written. Not synced: a torn one fails its checks
+    and index.jsonl is read instead."""
+    body = index.to_rows()
+    header = _rows_header(os.stat(os.path.join(cache_dir, INDEX)), body)
+    with atomic_write(os.path.join(cache_dir, INDEX_ROWS), durable=False) as out:
+        out.write(header)
+        out.write(body)
+
+
+def _load_rows(cache_dir: str) -> Index | None:
+    """The index from index.rows when it is a whole copy of index.jsonl as it is now; None
+    otherwise (absent, torn, of another interpreter, of another index.jsonl)."""
+    try:
+        with open(os.path.join(cache_dir, INDEX_ROWS), "rb") as handle:
+            raw = handle.read()
+        index_stat = os.stat(os.path.join(cache_dir, INDEX))
+    except OSError:
+        return None
+    header, _, body = raw.partition(b"\n")
+    if header + b"\n" != _rows_header(index_stat, body):
+        return None
+    try:
+        return Index.from_rows(body)
+    except ValueError:
+        return None
 
 
 def state_for(meta: dict, store: str, origin: str) -> dict:
@@ -137,7 +184,7 @@ def forget(cache_dir: str) -> None:
     """No snapshot is this machine's base any more (after restoring a legacy backup, which no
     ocb incremental can build on): the next backup is a full one. The state record goes
     first, so a crash in between still reads as "no cache"."""
-    for name in (STATE, META, INDEX):
+    for name in (STATE, META, INDEX, INDEX_ROWS):
         try:
             os.unlink(os.path.join(cache_dir, name))
         except FileNotFoundError:

@@ -14,9 +14,10 @@ import gc
 import io
 import re
 import json
+import marshal
 import os
 import stat
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from contextlib import contextmanager
 from typing import IO, Iterable, Iterator
 
@@ -144,6 +145,9 @@ class Entry:
         return entry
 
 
+ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
+
+
 @dataclass
 class Index:
     """All entries of a snapshot plus which roots existed when it was taken."""
@@ -207,6 +211,35 @@ class Index:
     def load(cls, path: str) -> "Index":
         with open(path, encoding="utf-8") as handle, no_gc():
             return cls.read(handle, path)
+
+    # -- the same index as marshal's rows: what the cache keeps beside index.jsonl ----------
+    # (never a snapshot's format: rows are Entry's fields in order, which any version may
+    # change, and marshal's form is the interpreter's; cache.py checks both before trusting it)
+
+    def to_rows(self) -> bytes:
+        """The index as one marshal blob: its header and one tuple of Entry's fields per entry.
+        Values shared by many entries (roots, types, `held` lists) are written once."""
+        names = ENTRY_FIELDS
+        rows = [tuple(getattr(entry, name) for name in names) for entry in self.entries.values()]
+        return marshal.dumps((names, self.roots, self.snapshot, self.excludes, self.includes, rows))
+
+    @classmethod
+    def from_rows(cls, blob: bytes) -> "Index":
+        """The index to_rows wrote: ValueError when `blob` is not one (another field list,
+        a torn or foreign blob)."""
+        with no_gc():
+            try:
+                names, roots, snapshot, excludes, includes, rows = marshal.loads(blob)
+            except (EOFError, TypeError, ValueError) as exc:
+                raise ValueError(f"not an index in rows: {exc}") from None
+            if names != ENTRY_FIELDS:
+                raise ValueError("index rows of another Entry layout")
+            index = cls(roots=roots, snapshot=snapshot, excludes=excludes, includes=includes)
+            entries = index.entries
+            for row in rows:
+                entry = Entry(*row)
+                entries[(entry.root, entry.path)] = entry
+        return index
 
 
 @contextmanager

@@ -130,3 +130,30 @@ def test_exclude_regexes_match_as_fnmatch_does(rel):
     expected = any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(rel, "*/" + p) if "/" in p
                    else fnmatch.fnmatchcase(name, p) for p in patterns)
     assert _matches(patterns, rel, name) == expected
+
+
+def _rich_index() -> Index:
+    index = idx(*BASE, f("ünï/cödé\udcff", size=7), f("db.sqlite", size=4096))
+    index.entries[("r", "db.sqlite")].db, index.entries[("r", "db.sqlite")].wal = True, [32, 5]
+    index.entries[("r", "db.sqlite")].stored_size = 8192
+    index.entries[("r", "a")].held = index.entries[("r", "b")].held = ["s1", "s2"]
+    index.entries[("r", "a")].uid, index.entries[("r", "a")].gid = 1000, 1000
+    index.snapshot, index.excludes, index.includes = "s2", ["cache"], ["keep"]
+    return index
+
+
+def test_index_rows_give_back_the_index_the_json_lines_give(tmp_path):
+    index = _rich_index()
+    path = str(tmp_path / "index.jsonl")
+    index.save(path)
+    from_lines = Index.load(path)
+    back = Index.from_rows(from_lines.to_rows())
+    assert back == from_lines
+    # what many entries share stays one object (a loaded index's memory)
+    assert back.entries[("r", "a")].held is back.entries[("r", "b")].held
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[:-7], lambda b: b"not marshal" + b, lambda b: b""])
+def test_index_rows_that_are_not_whole_are_refused(damage):
+    with pytest.raises(ValueError):
+        Index.from_rows(damage(_rich_index().to_rows()))

@@ -1,0 +1,59 @@
+"""cache: index.rows, the copy of the cached index that loads fast, is only ever used when it is
+a whole copy of the index.jsonl beside it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+from ocb import cache
+from ocb.index import DIR, FILE, Entry, Index
+
+STORE = "file:///srv/store"
+
+
+def snapshot_index(tmp_path, snapshot: str, files: int) -> str:
+    index = Index(roots={"r": {"kind": "dir", "present": True}}, snapshot=snapshot)
+    index.add(Entry("r", "", DIR, 0o755, 0, 1))
+    for n in range(files):
+        index.add(Entry("r", f"f{n}", FILE, 0o644, n, 10 + n, sha256=f"{n:064x}"))
+    path = str(tmp_path / f"{snapshot}.jsonl")
+    index.save(path)
+    return path
+
+
+def save(tmp_path, snapshot: str, files: int) -> str:
+    cache_dir = str(tmp_path / "cache")
+    meta = {"id": snapshot, "chain": [{"id": snapshot}]}
+    cache.save(cache_dir, snapshot_index(tmp_path, snapshot, files), meta, cache.state_for(meta, STORE, "backup"))
+    return cache_dir
+
+
+def test_the_rows_are_written_with_the_index_and_give_the_same_index(tmp_path):
+    cache_dir = save(tmp_path, "s1", 5)
+    assert os.path.isfile(os.path.join(cache_dir, cache.INDEX_ROWS))
+    loaded = cache.load(cache_dir, STORE)
+    assert loaded is not None and loaded.index == Index.load(os.path.join(cache_dir, cache.INDEX))
+
+
+def test_rows_of_an_earlier_index_or_torn_ones_are_passed_over_for_the_json_lines(tmp_path):
+    cache_dir = save(tmp_path, "s1", 5)
+    rows = os.path.join(cache_dir, cache.INDEX_ROWS)
+    shutil.copy(rows, tmp_path / "rows-of-s1")
+    save(tmp_path, "s2", 7)
+    shutil.copy(tmp_path / "rows-of-s1", rows)  # a copy of the index before: never read
+    loaded = cache.load(cache_dir, STORE)
+    assert loaded is not None and loaded.index.snapshot == "s2" and len(loaded.index.entries) == 8
+    with open(rows, "r+b") as handle:
+        handle.truncate(os.path.getsize(rows) - 3)  # torn
+    loaded = cache.load(cache_dir, STORE)
+    assert loaded is not None and loaded.index == Index.load(os.path.join(cache_dir, cache.INDEX))
+    os.unlink(rows)  # a cache from before rows existed
+    assert cache.load(cache_dir, STORE).index == loaded.index
+
+
+def test_forget_removes_the_rows_too(tmp_path):
+    cache_dir = save(tmp_path, "s1", 3)
+    cache.forget(cache_dir)
+    assert cache.load(cache_dir, STORE) is None
+    assert not os.path.exists(os.path.join(cache_dir, cache.INDEX_ROWS))
