@@ -14,12 +14,9 @@ body, else index.jsonl is read (and a rows file is never needed: an older cache 
 
 from __future__ import annotations
 
-import hashlib
 import json
-import marshal
 import os
 import shutil
-import sys
 from dataclasses import dataclass
 
 from .blocks import sidecar_name
@@ -30,7 +27,6 @@ from .index import Index
 STATE = "state.json"
 INDEX = "index.jsonl"
 INDEX_ROWS = "index.rows"
-ROWS_FORMAT = "ocb-index-rows-1"
 META = "meta.json"
 BLOCKS_DIR = "blocks"  # block-hash sidecars of the large files (blocks.py), by path
 
@@ -92,37 +88,22 @@ def save(cache_dir: str, index_file: str, meta: dict, state: dict, new_blocks_di
     _write_json(os.path.join(cache_dir, STATE), state)
 
 
-def _rows_header(index_stat: os.stat_result, body: bytes) -> bytes:
-    return json.dumps({"format": ROWS_FORMAT, "python": list(sys.version_info[:2]), "marshal": marshal.version,
-                       "index_size": index_stat.st_size, "index_mtime_ns": index_stat.st_mtime_ns,
-                       "sha256": hashlib.sha256(body).hexdigest()}).encode() + b"\n"
+def _index_facts(cache_dir: str) -> dict:
+    """What names the index.jsonl a rows file copies: its size and mtime as they are now."""
+    index_stat = os.stat(os.path.join(cache_dir, INDEX))
+    return {"copy_of": INDEX, "size": index_stat.st_size, "mtime_ns": index_stat.st_mtime_ns}
 
 
 def _save_rows(cache_dir: str, index: Index) -> None:
-    """index.rows for the index.jsonl just written. Not synced: a torn one fails its checks
-    and index.jsonl is read instead."""
-    body = index.to_rows()
-    header = _rows_header(os.stat(os.path.join(cache_dir, INDEX)), body)
-    with atomic_write(os.path.join(cache_dir, INDEX_ROWS), durable=False) as out:
-        out.write(header)
-        out.write(body)
+    index.save_rows(os.path.join(cache_dir, INDEX_ROWS), _index_facts(cache_dir))
 
 
 def _load_rows(cache_dir: str) -> Index | None:
     """The index from index.rows when it is a whole copy of index.jsonl as it is now; None
     otherwise (absent, torn, of another interpreter, of another index.jsonl)."""
     try:
-        with open(os.path.join(cache_dir, INDEX_ROWS), "rb") as handle:
-            raw = handle.read()
-        index_stat = os.stat(os.path.join(cache_dir, INDEX))
-    except OSError:
-        return None
-    header, _, body = raw.partition(b"\n")
-    if header + b"\n" != _rows_header(index_stat, body):
-        return None
-    try:
-        return Index.from_rows(body)
-    except ValueError:
+        return Index.load_rows(os.path.join(cache_dir, INDEX_ROWS), _index_facts(cache_dir))
+    except (OSError, ValueError):
         return None
 
 

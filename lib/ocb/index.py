@@ -11,12 +11,15 @@ from __future__ import annotations
 import fnmatch
 import functools
 import gc
+import hashlib
 import io
+import itertools
 import re
 import json
 import marshal
 import os
 import stat
+import sys
 from dataclasses import dataclass, field, fields
 from contextlib import contextmanager
 from typing import IO, Iterable, Iterator
@@ -146,6 +149,7 @@ class Entry:
 
 
 ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
+ROWS_CHUNK = 1000  # entries per marshal object of a rows file
 
 
 @dataclass
@@ -212,34 +216,94 @@ class Index:
         with open(path, encoding="utf-8") as handle, no_gc():
             return cls.read(handle, path)
 
-    # -- the same index as marshal's rows: what the cache keeps beside index.jsonl ----------
-    # (never a snapshot's format: rows are Entry's fields in order, which any version may
-    # change, and marshal's form is the interpreter's; cache.py checks both before trusting it)
+    # -- the same index as marshal's rows: the plan index, and the cache's copy of its index --
+    # Never a snapshot's format (that is JSON lines): rows are Entry's fields in order, which
+    # any version may change, and marshal's form is the interpreter's. Loading 30,000 entries
+    # takes a sixth of the JSON lines' time (docs/performance.md, round 4).
 
-    def to_rows(self) -> bytes:
-        """The index as one marshal blob: its header and one tuple of Entry's fields per entry.
-        Values shared by many entries (roots, types, `held` lists) are written once."""
-        names = ENTRY_FIELDS
-        rows = [tuple(getattr(entry, name) for name in names) for entry in self.entries.values()]
-        return marshal.dumps((names, self.roots, self.snapshot, self.excludes, self.includes, rows))
+    def save_rows(self, path: str, facts: dict | None = None) -> None:
+        """Write the rows file: a header line (the interpreter's marshal and the caller's
+        `facts`), then the body (to_rows), written as it is made: one chunk of rows in memory at
+        a time. Not synced (scratch, or a copy the cache can do without): a torn file fails
+        load_rows' checks."""
+        with atomic_write(path, durable=False) as out:
+            out.write(_rows_header(facts))
+            for piece in self._row_pieces():
+                out.write(piece)
 
     @classmethod
-    def from_rows(cls, blob: bytes) -> "Index":
-        """The index to_rows wrote: ValueError when `blob` is not one (another field list,
-        a torn or foreign blob)."""
+    def load_rows(cls, path: str, facts: dict | None = None) -> "Index":
+        """The index save_rows wrote with the same `facts`. OSError when unreadable;
+        ValueError when it is not one whole (torn, of another interpreter or Entry layout,
+        of other facts)."""
+        with open(path, "rb") as handle:
+            raw = handle.read()
+        header, newline, body = raw.partition(b"\n")
+        if not newline or header + newline != _rows_header(facts):
+            raise ValueError(f"{path} is not an index in rows of this interpreter")
+        return cls.from_rows(body)
+
+    def to_rows(self) -> bytes:
+        """The body of a rows file: marshal objects one after the other, each after its length
+        (8 bytes, little-endian): the header (Entry's field names, roots, snapshot, patterns),
+        chunks of ROWS_CHUNK tuples of Entry's fields, and last ("end", the sha256 of all before
+        it). Within a chunk the values many entries share (roots, types, `held` lists) are
+        written once and read back as one object."""
+        return b"".join(self._row_pieces())
+
+    def _row_pieces(self) -> Iterator[bytes]:
+        digest = hashlib.sha256()
+        names, entries = ENTRY_FIELDS, list(self.entries.values())
+        pieces = (marshal.dumps([tuple(getattr(entry, name) for name in names) for entry in entries[at:at + ROWS_CHUNK]])
+                  for at in range(0, len(entries), ROWS_CHUNK))
+        for piece in itertools.chain([marshal.dumps((names, self.roots, self.snapshot, self.excludes, self.includes))],
+                                     pieces):
+            framed = len(piece).to_bytes(8, "little") + piece
+            digest.update(framed)
+            yield framed
+        end = marshal.dumps(("end", digest.hexdigest()))
+        yield len(end).to_bytes(8, "little") + end
+
+    @classmethod
+    def from_rows(cls, body: bytes) -> "Index":
+        """The index to_rows wrote: ValueError when `body` is not one whole (another field
+        list, a torn or foreign body)."""
+        view = memoryview(body)
+        offset = 0
+
+        def piece() -> object:
+            nonlocal offset
+            size = int.from_bytes(view[offset:offset + 8], "little")
+            start, offset = offset + 8, offset + 8 + size
+            if size == 0 or offset > len(view):
+                raise EOFError("the body ends inside a piece")
+            return marshal.loads(view[start:offset])
+
         with no_gc():
             try:
-                names, roots, snapshot, excludes, includes, rows = marshal.loads(blob)
+                names, roots, snapshot, excludes, includes = piece()  # type: ignore[misc]
+                if names != ENTRY_FIELDS:
+                    raise ValueError("index rows of another Entry layout")
+                index = cls(roots=roots, snapshot=snapshot, excludes=excludes, includes=includes)
+                entries = index.entries
+                while True:
+                    before = offset
+                    rows = piece()
+                    if isinstance(rows, tuple):
+                        break
+                    for row in rows:  # type: ignore[attr-defined]
+                        entry = Entry(*row)
+                        entries[(entry.root, entry.path)] = entry
             except (EOFError, TypeError, ValueError) as exc:
                 raise ValueError(f"not an index in rows: {exc}") from None
-            if names != ENTRY_FIELDS:
-                raise ValueError("index rows of another Entry layout")
-            index = cls(roots=roots, snapshot=snapshot, excludes=excludes, includes=includes)
-            entries = index.entries
-            for row in rows:
-                entry = Entry(*row)
-                entries[(entry.root, entry.path)] = entry
+        if rows != ("end", hashlib.sha256(view[:before]).hexdigest()) or offset != len(view):
+            raise ValueError("not an index in rows: its sha256 differs (torn or damaged)")
         return index
+
+
+def _rows_header(facts: dict | None) -> bytes:
+    return json.dumps({"ocb_index_rows": 1, "python": list(sys.version_info[:2]), "marshal": marshal.version,
+                       **(facts or {})}).encode() + b"\n"
 
 
 @contextmanager

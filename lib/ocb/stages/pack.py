@@ -66,9 +66,12 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     seals = settings.seal and not args.plain
     sealing = archive_sealing(doc, settings) if seals and config.seal_password() is not None else None
     try:
-        plan_index = Index.load(plan["index"])
+        plan_index = Index.load_rows(plan["index"])
     except FileNotFoundError:
         raise BadDocument(f"the plan index {plan['index']} is gone: run ocb-plan again") from None
+    except (OSError, ValueError) as exc:
+        raise BadDocument(f"the plan index {plan['index']} cannot be read ({io_reason(exc) if isinstance(exc, OSError) else exc}): "
+                          "run ocb-plan again") from None
     # a root that is a link is archived as what it points to (the index records the link)
     root_paths = {r["name"]: os.path.realpath(r["path"]) if os.path.islink(r["path"]) else r["path"]
                   for r in plan["roots"]}

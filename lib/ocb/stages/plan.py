@@ -46,6 +46,9 @@ from ..snapshot import store_id_of, utc_text
 from ..stores import open_store
 
 STARTS_DOCUMENT = True
+# the plan index, for ocb-pack alone: the entries and what each needs (pack, base_sha256,
+# base_held), as rows (Index.save_rows: a sixth of the JSON lines' time to write and read)
+PLAN_INDEX = "plan-index.rows"
 KIND = "backup"
 NEEDS: tuple[str, ...] = ()
 
@@ -142,8 +145,8 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
                     f"({cached.state['snapshot']}): taking a full snapshot; both stay restorable by id")  # type: ignore[union-attr]
 
     snapshot_dir = fresh_run_dir(os.path.join(settings.work_dir, new_id), config.under_lock(env))
-    plan_index = os.path.join(snapshot_dir, "plan-index.jsonl")
-    current.save(plan_index, with_pack=True, durable=False)
+    plan_index = os.path.join(snapshot_dir, PLAN_INDEX)
+    current.save_rows(plan_index)
     plan.update({
         "type": "full" if full else "incremental",
         "reasons": reasons,
