@@ -327,8 +327,11 @@ def _write_members(plan_index: Index, root_paths: dict[str, str], out: BinaryIO,
         final.add(archived)
         if progress and archived.type == FILE:
             progress(archived.size)
+    # the index as the archive keeps it, and its rows copy beside it for ocb-push to read
+    final.entries = {key: entry.as_persisted() for key, entry in final.entries.items()}
     with open(index_spool, "w", encoding="utf-8") as handle:
         final.write(handle)
+    final.save_rows_beside(index_spool)
     info = tarfile.TarInfo(INDEX_MEMBER)
     info.size = os.path.getsize(index_spool)
     info.mtime = int(time.time())

@@ -91,6 +91,17 @@ class Entry:
     def same_as(self, other: "Entry") -> bool:
         return all(getattr(self, f) == getattr(other, f) for f in COMPARED_FIELDS)
 
+    def as_persisted(self) -> "Entry":
+        """This entry as a snapshot index keeps it: what to_json writes and from_json reads
+        back, nothing else (not what ocb-plan notes for ocb-pack, no field of another type's).
+        An index of such entries and the same index loaded from its JSON lines are equal
+        (tests/unit/test_index.py), so its rows copy can stand for the JSON lines."""
+        is_file, db = self.type == FILE, self.db
+        return Entry(self.root, self.path, self.type, self.mode, self.size, self.mtime_ns,
+                     self.sha256 if is_file else None, self.target if self.type == SYMLINK else None,
+                     False, db, self.wal if db else None, self.stored_size if db else None, None,
+                     self.uid, self.gid if self.uid is not None else None, self.held, None)
+
     def to_json(self, with_pack: bool = False) -> dict:
         record = {"root": self.root, "path": self.path, "type": self.type, "mode": self.mode,
                   "size": self.size, "mtime_ns": self.mtime_ns}
@@ -243,6 +254,21 @@ class Index:
             raise ValueError(f"{path} is not an index in rows of this interpreter")
         return cls.from_rows(body)
 
+    def save_rows_beside(self, path: str) -> None:
+        """The rows copy of the index.jsonl just written at `path` from this index (whose
+        entries are as_persisted ones, or which was loaded from that file): load_beside then
+        reads the copy instead, as long as the file is as it is now."""
+        self.save_rows(rows_beside(path), _copy_facts(path))
+
+    @classmethod
+    def load_beside(cls, path: str) -> "Index":
+        """The index.jsonl at `path`, read from its rows copy when there is a whole one of the
+        file as it is now (size, mtime), else from the file itself."""
+        try:
+            return cls.load_rows(rows_beside(path), _copy_facts(path))
+        except (OSError, ValueError):
+            return cls.load(path)
+
     def to_rows(self) -> bytes:
         """The body of a rows file: marshal objects one after the other, each after its length
         (8 bytes, little-endian): the header (Entry's field names, roots, snapshot, patterns),
@@ -299,6 +325,17 @@ class Index:
         if rows != ("end", hashlib.sha256(view[:before]).hexdigest()) or offset != len(view):
             raise ValueError("not an index in rows: its sha256 differs (torn or damaged)")
         return index
+
+
+def rows_beside(path: str) -> str:
+    """Where the rows copy of the index.jsonl at `path` lies: index.rows beside index.jsonl."""
+    return (path[:-len(".jsonl")] if path.endswith(".jsonl") else path) + ".rows"
+
+
+def _copy_facts(path: str) -> dict:
+    """What names the index.jsonl a rows copy copies: its name, size and mtime as they are now."""
+    st = os.stat(path)
+    return {"copy_of": os.path.basename(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
 def _rows_header(facts: dict | None) -> bytes:

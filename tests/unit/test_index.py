@@ -4,6 +4,7 @@ import fnmatch
 import os
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ocb.config import Root
 from ocb.index import DIR, FILE, SYMLINK, Entry, Index, mark_changes, scan
@@ -157,3 +158,24 @@ def test_index_rows_give_back_the_index_the_json_lines_give(tmp_path):
 def test_index_rows_that_are_not_whole_are_refused(damage):
     with pytest.raises(ValueError):
         Index.from_rows(damage(_rich_index().to_rows()))
+
+
+_OWNER = st.one_of(st.none(), st.integers(0, 2**32 - 1))
+_HELD = st.one_of(st.none(), st.lists(st.sampled_from(["s1", "s2", "s3"]), max_size=3))
+ENTRIES = st.builds(
+    Entry, st.just("r"), st.text(st.characters(blacklist_characters="\0/"), min_size=1, max_size=12),
+    st.sampled_from([FILE, DIR, SYMLINK]), st.integers(0, 0o7777), st.integers(0, 2**40), st.integers(0, 2**62),
+    st.one_of(st.none(), st.just("c" * 64)), st.one_of(st.none(), st.text(max_size=8)), st.booleans(), st.booleans(),
+    st.one_of(st.none(), st.lists(st.integers(0, 2**40), min_size=2, max_size=2)), st.one_of(st.none(), st.integers(0, 2**40)),
+    st.one_of(st.none(), st.just("d" * 64)), _OWNER, _OWNER, _HELD, _HELD)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(entries=st.lists(ENTRIES, max_size=8, unique_by=lambda e: e.path))
+def test_an_index_of_persisted_entries_is_the_one_its_json_lines_give_back(tmp_path, entries):
+    index = idx(*[e.as_persisted() for e in entries])
+    path = str(tmp_path / "index.jsonl")
+    index.save(path)
+    assert Index.load(path) == index  # what ocb-pack's rows copy holds is what the file holds
+    index.save_rows_beside(path)
+    assert Index.load_beside(path) == index

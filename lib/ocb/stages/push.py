@@ -5,7 +5,8 @@ Usage: ocb-split | ocb-push > pushed.json
 Reads:   a backup document with `plan`, `archive`, `seal` and `volumes`.
 Writes:  `push`: {meta, pointer, stats, skipped (a count, when some were)}. The store gets `<prefix>/<volume>...`,
          `<prefix>/<id>.meta.json`, the catalog `ocb-catalog.json` and `latest-backup.json` together (one commit on the Hub;
-         renames under a lock on a folder), only if the store's latest snapshot is still the
+         renames under a lock on a folder; a volume in a work dir on the folder's filesystem
+         is renamed in, not copied, and put back if the push fails), only if the store's latest snapshot is still the
          one the plan saw. Then the new index (and the block hashes of its large files)
          becomes the local cache (this machine's lineage) and the snapshot's work dir is
          removed. A sealed snapshot's meta, pointer and catalog carry a record MAC
@@ -74,7 +75,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         raise BadDocument(f"the snapshot index {index_path} is gone: run the backup pipe again")
     # the check a restore applies, before anything is published: a snapshot that restore
     # would refuse never becomes the latest
-    final_index = Index.load(index_path)
+    final_index = Index.load_beside(index_path)  # its rows copy, when ocb-pack left a whole one
     unrestorable = check_structure(final_index)
     if unrestorable:
         raise RuntimeFailure(f"snapshot {doc['id']} is not published: {unrestorable}")
