@@ -129,7 +129,7 @@ class BackgroundWriter(io.RawIOBase):
     sha256, the file's writes: all of them outside the GIL) runs beside the tar stream's
     building instead of after each piece of it. At most QUEUE_DEPTH pieces wait (zstd hands
     ~128 KiB at a time): memory stays flat. The first failure of the sink is raised again in
-    the writer's thread, at its next write or at finish(); the pieces after it are dropped."""
+    the thread that writes here, at its next write or at finish(); later pieces are dropped."""
 
     QUEUE_DEPTH = 32
 

@@ -580,6 +580,26 @@ def test_a_volume_on_the_stores_filesystem_is_moved_in_one_elsewhere_copied(tmp_
     assert not [name for name in os.listdir(tmp_path / "store" / "backups") if name.startswith(".ocb-tmp-")]
 
 
+def test_a_volume_that_is_a_link_or_shares_its_inode_is_copied_never_moved(tmp_path):
+    backend = local_store(tmp_path)
+    store = backend.open()
+    upload, meta = snapshot(tmp_path, SNAP, data=b"linked " * 100)
+    real = tmp_path / "elsewhere.bin"
+    os.replace(upload.path, real)
+    os.symlink(real, upload.path)
+    store.publish("backups", SNAP, [upload], meta, build_pointer(backend.url, meta, "backups"),
+                  catalog.append(None, meta), None)
+    landed = tmp_path / "store" / "backups" / upload.name
+    assert not landed.is_symlink() and landed.read_bytes() == b"linked " * 100
+    assert os.path.islink(upload.path) and real.read_bytes() == b"linked " * 100
+    upload, meta = snapshot(tmp_path, NEXT, data=b"shared " * 100)
+    os.link(upload.path, tmp_path / "second-name.bin")
+    store.publish("backups", NEXT, [upload], meta, build_pointer(backend.url, meta, "backups"),
+                  catalog.append(store.read_catalog(), meta), store.head().token)
+    assert os.stat(tmp_path / "store" / "backups" / upload.name).st_nlink == 1
+    assert Path(upload.path).read_bytes() == b"shared " * 100
+
+
 def test_a_publish_that_fails_puts_the_volumes_it_moved_back_in_the_work_dir(tmp_path):
     backend = local_store(tmp_path)
     store = backend.open()

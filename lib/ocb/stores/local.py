@@ -14,6 +14,7 @@ pointer's snapshot id.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
@@ -218,6 +219,11 @@ class LocalStore(Store):
         dir since ocb-split hashed it never lands under a meta that would promise otherwise."""
         moving = temp_name(target)
         try:
+            # only a plain file that nothing else links to is moved: never a symlink (it would
+            # land as one), never an inode shared with another name
+            source = os.lstat(upload.path)
+            if not stat.S_ISREG(source.st_mode) or source.st_nlink != 1:
+                raise OSError(errno.EPERM, "not a file of its own")
             # a rename takes it out of the work dir before it is hashed: what is checked is
             # what lands. Any failure (EXDEV: another filesystem) leaves it where it was
             os.rename(upload.path, moving)
@@ -235,12 +241,16 @@ class LocalStore(Store):
                 raise ChecksumMismatch(f"volume {upload.name}: {upload.path} no longer hashes to the "
                                        "sha256 recorded by ocb-split: run the backup pipe again")
             os.replace(moving, target)
-            fsync_dir(os.path.dirname(target))
         except BaseException as exc:
             self._move_back(moving, upload.path)
             if isinstance(exc, OSError):
                 raise _io_failure("write", target, exc) from None
             raise
+        try:
+            fsync_dir(os.path.dirname(target))
+        except OSError as exc:
+            self._move_back(target, upload.path)
+            raise _io_failure("write", target, exc) from None
         return True
 
     @staticmethod
