@@ -22,7 +22,7 @@ import stat
 import sys
 from dataclasses import dataclass, field, fields
 from contextlib import contextmanager
-from typing import IO, Iterable, Iterator
+from typing import IO, Callable, Iterable, Iterator
 
 from .config import ROOT_NAME, Root
 from .errors import BadDocument, HostileArchive, RuntimeFailure
@@ -91,16 +91,21 @@ class Entry:
     def same_as(self, other: "Entry") -> bool:
         return all(getattr(self, f) == getattr(other, f) for f in COMPARED_FIELDS)
 
-    def as_persisted(self) -> "Entry":
-        """This entry as a snapshot index keeps it: what to_json writes and from_json reads
-        back, nothing else (not what ocb-plan notes for ocb-pack, no field of another type's).
-        An index of such entries and the same index loaded from its JSON lines are equal
-        (tests/unit/test_index.py), so its rows copy can stand for the JSON lines."""
-        is_file, db = self.type == FILE, self.db
-        return Entry(self.root, self.path, self.type, self.mode, self.size, self.mtime_ns,
-                     self.sha256 if is_file else None, self.target if self.type == SYMLINK else None,
-                     False, db, self.wal if db else None, self.stored_size if db else None, None,
-                     self.uid, self.gid if self.uid is not None else None, self.held, None)
+    def keep_persisted(self) -> None:
+        """Reduce this entry, in place, to what a snapshot index keeps: what to_json writes
+        and from_json reads back, nothing else (not what ocb-plan notes for ocb-pack, no field
+        of another type's). An index of such entries and the same index loaded from its JSON
+        lines are equal (tests/unit/test_index.py), so its rows copy can stand for the JSON
+        lines. In place: a copy of every entry was a second index in memory."""
+        if self.type != FILE:
+            self.sha256 = None
+        if self.type != SYMLINK:
+            self.target = None
+        if not self.db:
+            self.wal = self.stored_size = None
+        if self.uid is None:
+            self.gid = None
+        self.pack, self.base_sha256, self.base_held = False, None, None
 
     def to_json(self, with_pack: bool = False) -> dict:
         record = {"root": self.root, "path": self.path, "type": self.type, "mode": self.mode,
@@ -244,19 +249,17 @@ class Index:
 
     @classmethod
     def load_rows(cls, path: str, facts: dict | None = None) -> "Index":
-        """The index save_rows wrote with the same `facts`. OSError when unreadable;
-        ValueError when it is not one whole (torn, of another interpreter or Entry layout,
-        of other facts)."""
+        """The index save_rows wrote with the same `facts`, read a piece at a time (never the
+        whole file in memory beside the entries). OSError when unreadable; ValueError when it
+        is not one whole (torn, of another interpreter or Entry layout, of other facts)."""
         with open(path, "rb") as handle:
-            raw = handle.read()
-        header, newline, body = raw.partition(b"\n")
-        if not newline or header + newline != _rows_header(facts):
-            raise ValueError(f"{path} is not an index in rows of this interpreter")
-        return cls.from_rows(body)
+            if handle.readline() != _rows_header(facts):
+                raise ValueError(f"{path} is not an index in rows of this interpreter")
+            return cls._read_rows(handle.read)
 
     def save_rows_beside(self, path: str) -> None:
         """The rows copy of the index.jsonl just written at `path` from this index (whose
-        entries are as_persisted ones, or which was loaded from that file): load_beside then
+        entries were reduced by keep_persisted, or which was loaded from that file): load_beside then
         reads the copy instead, as long as the file is as it is now."""
         self.save_rows(rows_beside(path), _copy_facts(path))
 
@@ -294,16 +297,23 @@ class Index:
     def from_rows(cls, body: bytes) -> "Index":
         """The index to_rows wrote: ValueError when `body` is not one whole (another field
         list, a torn or foreign body)."""
-        view = memoryview(body)
-        offset = 0
+        return cls._read_rows(io.BytesIO(body).read)
+
+    @classmethod
+    def _read_rows(cls, read: "Callable[[int], bytes]") -> "Index":
+        digest = hashlib.sha256()  # of every piece before the last
 
         def piece() -> object:
-            nonlocal offset
-            size = int.from_bytes(view[offset:offset + 8], "little")
-            start, offset = offset + 8, offset + 8 + size
-            if size == 0 or offset > len(view):
+            frame = read(8)
+            size = int.from_bytes(frame, "little")
+            data = read(size) if len(frame) == 8 and size else b""
+            if not data or len(data) != size:
                 raise EOFError("the body ends inside a piece")
-            return marshal.loads(view[start:offset])
+            value = marshal.loads(data)
+            if not (isinstance(value, tuple) and value[:1] == ("end",)):
+                digest.update(frame)
+                digest.update(data)
+            return value
 
         with no_gc():
             try:
@@ -312,17 +322,13 @@ class Index:
                     raise ValueError("index rows of another Entry layout")
                 index = cls(roots=roots, snapshot=snapshot, excludes=excludes, includes=includes)
                 entries = index.entries
-                while True:
-                    before = offset
-                    rows = piece()
-                    if isinstance(rows, tuple):
-                        break
+                while not isinstance(rows := piece(), tuple):
                     for row in rows:  # type: ignore[attr-defined]
                         entry = Entry(*row)
                         entries[(entry.root, entry.path)] = entry
             except (EOFError, TypeError, ValueError) as exc:
                 raise ValueError(f"not an index in rows: {exc}") from None
-        if rows != ("end", hashlib.sha256(view[:before]).hexdigest()) or offset != len(view):
+        if rows != ("end", digest.hexdigest()) or read(1):
             raise ValueError("not an index in rows: its sha256 differs (torn or damaged)")
         return index
 

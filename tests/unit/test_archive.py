@@ -109,3 +109,11 @@ def test_the_sinks_failure_reaches_the_writer_and_nothing_after_it_is_written() 
     finally:
         background.stop()
     assert sink.room == 0 and not background._thread.is_alive()
+
+
+@settings(max_examples=200, deadline=None)
+@given(paths=st.lists(st.lists(st.text(st.characters(blacklist_characters="\0/"), min_size=1, max_size=4),
+                               min_size=1, max_size=4).map("/".join), max_size=30))
+def test_the_pack_order_key_orders_paths_as_their_components_do(paths) -> None:
+    # write_archive sorts by the path with NUL for "/": one string per entry, not a list
+    assert sorted(paths, key=lambda p: p.replace("/", "\0")) == sorted(paths, key=lambda p: p.split("/"))
