@@ -302,12 +302,11 @@ def _write_members(plan_index: Index, root_paths: dict[str, str], out: BinaryIO,
     # character of a name, in one string instead of a list per entry); the plan's
     # entries are let go one by one as they are done (each is in the final index by then, or
     # dropped), so the two indexes are not held whole side by side (at 200,000 files each is
-    # ~130 MB). The plan index is empty afterwards.
-    pending: list[Entry | None] = sorted(plan_index.entries.values(), key=lambda e: (e.root, e.path.replace("/", "\0")))  # type: ignore[assignment]
+    # ~130 MB). The plan index is empty afterwards. Sorted backwards, taken from the end.
+    pending = sorted(plan_index.entries.values(), key=lambda e: (e.root, e.path.replace("/", "\0")), reverse=True)
     plan_index.entries.clear()
-    for number in range(len(pending)):
-        entry, pending[number] = pending[number], None
-        assert entry is not None
+    while pending:
+        entry = pending.pop()
         if entry.path:
             holder = final.entries.get((entry.root, entry.path.rpartition("/")[0]))
             if holder is None or holder.type != DIR:

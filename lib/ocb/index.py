@@ -13,7 +13,6 @@ import functools
 import gc
 import hashlib
 import io
-import itertools
 import re
 import json
 import marshal
@@ -235,11 +234,11 @@ class Index:
     # -- the same index as marshal's rows: the plan index, and the cache's copy of its index --
     # Never a snapshot's format (that is JSON lines): rows are Entry's fields in order, which
     # any version may change, and marshal's form is the interpreter's. Loading 30,000 entries
-    # takes a sixth of the JSON lines' time (docs/performance.md, round 4).
+    # takes a fifth of the JSON lines' time (docs/performance.md, round 4).
 
     def save_rows(self, path: str, facts: dict | None = None) -> None:
         """Write the rows file: a header line (the interpreter's marshal and the caller's
-        `facts`), then the body (to_rows), written as it is made: one chunk of rows in memory at
+        `facts`), then the body (_row_pieces), written as it is made: one chunk of rows in memory at
         a time. Not synced (scratch, or a copy the cache can do without): a torn file fails
         load_rows' checks."""
         with atomic_write(path, durable=False) as out:
@@ -272,32 +271,27 @@ class Index:
         except (OSError, ValueError):
             return cls.load(path)
 
-    def to_rows(self) -> bytes:
+    def _row_pieces(self) -> Iterator[bytes]:
         """The body of a rows file: marshal objects one after the other, each after its length
         (8 bytes, little-endian): the header (Entry's field names, roots, snapshot, patterns),
         chunks of ROWS_CHUNK tuples of Entry's fields, and last ("end", the sha256 of all before
         it). Within a chunk the values many entries share (roots, types, `held` lists) are
         written once and read back as one object."""
-        return b"".join(self._row_pieces())
-
-    def _row_pieces(self) -> Iterator[bytes]:
         digest = hashlib.sha256()
-        names, entries = ENTRY_FIELDS, list(self.entries.values())
-        pieces = (marshal.dumps([tuple(getattr(entry, name) for name in names) for entry in entries[at:at + ROWS_CHUNK]])
-                  for at in range(0, len(entries), ROWS_CHUNK))
-        for piece in itertools.chain([marshal.dumps((names, self.roots, self.snapshot, self.excludes, self.includes))],
-                                     pieces):
-            framed = len(piece).to_bytes(8, "little") + piece
-            digest.update(framed)
-            yield framed
-        end = marshal.dumps(("end", digest.hexdigest()))
-        yield len(end).to_bytes(8, "little") + end
 
-    @classmethod
-    def from_rows(cls, body: bytes) -> "Index":
-        """The index to_rows wrote: ValueError when `body` is not one whole (another field
-        list, a torn or foreign body)."""
-        return cls._read_rows(io.BytesIO(body).read)
+        def framed(value: object) -> bytes:
+            piece = marshal.dumps(value)
+            return len(piece).to_bytes(8, "little") + piece
+
+        head = framed((ENTRY_FIELDS, self.roots, self.snapshot, self.excludes, self.includes))
+        digest.update(head)
+        yield head
+        entries = list(self.entries.values())
+        for at in range(0, len(entries), ROWS_CHUNK):
+            chunk = framed([tuple(getattr(entry, name) for name in ENTRY_FIELDS) for entry in entries[at:at + ROWS_CHUNK]])
+            digest.update(chunk)
+            yield chunk
+        yield framed(("end", digest.hexdigest()))
 
     @classmethod
     def _read_rows(cls, read: "Callable[[int], bytes]") -> "Index":

@@ -148,16 +148,23 @@ def test_index_rows_give_back_the_index_the_json_lines_give(tmp_path):
     path = str(tmp_path / "index.jsonl")
     index.save(path)
     from_lines = Index.load(path)
-    back = Index.from_rows(from_lines.to_rows())
+    from_lines.save_rows(str(tmp_path / "index.rows"), {"a": 1})
+    back = Index.load_rows(str(tmp_path / "index.rows"), {"a": 1})
     assert back == from_lines
     # what many entries share stays one object (a loaded index's memory)
     assert back.entries[("r", "a")].held is back.entries[("r", "b")].held
+    with pytest.raises(ValueError):  # written for other facts (another index.jsonl)
+        Index.load_rows(str(tmp_path / "index.rows"), {"a": 2})
 
 
-@pytest.mark.parametrize("damage", [lambda b: b[:-7], lambda b: b"not marshal" + b, lambda b: b""])
-def test_index_rows_that_are_not_whole_are_refused(damage):
+@pytest.mark.parametrize("damage", [lambda b: b[:-7], lambda b: b[:-60] + b"x" * 60, lambda b: b + b"more",
+                                    lambda b: b.replace(b"\n", b"\n" + b"\0" * 8, 1), lambda b: b"not rows\n" + b])
+def test_index_rows_that_are_not_whole_are_refused(tmp_path, damage):
+    path = tmp_path / "index.rows"
+    _rich_index().save_rows(str(path))
+    path.write_bytes(damage(path.read_bytes()))
     with pytest.raises(ValueError):
-        Index.from_rows(damage(_rich_index().to_rows()))
+        Index.load_rows(str(path))
 
 
 _OWNER = st.one_of(st.none(), st.integers(0, 2**32 - 1))
