@@ -78,6 +78,27 @@ class TarStream:
         self.offset = 0
         self._buffer = memoryview(bytearray(COPY_CHUNK))
 
+    @property
+    def buffer(self) -> memoryview:
+        """COPY_CHUNK bytes the caller may read a small file into, for add_data."""
+        return self._buffer
+
+    def add_data(self, info: tarfile.TarInfo, data: memoryview) -> None:
+        """A member whose data is all in `data` (info.size bytes, at most COPY_CHUNK: what a
+        small file's one read put in `buffer`)."""
+        header = ustar_header(info) or info.tobuf(tarfile.PAX_FORMAT, TAR_ENCODING, TAR_ERRORS)
+        padding = -info.size % tarfile.BLOCKSIZE
+        # one write for a member that fits a tar block or two: a compressor call each was
+        # most of what a small file cost here
+        if info.size <= 2 * tarfile.BLOCKSIZE:
+            self.out.write(header + data + tarfile.NUL * padding)
+        else:
+            self.out.write(header)
+            self.out.write(data)
+            if padding:
+                self.out.write(tarfile.NUL * padding)
+        self.offset += len(header) + info.size + padding
+
     def add(self, info: tarfile.TarInfo, data: BinaryIO | None = None) -> None:
         header = ustar_header(info) or info.tobuf(tarfile.PAX_FORMAT, TAR_ENCODING, TAR_ERRORS)
         self.out.write(header)
@@ -398,8 +419,39 @@ class _ArchiveWriter:
             if not stat.S_ISREG(st.st_mode):
                 return self.add(_relstat(entry, path), path)
             current = Entry(entry.root, entry.path, FILE, stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns)
-            self._add_content(current, handle, current.size, entry.base_sha256)
+            if current.size <= COPY_CHUNK and current.size < self.options.delta_min:
+                self._add_small_file(current, fd)
+            else:
+                self._add_content(current, handle, current.size, entry.base_sha256)
         return current
+
+    def _add_small_file(self, current: Entry, fd: int) -> None:
+        """A file of at most COPY_CHUNK bytes and below delta_min (never a delta, no block
+        hashes): read whole into the tar stream's buffer, hashed there and written from it.
+        Most of a home's files are a few KB, and for them the general path's objects per file
+        (a Hasher, a FileContent, a read loop, a compressor call per header, data and padding)
+        cost more than the read itself (docs/performance.md, round 5). What it records is what
+        _add_content would: a file that shrank is padded with zeros (changed_while_read); one
+        whose read fails is named unreadable, here before any of it reaches the archive."""
+        size = current.size
+        view = self.tar.buffer[:size]
+        got = 0
+        try:
+            while got < size and (read := os.readv(fd, [view[got:]])):
+                got += read
+        except OSError as exc:
+            raise EntryUnreadable(exc) from None
+        if got < size:
+            view[got:] = bytes(size - got)
+            self.stats.changed_while_read += 1
+        info = _tarinfo(current)
+        info.type = tarfile.REGTYPE
+        info.size = size
+        self.tar.add_data(info, view)
+        current.sha256 = hashlib.sha256(view).hexdigest()
+        self.stats.files += 1
+        self.stats.bytes_in += size
+        self.stats.bytes_stored += size
 
     def _add_database(self, entry: Entry, path: str) -> Entry:
         """Archive a consistent copy taken through SQLite's online backup API."""

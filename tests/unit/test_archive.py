@@ -117,3 +117,70 @@ def test_the_sinks_failure_reaches_the_writer_and_nothing_after_it_is_written() 
 def test_the_pack_order_key_orders_paths_as_their_components_do(paths) -> None:
     # write_archive sorts by the path with NUL for "/": one string per entry, not a list
     assert sorted(paths, key=lambda p: p.replace("/", "\0")) == sorted(paths, key=lambda p: p.split("/"))
+
+
+# -- a small file read whole (archive._ArchiveWriter._add_small_file): what it records when the
+# file shrinks while read, or its read fails, is what the general path records
+
+
+def _pack_one(tmp_path, content: bytes, monkeypatch, readv):
+    import os
+
+    from ocb import archive
+    from ocb.config import Root
+    from ocb.index import mark_changes, scan
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "small").write_bytes(content)
+    plan_index, _ = scan([Root("state", str(home), "dir")], [], [])
+    mark_changes(plan_index, None)
+    (tmp_path / "scratch").mkdir()
+    (tmp_path / "blocks").mkdir()
+    options = archive.PackOptions("zstd", 3, str(tmp_path / "scratch"), str(tmp_path / "blocks"), None,
+                                  delta_min=4 * 1024 * 1024, sqlite_timeout=1.0)
+    real_readv = os.readv
+    monkeypatch.setattr(archive.os, "readv", lambda fd, buffers: readv(real_readv, fd, buffers, home / "small"))
+    out = io.BytesIO()
+    final, stats, _, _ = archive.write_archive(plan_index, {"state": str(home)}, out, options, str(tmp_path / "index.jsonl"))
+    monkeypatch.undo()
+    import zstandard
+
+    with tarfile.open(fileobj=io.BytesIO(zstandard.ZstdDecompressor().decompress(out.getvalue(), max_output_size=1 << 24))) as tar:
+        members = {m.name: tar.extractfile(m).read() if m.isfile() else None for m in tar.getmembers()}
+    return final, stats, members
+
+
+def test_a_small_file_that_shrinks_while_read_is_archived_as_read_padded_and_counted(tmp_path, monkeypatch):
+    content = b"x" * 5000
+
+    def truncating(real, fd, buffers, path):
+        path.write_bytes(content[:1000])  # the writer cuts it between the fstat and the read
+        return real(fd, buffers)
+
+    final, stats, members = _pack_one(tmp_path, content, monkeypatch, truncating)
+    archived = content[:1000] + bytes(4000)
+    entry = final.entries[("state", "small")]
+    assert stats.changed_while_read == 1
+    assert (entry.size, entry.sha256) == (5000, hashlib.sha256(archived).hexdigest())
+    assert members["state/small"] == archived
+
+
+def test_a_small_file_whose_read_fails_is_named_unreadable_and_left_out(tmp_path, monkeypatch):
+    import errno
+
+    def failing(real, fd, buffers, path):
+        raise OSError(errno.EIO, "Input/output error")
+
+    final, stats, members = _pack_one(tmp_path, b"y" * 3000, monkeypatch, failing)
+    assert ("state", "small") not in final.entries
+    assert stats.unreadable == [{"path": "state/small", "reason": "Input/output error"}]
+    assert "state/small" not in members and "state" in members
+
+
+def test_a_small_file_is_archived_with_its_hash(tmp_path, monkeypatch):
+    content = bytes(range(256)) * 7
+    final, stats, members = _pack_one(tmp_path, content, monkeypatch, lambda real, fd, b, p: real(fd, b))
+    entry = final.entries[("state", "small")]
+    assert (stats.files, stats.changed_while_read, entry.sha256) == (1, 0, hashlib.sha256(content).hexdigest())
+    assert members["state/small"] == content
