@@ -51,7 +51,7 @@ from .extract import ExtractStats, StagingWriter, make_equal, read_spooled_index
 from .index import DIR, SQLITE_COMPANIONS, Index, check_structure, is_excluded, scan
 from .log import log
 from .progress import Meter, human_bytes
-from .stores.base import Store
+from .stores.base import Store, damaged_volume, file_sha256
 
 READ_CHUNK = 1024 * 1024
 
@@ -177,10 +177,13 @@ def carried_paths(target: str, excludes: list[str], includes: list[str], final: 
 
 
 class VolumeStream(io.RawIOBase):
-    """The volumes of one snapshot read back to back as one stream, each re-hashed as read.
+    """The volumes of one snapshot read back to back as one stream, each hashed as read.
 
-    Volumes were verified before extraction began; hashing again as they stream catches a
-    file changed under us in between, and names the volume when it happens.
+    For a folder store this is the check of its sha256 (Store.fetch_volume); for a downloaded
+    volume, verified once fetched, it catches a file changed under us in between. Either way
+    a difference is ChecksumMismatch naming the volume, at its end; extraction was into
+    staging only, so nothing is touched (_stream_archive names the damage first whatever the
+    layers above made of the bytes).
     """
 
     def __init__(self, volumes: list[tuple[str, str, str]], meter: Meter | None = None) -> None:  # (name, path, sha256)
@@ -198,7 +201,7 @@ class VolumeStream(io.RawIOBase):
         if self.current is not None:
             self.current.close()
             if self.digest.hexdigest() != self.expected:
-                raise ChecksumMismatch(f"volume {self.name} changed while it was read")
+                raise ChecksumMismatch(f"volume {self.name}: sha256 differs from the meta (damaged, or changed while it was read)")
             self.current = None
         if not self.pending:
             return False
@@ -415,7 +418,8 @@ def carried_except(target: str, subset: Index, root: str) -> list[str]:
 
 
 def _fetch_all(store, prefix: str, snapshots: list[dict], restore_dir: str) -> dict[str, list[tuple[str, str, str]]]:
-    """Every volume of the chain, fetched and verified before anything is extracted."""
+    """Every volume of the chain fetched (of its recorded size) before anything is extracted;
+    each one's sha256 is checked by then (a download) or as it is read (VolumeStream)."""
     fetched: dict[str, list[tuple[str, str, str]]] = {}
     meter = Meter("fetch", sum(v["size"] for link in snapshots for v in link["volumes"]), bar=False)
     try:
@@ -425,7 +429,7 @@ def _fetch_all(store, prefix: str, snapshots: list[dict], restore_dir: str) -> d
         meter.abandon()
         raise
     meter.close(done=meter.total, note=f"{sum(len(v) for v in fetched.values())} volumes of {len(snapshots)} "
-                                       "snapshots, each verified against its sha256")
+                                       "snapshots")
     return fetched
 
 
@@ -510,17 +514,30 @@ def _stream_archive(link: dict, volumes: list[tuple[str, str, str]], writer: Sta
             closing.callback(decoded.close)  # first out: the thread stops before the volumes close
             got_index = writer.extract(decoded)  # type: ignore[arg-type]
             _drain(decoded)  # type: ignore[arg-type]
-        except (WrongPassword, SealBroken) as exc:
-            raise type(exc)(f"{where}: {exc}") from None
-        except IntegrityError:
-            raise
-        except DECODE_ERRORS as exc:
+        except (IntegrityError, *DECODE_ERRORS) as exc:
+            # a volume that differs from the meta explains whatever the layers above made of
+            # it (a seal that does not open, a zstd or tar error, a stream cut short): say so
+            _raise_if_damaged(volumes)
+            if isinstance(exc, (WrongPassword, SealBroken)):
+                raise type(exc)(f"{where}: {exc}") from None
+            if isinstance(exc, IntegrityError):
+                raise
             if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:  # writing staging, not reading
                 raise RuntimeFailure(f"{where}: {io_reason(exc)} to extract it beside the targets "
                                      f"({exc.strerror}); the targets are untouched") from None
             raise HostileArchive(f"{where} cannot be read as an archive: {exc}") from None
     if not got_index:
         raise ChainBroken(f"{where} carries no index")
+
+
+def _raise_if_damaged(volumes: list[tuple[str, str, str]]) -> None:
+    """ChecksumMismatch naming the first volume whose file differs from its recorded sha256."""
+    for name, path, sha256 in volumes:
+        try:
+            if file_sha256(path) != sha256:
+                raise ChecksumMismatch(damaged_volume(name)) from None
+        except OSError:
+            continue  # unreadable now: the error being handled says what happened
 
 
 def read_archive(chain: list[dict], volumes: list[tuple[str, str, str]], keyring: seal.KeyRing | None,

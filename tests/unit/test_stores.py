@@ -470,20 +470,32 @@ def test_a_damaged_record_is_a_checksum_mismatch_naming_it(backend, store, tmp_p
         read(backend.open())
 
 
+def _fetched_and_read(store, name: str, size: int, sha256: str, work: str) -> None:
+    """Fetch a volume and read it as a restore does: a folder store hands its own file, whose
+    sha256 the reader checks (Store.fetch_volume); the others verify it once downloaded."""
+    from ocb.restore import VolumeStream
+
+    path = store.fetch_volume("backups", name, size, sha256, work)
+    with VolumeStream([(name, path, sha256)]) as stream:
+        while stream.read(1 << 16):
+            pass
+
+
 def test_fetch_detects_damage_and_absence(backend, store, tmp_path):
     upload, _, _, _ = publish(store, backend.url, tmp_path, SNAP, token=None, old_catalog=None)
     work = str(tmp_path / "work")
     with pytest.raises(ChecksumMismatch):
-        store.fetch_volume("backups", upload.name, upload.size, "0" * 64, work)
+        _fetched_and_read(store, upload.name, upload.size, "0" * 64, work)
     with pytest.raises(ChecksumMismatch):
         store.fetch_volume("backups", upload.name, upload.size + 1, upload.sha256, work)
     with pytest.raises(ChainBroken):
         store.fetch_volume("backups", f"{NEXT}.tar.zst", 1, "0" * 64, work)
     with pytest.raises(ChainBroken):
         store.read_meta("backups", NEXT)
+    _fetched_and_read(store, upload.name, upload.size, upload.sha256, work)
     backend.damage(f"backups/{upload.name}")
-    with pytest.raises(ChecksumMismatch):
-        backend.open().fetch_volume("backups", upload.name, upload.size, upload.sha256, str(tmp_path / "work2"))
+    with pytest.raises(ChecksumMismatch, match="sha256 differs from the meta"):
+        _fetched_and_read(backend.open(), upload.name, upload.size, upload.sha256, str(tmp_path / "work2"))
 
 
 def test_digests_the_start_of_a_volume_and_access_need_no_download(backend, store, tmp_path):
