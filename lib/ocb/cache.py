@@ -83,7 +83,9 @@ def save(cache_dir: str, index_file: str, meta: dict, state: dict, new_blocks_di
     discard(os.path.join(cache_dir, INDEX_ROWS))  # never a copy of the index before this one
     with atomic_write(os.path.join(cache_dir, INDEX)) as out, open(index_file, "rb") as source:
         shutil.copyfileobj(source, out)
-    index.save_rows_beside(os.path.join(cache_dir, INDEX))
+    # pack's rows copy carried over (the same index, a new header), else made from `index`
+    if not Index.copy_rows_beside(index_file, os.path.join(cache_dir, INDEX)):
+        index.save_rows_beside(os.path.join(cache_dir, INDEX))
     _write_json(os.path.join(cache_dir, META), meta)
     _write_json(os.path.join(cache_dir, STATE), state)
 

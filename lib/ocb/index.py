@@ -18,6 +18,7 @@ import json
 import marshal
 import os
 import stat
+import shutil
 import sys
 from dataclasses import dataclass, field, fields
 from contextlib import contextmanager
@@ -261,6 +262,23 @@ class Index:
         entries were reduced by keep_persisted, or which was loaded from that file): load_beside then
         reads the copy instead, as long as the file is as it is now."""
         self.save_rows(rows_beside(path), _copy_facts(path))
+
+    @staticmethod
+    def copy_rows_beside(source: str, copy: str) -> bool:
+        """Give `copy` (an index.jsonl just copied byte for byte from `source`) the rows copy
+        `source` has, without building the rows again: the same body under a header naming
+        `copy`. False, and nothing written, when `source` has no whole-looking rows copy of
+        itself as it is now (its body's own sha256 is checked at load, as for any rows)."""
+        try:
+            with open(rows_beside(source), "rb") as rows:
+                if rows.readline() != _rows_header(_copy_facts(source)):
+                    return False
+                with atomic_write(rows_beside(copy), durable=False) as out:
+                    out.write(_rows_header(_copy_facts(copy)))
+                    shutil.copyfileobj(rows, out)
+        except OSError:
+            return False
+        return True
 
     @classmethod
     def load_beside(cls, path: str) -> "Index":

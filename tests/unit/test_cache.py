@@ -57,3 +57,22 @@ def test_forget_removes_the_rows_too(tmp_path):
     cache.forget(cache_dir)
     assert cache.load(cache_dir, STORE) is None
     assert not os.path.exists(os.path.join(cache_dir, cache.INDEX_ROWS))
+
+
+def test_the_rows_of_the_snapshots_index_are_carried_over_only_when_they_copy_it_as_it_is(tmp_path):
+    cache_dir = str(tmp_path / "cache")
+    source = snapshot_index(tmp_path, "s1", 6)
+    Index.load(source).save_rows_beside(source)  # as pack leaves it beside its index.jsonl
+    meta = {"id": "s1", "chain": [{"id": "s1"}]}
+    cache.save(cache_dir, source, meta, cache.state_for(meta, STORE, "backup"), index=Index())
+    # carried over: a rows copy built from the (empty) `index` handed in would not load as it
+    cached_jsonl = os.path.join(cache_dir, cache.INDEX)
+    assert Index.load_rows(os.path.join(cache_dir, cache.INDEX_ROWS), {
+        "copy_of": cache.INDEX, "size": os.path.getsize(cached_jsonl),
+        "mtime_ns": os.stat(cached_jsonl).st_mtime_ns}) == Index.load(source)
+    # a source whose rows no longer copy it (rewritten since): the rows are made afresh
+    other = snapshot_index(tmp_path, "s1", 9)
+    assert other == source and not Index.copy_rows_beside(source, str(tmp_path / "elsewhere.jsonl"))
+    cache.save(cache_dir, source, meta, cache.state_for(meta, STORE, "backup"))
+    loaded = cache.load(cache_dir, STORE)
+    assert loaded is not None and len(loaded.index.entries) == 10
