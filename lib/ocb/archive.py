@@ -20,7 +20,7 @@ import time
 import urllib.parse
 from contextlib import closing
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable
+from typing import BinaryIO, Callable, Iterable
 
 from .blocks import (
     BLOCK_SIZE,
@@ -31,8 +31,8 @@ from .blocks import (
     sidecar_name,
 )
 from .compression import compressor
-from .errors import RuntimeFailure
-from .index import DIR, FILE, SYMLINK, Entry, Index, wal_signature
+from .errors import BadDocument, RuntimeFailure
+from .index import DIR, FILE, SYMLINK, Ancestry, Entry, Index, IndexFiles, order_key, wal_signature
 
 INDEX_MEMBER = ".ocb/index.jsonl"
 # PAX keys of a block-delta member: its data is the changed blocks back to back
@@ -270,7 +270,9 @@ def _tarinfo(entry: Entry) -> tarfile.TarInfo:
 
 
 def _root_paths(roots: dict[str, str], entry: Entry) -> str:
-    base = roots[entry.root]
+    base = roots.get(entry.root)
+    if base is None:
+        raise BadDocument(f"field 'plan.roots' lacks {entry.root}, which the plan index packs")
     return base if entry.path == "" else os.path.join(base, entry.path)
 
 
@@ -285,84 +287,86 @@ class PackOptions:
     sqlite_timeout: float
 
 
-def write_archive(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, options: PackOptions,
-                  index_spool: str, progress: Callable[[int], None] | None = None) -> tuple[Index, PackStats, str, int]:
-    """Stream the entries flagged `pack` into `out`; return the final index and archive hash.
+@dataclass
+class IndexSummary:
+    """What the final index holds, counted as it was written."""
 
-    Entries are re-read at pack time (lstat/fstat), so what the index records is exactly what
-    the archive holds even when the state moved since planning. The final index is spooled to
-    `index_spool` (a work-dir file), its rows copy beside it, and appended as the last member.
-    `plan_index` is consumed: its entries are gone afterwards.
+    entries: int = 0
+    files: int = 0
+    bytes: int = 0
+
+
+def write_archive(head: Index, planned: Iterable[Entry], root_paths: dict[str, str], out: BinaryIO,
+                  options: PackOptions, index_spool: str,
+                  progress: Callable[[int], None] | None = None) -> tuple[IndexSummary, PackStats, str, int]:
+    """Stream the entries flagged `pack` into `out`; return the final index's summary and the
+    archive's hash and size.
+
+    `planned`: the plan index's entries in order_key order (a stream: neither index is held
+    whole), `head` its header. Entries are re-read at pack time (lstat/fstat), so what the
+    index records is exactly what the archive holds even when the state moved since planning.
+    The final index is spooled to `index_spool` (a work-dir file) as it is made, its rows copy
+    beside it, and appended as the last member.
     """
     started = time.monotonic()
     stats = PackStats()
-    final = Index(roots=plan_index.roots, snapshot=plan_index.snapshot, excludes=plan_index.excludes,
-                  includes=plan_index.includes)
     hashed = HashingWriter(out)
     # the compressed stream's hashing, sealing and writing on a thread of their own
     background = BackgroundWriter(hashed)  # type: ignore[arg-type]
     try:
-        _write_members(plan_index, root_paths, background, options, index_spool, progress, stats, final)
+        summary = _write_members(head, planned, root_paths, background, options, index_spool, progress, stats)
         background.finish()
     finally:
         background.stop()
     stats.seconds = time.monotonic() - started
-    return final, stats, hashed.digest.hexdigest(), hashed.size
+    return summary, stats, hashed.digest.hexdigest(), hashed.size
 
 
-def _write_members(plan_index: Index, root_paths: dict[str, str], out: BinaryIO, options: PackOptions,
-                   index_spool: str, progress: Callable[[int], None] | None, stats: PackStats,
-                   final: Index) -> None:
+def _write_members(head: Index, planned: Iterable[Entry], root_paths: dict[str, str], out: BinaryIO,
+                   options: PackOptions, index_spool: str, progress: Callable[[int], None] | None,
+                   stats: PackStats) -> IndexSummary:
     packed = compressor(options.compression, options.level, out)
     # straight into the compressor, file data in COPY_CHUNK pieces (tarfile's stream mode "w|"
     # re-buffered every write in 10 KiB bytes slices, and copied file data 16 KiB at a time)
     tar = TarStream(packed)  # type: ignore[arg-type]
     writer = _ArchiveWriter(tar, options, stats)
-    # sorted by path components, a directory comes right before what it holds (the key: the
-    # path with "\0" for "/", which orders as the list of components does, NUL being below any
-    # character of a name, in one string instead of a list per entry); the plan's
-    # entries are let go one by one as they are done (each is in the final index by then, or
-    # dropped), so the two indexes are not held whole side by side (at 200,000 files each is
-    # ~130 MB). The plan index is empty afterwards. Sorted backwards, taken from the end.
-    pending = sorted(plan_index.entries.values(), key=lambda e: (e.root, e.path.replace("/", "\0")), reverse=True)
-    plan_index.entries.clear()
-    while pending:
-        entry = pending.pop()
-        if entry.path:
-            holder = final.entries.get((entry.root, entry.path.rpartition("/")[0]))
-            if holder is None or holder.type != DIR:
+    final = Index(roots=head.roots, snapshot=head.snapshot, excludes=head.excludes, includes=head.includes)
+    summary = IndexSummary()
+    # in order_key order a directory comes right before what it holds: an entry whose
+    # directory did not make it into the final index is met right after it was left out
+    ancestry = Ancestry()
+    # the index as the archive keeps it (each entry reduced to what the JSON lines keep,
+    # Entry.keep_persisted, so its rows copy is the file), and that rows copy beside it for
+    # ocb-push to read, both written entry by entry
+    index = IndexFiles(index_spool, final)
+    holds, enter, add = ancestry.holds, ancestry.enter, index.add  # once per entry of the state
+    try:
+        for entry in planned:
+            key = order_key(entry)
+            if not holds(entry, key):
                 # its directory vanished (or is no longer one) since planning: the entry
                 # goes with it, so the index stays one a restore accepts
                 stats.vanished += 1
                 continue
-        if not entry.pack:
-            final.add(entry)
-            continue
-        path = _root_paths(root_paths, entry)
-        deltas_before = stats.delta_files
-        try:
-            archived = writer.add(entry, path)
-        except FileNotFoundError:
-            stats.vanished += 1  # deleted since planning: it is not part of this snapshot
-            continue
-        except EntryUnreadable as exc:
-            stats.unreadable.append({"path": entry.member_name, "reason": exc.reason})
-            continue
-        if archived.uid is None:  # re-read at pack time: the owner is the plan's
-            archived.uid, archived.gid = entry.uid, entry.gid
-        # which snapshots a restore of this path needs: this one, plus the base of a delta
-        stored_as_delta = stats.delta_files > deltas_before
-        base = entry.base_held if stored_as_delta else []
-        archived.held = None if base is None or plan_index.snapshot is None else [*base, plan_index.snapshot]
-        final.add(archived)
-        if progress and archived.type == FILE:
-            progress(archived.size)
-    # the index as the archive keeps it, and its rows copy beside it for ocb-push to read
-    for entry in final.entries.values():
-        entry.keep_persisted()
-    with open(index_spool, "w", encoding="utf-8") as handle:
-        final.write(handle)
-    final.save_rows_beside(index_spool)
+            if entry.pack:
+                archived = _archive_entry(writer, entry, root_paths, head.snapshot, stats)
+                if archived is None:
+                    continue
+                if progress and archived.type == FILE:
+                    progress(archived.size)
+            else:
+                archived = entry
+            enter(archived, key)
+            archived.keep_persisted()
+            add(archived, key)
+            summary.entries += 1
+            if archived.type == FILE:
+                summary.files += 1
+                summary.bytes += archived.size
+        index.close()
+    except BaseException:
+        index.abandon()
+        raise
     info = tarfile.TarInfo(INDEX_MEMBER)
     info.size = os.path.getsize(index_spool)
     info.mtime = int(time.time())
@@ -371,6 +375,29 @@ def _write_members(plan_index: Index, root_paths: dict[str, str], out: BinaryIO,
         tar.add(info, handle)
     tar.close()
     packed.close()
+    return summary
+
+
+def _archive_entry(writer: "_ArchiveWriter", entry: Entry, root_paths: dict[str, str], snapshot: str | None,
+                   stats: PackStats) -> Entry | None:
+    """The entry as archived now, or None when it is not part of this snapshot after all."""
+    path = _root_paths(root_paths, entry)
+    deltas_before = stats.delta_files
+    try:
+        archived = writer.add(entry, path)
+    except FileNotFoundError:
+        stats.vanished += 1  # deleted since planning: it is not part of this snapshot
+        return None
+    except EntryUnreadable as exc:
+        stats.unreadable.append({"path": entry.member_name, "reason": exc.reason})
+        return None
+    if archived.uid is None:  # re-read at pack time: the owner is the plan's
+        archived.uid, archived.gid = entry.uid, entry.gid
+    # which snapshots a restore of this path needs: this one, plus the base of a delta
+    stored_as_delta = stats.delta_files > deltas_before
+    base = entry.base_held if stored_as_delta else []
+    archived.held = None if base is None or snapshot is None else [*base, snapshot]
+    return archived
 
 
 class _ArchiveWriter:

@@ -6,10 +6,11 @@ that names it, so a crash between the two leaves a state that does not match its
 which reads as "no cache" (a full backup), never as a wrong incremental base.
 
 Beside index.jsonl, `index.rows` holds the same index as marshal's rows (Index.save_rows_beside),
-read about five times faster (30,000 entries: 0.15 -> 0.03 s; every plan reads the cache, a
-skip does little else). It is only ever a copy: trusted when its header names this
+in order, read about five times faster (30,000 entries: 0.15 -> 0.03 s; every plan reads the
+cache, a skip does little else) and a chunk at a time: ocb-plan merges it against its scan
+without holding it whole. It is only ever a copy: trusted when its header names this
 interpreter's marshal and the size and mtime of the index.jsonl beside it, and its body its
-sha256, else index.jsonl is read (and a rows file is never needed: an older cache has none).
+sha256, else index.jsonl is read whole (and a rows file is never needed: an older cache has none).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ import json
 import os
 import shutil
 from dataclasses import dataclass
+from typing import Iterable
 
 from .blocks import sidecar_name
 from .errors import BadDocument
 from .fsutil import atomic_write, discard, write_bytes
-from .index import Index, rows_beside
+from .index import FILE, Entry, Index, open_in_order, rows_beside
 
 STATE = "state.json"
 INDEX = "index.jsonl"
@@ -34,7 +36,8 @@ BLOCKS_DIR = "blocks"  # block-hash sidecars of the large files (blocks.py), by 
 @dataclass
 class CachedSnapshot:
     state: dict  # store, snapshot, backup_type, chain, full_created_utc, incrementals
-    index: Index
+    head: Index  # the index's header: roots, snapshot, patterns (no entries)
+    entries: Iterable[Entry]  # the index's entries in order_key order, to be read once
     meta: dict
 
 
@@ -45,49 +48,66 @@ def load(cache_dir: str, store: str) -> CachedSnapshot | None:
             state = json.load(handle)
         with open(os.path.join(cache_dir, META), encoding="utf-8") as handle:
             meta = json.load(handle)
-        index = Index.load_beside(os.path.join(cache_dir, INDEX))
+        head, entries = open_in_order(os.path.join(cache_dir, INDEX))
     except (OSError, ValueError, BadDocument):
         # unreadable or malformed reads as "no cache": the next backup is a full one
         return None
     if not isinstance(state, dict) or state.get("store") != store:
         return None
-    if index.snapshot != state.get("snapshot") or meta.get("id") != state.get("snapshot"):
+    if head.snapshot != state.get("snapshot") or meta.get("id") != state.get("snapshot"):
         return None
-    return CachedSnapshot(state, index, meta)
+    return CachedSnapshot(state, head, entries, meta)
 
 
 def _write_json(path: str, value: dict) -> None:
     write_bytes(path, json.dumps(value, indent=2).encode("utf-8"))
 
 
+def sidecars_present(cache_dir: str, new_blocks_dir: str | None) -> set[str]:
+    """The block-hash sidecars save would find: the cache's and a new snapshot's."""
+    names: set[str] = set()
+    for folder in (os.path.join(cache_dir, BLOCKS_DIR), new_blocks_dir):
+        if folder and os.path.isdir(folder):
+            names.update(os.listdir(folder))
+    return names
+
+
 def save(cache_dir: str, index_file: str, meta: dict, state: dict, new_blocks_dir: str | None = None,
-         index: Index | None = None) -> None:
+         index: Index | None = None, kept_sidecars: set[str] | None = None) -> None:
     """Record a snapshot as this machine's base: block hashes, index, meta, then the state.
 
     Sidecars name the file version they describe (its sha256), so a sidecar left by a crash
     between these steps is simply not used; sidecars of paths the index no longer holds as
-    large files are removed. `index`: the file's content, when the caller has it loaded already.
+    files are removed. `index`: the file's content, when the caller has it loaded already;
+    `kept_sidecars`: those of sidecars_present that name a file of the index, when the caller
+    found them on its own pass over it; else the file is read again, as a stream.
     """
     os.makedirs(cache_dir, mode=0o700, exist_ok=True)
-    if index is None:
-        index = Index.load(index_file)
     blocks_dir = os.path.join(cache_dir, BLOCKS_DIR)
     os.makedirs(blocks_dir, mode=0o700, exist_ok=True)
     if new_blocks_dir and os.path.isdir(new_blocks_dir):
         for name in os.listdir(new_blocks_dir):
             os.replace(os.path.join(new_blocks_dir, name), os.path.join(blocks_dir, name))
-    wanted = {sidecar_name(e.root, e.path) for e in index.files()}
-    for name in os.listdir(blocks_dir):
-        if name not in wanted:
+    sidecars = set(os.listdir(blocks_dir))
+    if sidecars:
+        if kept_sidecars is None:
+            files = index.files() if index is not None else (e for e in open_in_order(index_file)[1] if e.type == FILE)
+            kept_sidecars = sidecars_of(files, sidecars)
+        for name in sidecars - kept_sidecars:
             os.unlink(os.path.join(blocks_dir, name))
     discard(os.path.join(cache_dir, INDEX_ROWS))  # never a copy of the index before this one
     with atomic_write(os.path.join(cache_dir, INDEX)) as out, open(index_file, "rb") as source:
         shutil.copyfileobj(source, out)
-    # pack's rows copy carried over (the same index, a new header), else made from `index`
+    # pack's rows copy carried over (the same index, a new header), else made from the index
     if not Index.copy_rows_beside(index_file, os.path.join(cache_dir, INDEX)):
-        index.save_rows_beside(os.path.join(cache_dir, INDEX))
+        (index if index is not None else Index.load(index_file)).save_rows_beside(os.path.join(cache_dir, INDEX))
     _write_json(os.path.join(cache_dir, META), meta)
     _write_json(os.path.join(cache_dir, STATE), state)
+
+
+def sidecars_of(files: Iterable[Entry], present: set[str]) -> set[str]:
+    """Which of the `present` sidecars name one of `files`."""
+    return {name for e in files if (name := sidecar_name(e.root, e.path)) in present}
 
 
 def state_for(meta: dict, store: str, origin: str) -> dict:

@@ -171,6 +171,247 @@ ENTRY_FIELDS = tuple(f.name for f in fields(Entry))
 _row_of = operator.attrgetter(*ENTRY_FIELDS)
 _compared = operator.attrgetter(*COMPARED_FIELDS)
 ROWS_CHUNK = 1000  # entries per marshal object of a rows file
+NUL = "\0"
+
+
+def order_key(entry: Entry) -> str:
+    """The one order of an index's entries: by root name, then by path components, in one
+    string (NUL, below any character of a name, for "/" and between the root and the path).
+    A directory comes right before what it holds, and a scan that walks the roots by name and
+    each directory's names sorted meets its entries in this order. So a stream of one index
+    can be merged against a scan, or against another in this order, one entry at a time."""
+    return entry.root if not entry.path else f"{entry.root}{NUL}{entry.path.replace('/', NUL)}"
+
+
+def in_order(index: "Index") -> list[Entry]:
+    return sorted(index.entries.values(), key=order_key)
+
+
+class OutOfOrder(ValueError):
+    """Entries given to a RowsWriter out of order_key order."""
+
+
+def _framed(value: object) -> bytes:
+    piece = marshal.dumps(value)
+    return len(piece).to_bytes(8, "little") + piece
+
+
+class RowsWriter:
+    """An index written as rows one entry at a time, in order_key order (refused otherwise:
+    readers merge it as a stream), one chunk of rows in memory at a time. A rows file is a
+    header line (the interpreter's marshal and the caller's `facts`), then the body: marshal objects one after the other, each after its length (8 bytes,
+    little-endian): the header (Entry's field names, roots, snapshot, patterns), chunks of
+    ROWS_CHUNK tuples of Entry's fields, and last ("end", the sha256 of all before it).
+    Within a chunk the values many entries share (roots, types, `held` lists) are written
+    once and read back as one object."""
+
+    def __init__(self, out: IO[bytes], head: "Index", facts: dict | None = None) -> None:
+        out.write(_rows_header(facts))
+        self._out, self._digest = out, hashlib.sha256()
+        self._rows: list[tuple] = []
+        self._last: str | None = None
+        self._put((ENTRY_FIELDS, head.roots, head.snapshot, head.excludes, head.includes))
+
+    def _put(self, value: object) -> None:
+        frame = _framed(value)
+        self._digest.update(frame)
+        self._out.write(frame)
+
+    def add(self, entry: Entry, key: str | None = None) -> None:
+        """`key`: the entry's order_key, when the caller has it."""
+        if key is None:
+            key = order_key(entry)
+        if self._last is not None and key <= self._last:
+            raise OutOfOrder(f"index entries out of order: {entry.member_name} after {self._last.replace(NUL, '/')}")
+        self._last = key
+        self._rows.append(_row_of(entry))
+        if len(self._rows) == ROWS_CHUNK:
+            self._put(self._rows)
+            self._rows = []
+
+    def close(self) -> None:
+        if self._rows:
+            self._put(self._rows)
+            self._rows = []
+        self._out.write(_framed(("end", self._digest.hexdigest())))
+
+
+class RowsReader:
+    """An index in rows (RowsWriter's), read a chunk at a time: `head` (an Index with no
+    entries) at once, the entries, in order, by iterating. OSError when unreadable; ValueError
+    when it is not one whole (torn, of another interpreter or Entry layout, of other facts),
+    raised at the latest when the iteration reaches its end. rows_intact checks a file whole
+    beforehand, for callers that must not act on half of one."""
+
+    def __init__(self, path: str, facts: dict | None = None) -> None:
+        self._handle = open(path, "rb")
+        self._digest = hashlib.sha256()  # of every piece before the last
+        try:
+            if self._handle.readline() != _rows_header(facts):
+                raise ValueError(f"{path} is not an index in rows of this interpreter")
+            try:
+                names, roots, snapshot, excludes, includes = self._piece()  # type: ignore[misc]
+            except (EOFError, TypeError, ValueError) as exc:
+                raise ValueError(f"not an index in rows: {exc}") from None
+            if names != ENTRY_FIELDS:
+                raise ValueError("index rows of another Entry layout")
+            self.head = Index(roots=roots, snapshot=snapshot, excludes=excludes, includes=includes)
+        except BaseException:
+            self._handle.close()
+            raise
+
+    def _piece(self) -> object:
+        frame = self._handle.read(8)
+        size = int.from_bytes(frame, "little")
+        data = self._handle.read(size) if len(frame) == 8 and size else b""
+        if not data or len(data) != size:
+            raise EOFError("the body ends inside a piece")
+        value = marshal.loads(data)
+        if not (isinstance(value, tuple) and value[:1] == ("end",)):
+            self._digest.update(frame)
+            self._digest.update(data)
+        return value
+
+    def __iter__(self) -> Iterator[Entry]:
+        with self._handle:
+            try:
+                while not isinstance(rows := self._piece(), tuple):
+                    for row in rows:  # type: ignore[attr-defined]
+                        yield Entry(*row)
+            except (EOFError, TypeError, ValueError) as exc:
+                raise ValueError(f"not an index in rows: {exc}") from None
+            if rows != ("end", self._digest.hexdigest()) or self._handle.read(1):
+                raise ValueError("not an index in rows: its sha256 differs (torn or damaged)")
+
+
+def rows_intact(path: str, facts: dict | None = None) -> bool:
+    """Whether the rows file at `path` is one whole, written with `facts`: its frames and
+    their sha256 checked without reading a row (a few ms for 30,000 entries)."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.readline() != _rows_header(facts):
+                return False
+            digest, last = hashlib.sha256(), b""
+            while frame := handle.read(8):
+                size = int.from_bytes(frame, "little")
+                data = handle.read(size) if len(frame) == 8 and size else b""
+                if not data or len(data) != size:
+                    return False
+                digest.update(last)
+                last = frame + data
+            return bool(last) and marshal.loads(last[8:]) == ("end", digest.hexdigest())
+    except (OSError, EOFError, TypeError, ValueError):
+        return False
+
+
+def _line_encoder() -> Callable[[dict], str]:
+    """json.dumps of one entry's record, with one C encoder made once instead of one per call
+    (what json.dumps does: a third of its time per entry, and an index is written line by
+    line in every pack); the same text. json.dumps itself where the C encoder is missing."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:
+        return json.dumps
+    encoder = make(None, None, json.encoder.encode_basestring_ascii, None, ": ", ", ", False, False, True)
+    return lambda record: "".join(encoder(record, 0))
+
+
+_json_line = _line_encoder()
+
+
+class LinesWriter:
+    """An index written as JSON lines one entry at a time (the snapshot's format): the header
+    line, then one line per entry in the order given."""
+
+    def __init__(self, handle: IO[str], head: "Index", with_pack: bool = False) -> None:
+        self._handle, self._with_pack = handle, with_pack
+        header = {"ocb_index": INDEX_VERSION, "snapshot": head.snapshot, "roots": head.roots}
+        if head.excludes is not None:
+            header.update(excludes=list(head.excludes), includes=list(head.includes or ()))
+        handle.write(json.dumps(header) + "\n")
+
+    def add(self, entry: Entry) -> None:
+        self._handle.write(_json_line(entry.to_json(self._with_pack)) + "\n")
+
+
+class IndexFiles:
+    """An index.jsonl and its rows copy beside it (what open_in_order reads),
+    written as a stream of entries in order: the JSON lines as they come, the rows into a
+    spool, given their header (the size and mtime of the finished index.jsonl) at close."""
+
+    def __init__(self, path: str, head: "Index") -> None:
+        self.path = path
+        self._lines = open(path, "w", encoding="utf-8")
+        self._spool_path = rows_beside(path) + ".spool"
+        self._spool = open(self._spool_path, "w+b")
+        LinesWriter(self._lines, head)  # the header line
+        self._write_line, self._as_rows = self._lines.write, RowsWriter(self._spool, head)
+
+    def add(self, entry: Entry, key: str | None = None) -> None:
+        """`key`: the entry's order_key, when the caller has it."""
+        self._write_line(_json_line(entry.to_json()) + "\n")  # as LinesWriter.add: once per entry
+        self._as_rows.add(entry, key)
+
+    def close(self) -> None:
+        self._lines.close()
+        self._as_rows.close()
+        self._spool.seek(0)
+        self._spool.readline()  # a header of no facts, for the one naming the index.jsonl
+        with atomic_write(rows_beside(self.path), durable=False) as out:
+            out.write(_rows_header(_copy_facts(self.path)))
+            shutil.copyfileobj(self._spool, out)
+        self.abandon()
+
+    def abandon(self) -> None:
+        self._lines.close()
+        self._spool.close()
+        try:
+            os.unlink(self._spool_path)
+        except FileNotFoundError:
+            pass
+
+
+def open_in_order(path: str) -> tuple["Index", Iterable[Entry]]:
+    """The index.jsonl at `path`: its header (an Index without entries) and its entries in
+    order_key order. Streamed from its rows copy when there is a whole one of the file as it is
+    now; else the JSON lines are loaded whole and sorted (an index whose rows copy is missing,
+    or was written before rows were ordered). OSError, BadDocument as Index.load."""
+    rows, facts = rows_beside(path), _copy_facts(path)
+    if rows_intact(rows, facts):
+        reader = RowsReader(rows, facts)
+        return reader.head, reader
+    index = Index.load(path)
+    entries = in_order(index)
+    index.entries = {}
+    return index, entries
+
+
+class Ancestry:
+    """Whether each entry of an index met in order hangs from a directory met before it: the
+    directories on the way down to the last entry, as a stack of their order keys."""
+
+    def __init__(self) -> None:
+        self._dirs: list[str] = []
+
+    def holds(self, entry: Entry, key: str | None = None) -> bool:
+        """An entry of a root's top (path "") always; any other when its parent is a directory
+        entered (enter) before it. `key`: the entry's order_key, when the caller has it."""
+        if not entry.path:
+            self._dirs.clear()
+            return True
+        if key is None:
+            key = order_key(entry)
+        parent = key[:key.rindex(NUL)]
+        dirs = self._dirs
+        if dirs and dirs[-1] == parent:  # a sibling of the last entry, or its first child
+            return True
+        while dirs and dirs[-1] != parent and not parent.startswith(dirs[-1] + NUL):
+            dirs.pop()
+        return bool(dirs) and dirs[-1] == parent
+
+    def enter(self, entry: Entry, key: str | None = None) -> None:
+        """`entry` is in the index (after holds said so): a directory may hold what follows."""
+        if entry.type == DIR:
+            self._dirs.append(key if key is not None else order_key(entry))
 
 
 @dataclass
@@ -192,12 +433,9 @@ class Index:
         return (e for e in self.entries.values() if e.type == FILE)
 
     def write(self, handle: IO[str], with_pack: bool = False) -> None:
-        header = {"ocb_index": INDEX_VERSION, "snapshot": self.snapshot, "roots": self.roots}
-        if self.excludes is not None:
-            header.update(excludes=list(self.excludes), includes=list(self.includes or ()))
-        handle.write(json.dumps(header) + "\n")
-        for entry in sorted(self.entries.values(), key=lambda e: (e.root, e.path)):
-            handle.write(json.dumps(entry.to_json(with_pack)) + "\n")
+        lines = LinesWriter(handle, self, with_pack)
+        for entry in in_order(self):
+            lines.add(entry)
 
     def save(self, path: str, with_pack: bool = False, durable: bool = True) -> None:
         """Write atomically: a crash leaves the old file or the new one, never half of one
@@ -243,28 +481,27 @@ class Index:
     # takes a fifth of the JSON lines' time (docs/performance.md, round 4).
 
     def save_rows(self, path: str, facts: dict | None = None) -> None:
-        """Write the rows file: a header line (the interpreter's marshal and the caller's
-        `facts`), then the body (_row_pieces), written as it is made: one chunk of rows in memory at
-        a time. Not synced (scratch, or a copy the cache can do without): a torn file fails
-        load_rows' checks."""
+        """Write the rows file (RowsWriter), in order. Not synced (scratch, or a copy the cache
+        can do without): a torn file fails load_rows' checks."""
         with atomic_write(path, durable=False) as out:
-            out.write(_rows_header(facts))
-            for piece in self._row_pieces():
-                out.write(piece)
+            rows = RowsWriter(out, self, facts)
+            for entry in in_order(self):
+                rows.add(entry)
+            rows.close()
 
     @classmethod
     def load_rows(cls, path: str, facts: dict | None = None) -> "Index":
-        """The index save_rows wrote with the same `facts`, read a piece at a time (never the
-        whole file in memory beside the entries). OSError when unreadable; ValueError when it
-        is not one whole (torn, of another interpreter or Entry layout, of other facts)."""
-        with open(path, "rb") as handle:
-            if handle.readline() != _rows_header(facts):
-                raise ValueError(f"{path} is not an index in rows of this interpreter")
-            return cls._read_rows(handle.read)
+        """The index save_rows wrote with the same `facts`, whole (RowsReader's errors)."""
+        reader = RowsReader(path, facts)
+        index, entries = reader.head, reader.head.entries
+        with no_gc():
+            for entry in reader:
+                entries[(entry.root, entry.path)] = entry
+        return index
 
     def save_rows_beside(self, path: str) -> None:
         """The rows copy of the index.jsonl just written at `path` from this index (whose
-        entries were reduced by keep_persisted, or which was loaded from that file): load_beside then
+        entries were reduced by keep_persisted, or which was loaded from that file): open_in_order then
         reads the copy instead, as long as the file is as it is now."""
         self.save_rows(rows_beside(path), _copy_facts(path))
 
@@ -285,70 +522,6 @@ class Index:
             return False
         return True
 
-    @classmethod
-    def load_beside(cls, path: str) -> "Index":
-        """The index.jsonl at `path`, read from its rows copy when there is a whole one of the
-        file as it is now (size, mtime), else from the file itself."""
-        try:
-            return cls.load_rows(rows_beside(path), _copy_facts(path))
-        except (OSError, ValueError):
-            return cls.load(path)
-
-    def _row_pieces(self) -> Iterator[bytes]:
-        """The body of a rows file: marshal objects one after the other, each after its length
-        (8 bytes, little-endian): the header (Entry's field names, roots, snapshot, patterns),
-        chunks of ROWS_CHUNK tuples of Entry's fields, and last ("end", the sha256 of all before
-        it). Within a chunk the values many entries share (roots, types, `held` lists) are
-        written once and read back as one object."""
-        digest = hashlib.sha256()
-
-        def framed(value: object) -> bytes:
-            piece = marshal.dumps(value)
-            return len(piece).to_bytes(8, "little") + piece
-
-        head = framed((ENTRY_FIELDS, self.roots, self.snapshot, self.excludes, self.includes))
-        digest.update(head)
-        yield head
-        entries = list(self.entries.values())
-        for at in range(0, len(entries), ROWS_CHUNK):
-            chunk = framed(list(map(_row_of, entries[at:at + ROWS_CHUNK])))
-            digest.update(chunk)
-            yield chunk
-        yield framed(("end", digest.hexdigest()))
-
-    @classmethod
-    def _read_rows(cls, read: "Callable[[int], bytes]") -> "Index":
-        digest = hashlib.sha256()  # of every piece before the last
-
-        def piece() -> object:
-            frame = read(8)
-            size = int.from_bytes(frame, "little")
-            data = read(size) if len(frame) == 8 and size else b""
-            if not data or len(data) != size:
-                raise EOFError("the body ends inside a piece")
-            value = marshal.loads(data)
-            if not (isinstance(value, tuple) and value[:1] == ("end",)):
-                digest.update(frame)
-                digest.update(data)
-            return value
-
-        with no_gc():
-            try:
-                names, roots, snapshot, excludes, includes = piece()  # type: ignore[misc]
-                if names != ENTRY_FIELDS:
-                    raise ValueError("index rows of another Entry layout")
-                index = cls(roots=roots, snapshot=snapshot, excludes=excludes, includes=includes)
-                entries = index.entries
-                while not isinstance(rows := piece(), tuple):
-                    for row in rows:  # type: ignore[attr-defined]
-                        entry = Entry(*row)
-                        entries[(entry.root, entry.path)] = entry
-            except (EOFError, TypeError, ValueError) as exc:
-                raise ValueError(f"not an index in rows: {exc}") from None
-        if rows != ("end", digest.hexdigest()) or read(1):
-            raise ValueError("not an index in rows: its sha256 differs (torn or damaged)")
-        return index
-
 
 def rows_beside(path: str) -> str:
     """Where the rows copy of the index.jsonl at `path` lies: index.rows beside index.jsonl."""
@@ -362,7 +535,8 @@ def _copy_facts(path: str) -> dict:
 
 
 def _rows_header(facts: dict | None) -> bytes:
-    return json.dumps({"ocb_index_rows": 1, "python": list(sys.version_info[:2]), "marshal": marshal.version,
+    # 2: the entries in order_key order (a rows file of 1, in another order, is not trusted)
+    return json.dumps({"ocb_index_rows": 2, "python": list(sys.version_info[:2]), "marshal": marshal.version,
                        **(facts or {})}).encode() + b"\n"
 
 
@@ -444,11 +618,10 @@ def _entry_from_stat(root: str, rel: str, st: os.stat_result, full_path: str) ->
     return None
 
 
-def _is_sqlite(path: str, entry: Entry, previous: Index | None) -> bool:
+def _is_sqlite(path: str, entry: Entry, old: Entry | None) -> bool:
     """SQLite is recognised by its header, not its name; an unchanged file keeps its verdict."""
     if entry.size < 512:
         return False
-    old = previous.entries.get(entry.key) if previous else None
     if old is not None and old.type == FILE and (old.size, old.mtime_ns) == (entry.size, entry.mtime_ns):
         return old.db
     try:
@@ -461,46 +634,88 @@ def _is_sqlite(path: str, entry: Entry, previous: Index | None) -> bool:
         os.close(fd)
 
 
+# what a scan asks of the previous index, once per entry (with its order_key) and in that
+# order: its entry of the same path, or None (a dict's lookup, or a Cursor over a stream)
+Lookup = Callable[[Entry, str], "Entry | None"]
+
+
 def scan(roots: list[Root], excludes: list[str], includes: list[str],
          previous: Index | None = None) -> tuple[Index, ScanReport]:
-    """lstat every entry under every root; sockets, fifos and devices are reported, not kept.
-
-    SQLite databases are flagged (`db`) and their -wal/-shm/-journal companions left out: the
-    database's copy through SQLite's backup API holds what they hold. `previous` spares
-    re-reading the header of files unchanged since it.
-    """
-    index = Index()
+    """The whole index of what walk meets (a restore's view of its targets, or a test's)."""
     report = ScanReport()
+    states, present = scan_roots(roots, report)
+    index = Index(roots=states)
+    lookup: Lookup = (lambda e, _: previous.entries.get((e.root, e.path))) if previous else (lambda e, _: None)
     with no_gc():
-        for root in roots:
-            _scan_root(root, index, report, excludes, includes, previous)
+        for entry, _, _ in walk(present, excludes, includes, report, lookup):
+            index.add(entry)
     return index, report
 
 
-def _scan_root(root: Root, index: Index, report: ScanReport, excludes: list[str], includes: list[str],
-               previous: Index | None) -> None:
-    path, link = root.path, None
-    try:
-        st = os.lstat(path)
-        if stat.S_ISLNK(st.st_mode):
-            # a root that is a link (state on a volume): what it points to is the root
-            link, path = os.readlink(path), os.path.realpath(path)
+def scan_roots(roots: list[Root], report: ScanReport) -> tuple[dict[str, dict], list[tuple[Root, str, os.stat_result]]]:
+    """Each root's record for an index ({"kind", "present", "link"?}), and the present ones
+    to walk: (root, the path it stands for, its lstat), by name (walk's order)."""
+    states: dict[str, dict] = {}
+    present = []
+    for root in roots:
+        path, link = root.path, None
+        try:
             st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                # a root that is a link (state on a volume): what it points to is the root
+                link, path = os.readlink(path), os.path.realpath(path)
+                st = os.lstat(path)
+        except FileNotFoundError:
+            states[root.name] = {"kind": root.kind, "present": False, **({"link": link} if link else {})}
+            report.missing_roots.append(root.name if not link else f"{root.name} (the link {root.path} points nowhere)")
+            continue
+        expected_dir = root.kind == "dir"
+        if expected_dir and not stat.S_ISDIR(st.st_mode) or not expected_dir and not stat.S_ISREG(st.st_mode):
+            raise RuntimeFailure(f"root {root.name} ({root.path}) is not a {'directory' if expected_dir else 'regular file'}")
+        states[root.name] = {"kind": root.kind, "present": True, **({"link": link} if link else {})}
+        present.append((root, path, st))
+    present.sort(key=lambda p: p[0].name)
+    return states, present
+
+
+def walk(present: list[tuple[Root, str, os.stat_result]], excludes: list[str], includes: list[str],
+         report: ScanReport, previous: Lookup) -> Iterator[tuple[Entry, Entry | None, str]]:
+    """lstat every entry under the roots scan_roots found, in order_key order: each with what
+    `previous` holds of its path (asked once per entry, in that order) and its order_key.
+    Sockets, fifos and devices are reported, not met. One directory's listing in memory per
+    level, never the index.
+
+    SQLite databases are flagged (`db`) and their -wal/-shm/-journal companions left out: the
+    database's copy through SQLite's backup API holds what they hold. The previous entry
+    spares re-reading the header of a file unchanged since.
+    """
+    for root, path, st in present:
+        top = _entry_from_stat(root.name, "", st, path)
+        assert top is not None  # scan_roots let through a directory or a regular file only
+        children = _listing(path, "") if top.type == DIR else None
+        old = previous(top, root.name)
+        if top.type == FILE and _is_sqlite(path, top, old):
+            top.db = True
+            top.wal = wal_signature(path)
+        yield top, old, root.name
+        if children:
+            yield from _walk(root, children, report, excludes, includes, previous)
+
+
+def _listing(dir_path: str, rel_dir: str) -> list[os.DirEntry]:
+    """A directory's entries by name; FileNotFoundError when it is gone, other OSErrors as
+    raised (RuntimeFailure for a root's own: the backup cannot go on without it)."""
+    try:
+        with os.scandir(dir_path) as listing:
+            return sorted(listing, key=lambda d: d.name)
     except FileNotFoundError:
-        index.roots[root.name] = {"kind": root.kind, "present": False, **({"link": link} if link else {})}
-        report.missing_roots.append(root.name if not link else f"{root.name} (the link {root.path} points nowhere)")
-        return
-    expected_dir = root.kind == "dir"
-    if expected_dir and not stat.S_ISDIR(st.st_mode) or not expected_dir and not stat.S_ISREG(st.st_mode):
-        raise RuntimeFailure(f"root {root.name} ({root.path}) is not a {'directory' if expected_dir else 'regular file'}")
-    index.roots[root.name] = {"kind": root.kind, "present": True, **({"link": link} if link else {})}
-    top = _entry_from_stat(root.name, "", st, path)
-    if top is not None and top.type == FILE and _is_sqlite(path, top, previous):
-        top.db = True
-        top.wal = wal_signature(path)
-    index.add(top)
-    if expected_dir:
-        _walk(root, path, "", index, report, excludes, includes, previous)
+        if not rel_dir:
+            return []  # the root went while we scanned: an empty root
+        raise
+    except OSError as exc:
+        if not rel_dir:
+            raise RuntimeFailure(f"cannot read directory {dir_path}: {exc.strerror}") from None
+        raise
 
 
 def wal_signature(db_path: str) -> list[int] | None:
@@ -532,21 +747,10 @@ def _check_readable(path: str) -> None:
     os.close(fd)  # readable after all (its mode changed since): it is backed up
 
 
-def _walk(root: Root, dir_path: str, rel_dir: str, index: Index, report: ScanReport,
-          excludes: list[str], includes: list[str], previous: Index | None) -> None:
-    try:
-        with os.scandir(dir_path) as listing:
-            children = sorted(listing, key=lambda d: d.name)
-    except FileNotFoundError:
-        return  # removed while we scanned: it is simply not in this snapshot
-    except OSError as exc:
-        if not rel_dir:
-            raise RuntimeFailure(f"cannot read directory {dir_path}: {exc.strerror}") from None
-        # one unreadable directory (mode 000, another owner's, a name too long, an I/O error)
-        # does not stop the backup: it and what it holds are left out, and named
-        index.entries.pop((root.name, rel_dir), None)
-        report.skip(root.name, rel_dir, exc)
-        return
+def _kept(root: Root, rel_dir: str, children: list[os.DirEntry], report: ScanReport, excludes: list[str],
+          includes: list[str]) -> list[tuple[os.DirEntry, Entry]]:
+    """One directory's children as entries, by name: the excluded, vanished, unreadable and
+    special ones left out (and counted or named in `report`)."""
     kept: list[tuple[os.DirEntry, Entry]] = []
     for child in children:
         rel = child.name if not rel_dir else f"{rel_dir}/{child.name}"
@@ -568,18 +772,79 @@ def _walk(root: Root, dir_path: str, rel_dir: str, index: Index, report: ScanRep
             report.skipped_special.append(f"{root.name}/{rel}")
             continue
         kept.append((child, entry))
-    companions: set[str] = set()
-    for child, entry in kept:
-        if entry.type == FILE and _is_sqlite(child.path, entry, previous):
-            entry.db = True
-            entry.wal = wal_signature(child.path)
-            companions.update(child.name + suffix for suffix in SQLITE_COMPANIONS)
-    for child, entry in kept:
-        if child.name in companions and entry.type == FILE:
-            continue
-        index.add(entry)
-        if entry.type == DIR:
-            _walk(root, child.path, entry.path, index, report, excludes, includes, previous)
+    return kept
+
+
+def _walk(root: Root, children: list[os.DirEntry], report: ScanReport, excludes: list[str], includes: list[str],
+          previous: Lookup) -> Iterator[tuple[Entry, Entry | None, str]]:
+    """Below a root, depth first: one generator with a stack of the directories on the way
+    down (each: its order_key, what is left of its children, its databases' companions), not a
+    generator per level, through which every entry would pass once per level."""
+    stack = [(root.name, iter(_kept(root, "", children, report, excludes, includes)), set())]
+    while stack:
+        dir_key, pending, companions = stack[-1]
+        for child, entry in pending:
+            # a database's name sorts before its companions' ("x.db" < "x.db-wal"): its verdict
+            # is in before they are met
+            if entry.type == FILE and child.name in companions:
+                continue
+            below = None
+            if entry.type == DIR:
+                try:
+                    below = _listing(child.path, entry.path)
+                except FileNotFoundError:
+                    continue  # removed while we scanned: it is simply not in this snapshot
+                except OSError as exc:
+                    # one unreadable directory (mode 000, another owner's, a name too long, an
+                    # I/O error) does not stop the backup: it and what it holds are left out,
+                    # and named
+                    report.skip(root.name, entry.path, exc)
+                    continue
+            key = f"{dir_key}{NUL}{child.name}"
+            old = previous(entry, key)
+            if entry.type == FILE and _is_sqlite(child.path, entry, old):
+                entry.db = True
+                entry.wal = wal_signature(child.path)
+                companions.update(child.name + suffix for suffix in SQLITE_COMPANIONS)
+            yield entry, old, key
+            if below:
+                stack.append((key, iter(_kept(root, entry.path, below, report, excludes, includes)), set()))
+                break  # down into it; this level's loop goes on where it stopped once it is done
+        else:
+            stack.pop()
+
+
+class Cursor:
+    """An index's entries in order_key order (a stream), looked up in that order: what a
+    scan's merge against the previous index needs, one entry of it in memory at a time.
+    `passed` counts the entries gone by without being asked for (gone since)."""
+
+    def __init__(self, entries: Iterable[Entry]) -> None:
+        self._entries = iter(entries)
+        self.passed = 0
+        self._advance()
+
+    def _advance(self) -> None:
+        self._next = next(self._entries, None)
+        self._key = None if self._next is None else order_key(self._next)
+
+    def __call__(self, entry: Entry, key: str) -> Entry | None:
+        """The entry of `key` (`entry`'s order_key), or None."""
+        while self._key is not None and self._key < key:
+            self.passed += 1
+            self._advance()
+        if self._key != key:
+            return None
+        found = self._next
+        self._advance()
+        return found
+
+    def finish(self) -> int:
+        """The entries passed over in all, the rest of the stream counted (and its end checked)."""
+        while self._next is not None:
+            self.passed += 1
+            self._advance()
+        return self.passed
 
 
 @dataclass
@@ -599,31 +864,34 @@ class Changes:
                 "unchanged": self.unchanged, "bytes_to_pack": self.bytes_to_pack}
 
 
-def mark_changes(current: Index, previous: Index | None) -> Changes:
-    """Flag what the next archive must carry; copy hashes of unchanged files from `previous`.
+def mark_change(entry: Entry, old: Entry | None, changes: Changes) -> None:
+    """Flag `entry` when the next archive must carry it (new or changed since `old`, its
+    path's entry in the previous index); copy the hash of an unchanged file from `old`."""
+    if old is not None and entry.same_as(old) and entry.db == old.db and (entry.type != FILE or old.sha256):
+        entry.sha256 = old.sha256
+        entry.stored_size = old.stored_size
+        entry.held = old.held
+        entry.pack = False
+        changes.unchanged += 1
+        return
+    entry.pack = True
+    if old is not None and old.type == FILE and entry.type == FILE:
+        entry.base_sha256 = old.sha256
+        entry.base_held = old.held
+    if old is None:
+        changes.new += 1
+    else:
+        changes.changed += 1
+    if entry.type == FILE:
+        changes.bytes_to_pack += entry.size
 
-    With no previous index (a full snapshot) every entry is carried.
-    """
+
+def mark_changes(current: Index, previous: Index | None) -> Changes:
+    """mark_change over a whole index. With no previous index (a full snapshot) every entry is
+    carried."""
     changes = Changes()
     for key, entry in current.entries.items():
-        old = previous.entries.get(key) if previous else None
-        if old is not None and entry.same_as(old) and entry.db == old.db and (entry.type != FILE or old.sha256):
-            entry.sha256 = old.sha256
-            entry.stored_size = old.stored_size
-            entry.held = old.held
-            entry.pack = False
-            changes.unchanged += 1
-            continue
-        entry.pack = True
-        if old is not None and old.type == FILE and entry.type == FILE:
-            entry.base_sha256 = old.sha256
-            entry.base_held = old.held
-        if old is None:
-            changes.new += 1
-        else:
-            changes.changed += 1
-        if entry.type == FILE:
-            changes.bytes_to_pack += entry.size
+        mark_change(entry, previous.entries.get(key) if previous else None, changes)
     if previous is not None:
         changes.deleted = sum(1 for key in previous.entries if key not in current.entries)
     return changes
@@ -644,7 +912,7 @@ def split_member(name: str) -> tuple[str, list[str]]:
     if name.startswith("/"):
         raise HostileArchive(f"member has an absolute path: {name!r}")
     parts = name.rstrip("/").split("/")
-    if any(part in ("", ".", "..") for part in parts):
+    if "" in parts or "." in parts or ".." in parts:
         raise HostileArchive(f"member path has an empty, '.' or '..' component: {name!r}")
     if not ROOT_NAME.match(parts[0]):
         raise HostileArchive(f"member is outside every root: {name!r}")
@@ -652,21 +920,28 @@ def split_member(name: str) -> tuple[str, list[str]]:
 
 
 def check_structure(index: Index) -> str | None:
+    """structure_problem of a whole index."""
+    return structure_problem(index.roots, in_order(index))
+
+
+def structure_problem(roots: dict, entries: Iterable[Entry]) -> str | None:
     """What makes an index unrestorable, or None: an entry outside its roots, a path that could
     leave its root, or an entry that does not hang from a directory of the same index (an
     entry below a link, or a file, would be checked and chmod'ed through it, outside the
-    target). The one check, for whoever must trust an index."""
-    for entry in index.entries.values():
-        if entry.root not in index.roots or not ROOT_NAME.match(entry.root):
+    target). The one check, for whoever must trust an index; `entries` in order_key order,
+    met one at a time."""
+    ancestry = Ancestry()
+    for entry in entries:
+        if entry.root not in roots or not ROOT_NAME.match(entry.root):
             return f"the index lists an entry outside its roots: {entry.root!r}"
         if entry.path:
             try:
                 split_member(f"{entry.root}/{entry.path}")
             except HostileArchive as exc:
                 return str(exc)
-            parent = entry.path.rpartition("/")[0]
-            holder = index.entries.get((entry.root, parent))
-            if holder is None or holder.type != DIR:
-                return (f"the index lists {entry.root}/{entry.path} below something that is not "
-                        "one of its directories")
+        key = order_key(entry)
+        if not ancestry.holds(entry, key):
+            return (f"the index lists {entry.root}/{entry.path} below something that is not "
+                    "one of its directories")
+        ancestry.enter(entry, key)
     return None

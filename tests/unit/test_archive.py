@@ -115,8 +115,12 @@ def test_the_sinks_failure_reaches_the_writer_and_nothing_after_it_is_written() 
 @given(paths=st.lists(st.lists(st.text(st.characters(blacklist_characters="\0/"), min_size=1, max_size=4),
                                min_size=1, max_size=4).map("/".join), max_size=30))
 def test_the_pack_order_key_orders_paths_as_their_components_do(paths) -> None:
-    # write_archive sorts by the path with NUL for "/": one string per entry, not a list
-    assert sorted(paths, key=lambda p: p.replace("/", "\0")) == sorted(paths, key=lambda p: p.split("/"))
+    # the one order of an index (index.order_key): the path with NUL for "/", one string per
+    # entry, orders as its list of components does, the root first
+    from ocb.index import FILE, Entry, order_key
+
+    entries = [Entry(root, p, FILE, 0o644, 0, 0) for root in ("r", "r-2", "r2") for p in ["", *paths]]
+    assert sorted(entries, key=order_key) == sorted(entries, key=lambda e: (e.root, e.path.split("/") if e.path else []))
 
 
 # -- a small file read whole (archive._ArchiveWriter._add_small_file): what it records when the
@@ -142,7 +146,11 @@ def _pack_one(tmp_path, content: bytes, monkeypatch, readv):
     real_readv = os.readv
     monkeypatch.setattr(archive.os, "readv", lambda fd, buffers: readv(real_readv, fd, buffers, home / "small"))
     out = io.BytesIO()
-    final, stats, _, _ = archive.write_archive(plan_index, {"state": str(home)}, out, options, str(tmp_path / "index.jsonl"))
+    from ocb.index import Index, in_order
+
+    _, stats, _, _ = archive.write_archive(plan_index, in_order(plan_index), {"state": str(home)}, out, options,
+                                           str(tmp_path / "index.jsonl"))
+    final = Index.load(str(tmp_path / "index.jsonl"))
     monkeypatch.undo()
     import zstandard
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from ocb.config import Root
-from ocb.index import DIR, FILE, SYMLINK, Entry, Index, mark_changes, scan
+from ocb.index import DIR, FILE, SYMLINK, Entry, Index, RowsReader, mark_changes, open_in_order, scan
 
 
 def idx(*entries):
@@ -187,4 +187,203 @@ def test_an_index_of_persisted_entries_is_the_one_its_json_lines_give_back(tmp_p
     index.save(path)
     assert Index.load(path) == index  # what ocb-pack's rows copy holds is what the file holds
     index.save_rows_beside(path)
-    assert Index.load_beside(path) == index
+    head, entries = open_in_order(path)
+    assert isinstance(entries, RowsReader)  # the rows copy, not the JSON lines
+    head.entries = {e.key: e for e in entries}
+    assert head == index
+
+
+# -- the index as a stream (order_key order): the plan merges its scan against the cached index
+# one entry at a time, pack and push read and write theirs so, none holds one whole
+
+
+def _tree(top, names):
+    for rel in names:
+        path = top / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if rel.endswith("/"):
+            path.mkdir(exist_ok=True)
+        else:
+            path.write_text(rel)
+
+
+def _merged(roots, previous, full=False):
+    """What ocb-plan does: the walk merged against `previous` as a stream (a Cursor)."""
+    from ocb.index import Changes, Cursor, ScanReport, in_order, mark_change, order_key, scan_roots, walk
+
+    report = ScanReport()
+    states, present = scan_roots(roots, report)
+    cursor, changes, met = Cursor(in_order(previous)), Changes(), []
+    for entry, old, key in walk(present, [], [], report, cursor):
+        assert key == order_key(entry)
+        mark_change(entry, None if full else old, changes)
+        met.append(entry)
+    changes.deleted = 0 if full else cursor.finish()
+    return met, changes, states
+
+
+def test_the_scan_merged_against_a_stream_decides_what_the_whole_indexes_decide(tmp_path):
+    import sqlite3
+    import time
+
+    from ocb.index import order_key
+
+    home, other = tmp_path / "home", tmp_path / "home-2"
+    _tree(home, ["a/x", "a/y", "a-b", "a.c/z", "keep", "gone/one", "gone/two", "empty/", "z"])
+    _tree(other, ["o/p"])
+    os.symlink("a/x", home / "link")
+    db = sqlite3.connect(home / "a" / "s.db")
+    db.execute("pragma journal_mode=wal")
+    db.execute("create table t (v)")
+    db.execute("insert into t values (1)")
+    db.commit()  # s.db-wal and s.db-shm stay beside it while it is open
+    # config order is not name order: both are walked by name
+    roots = [Root("r2", str(other), "dir", True), Root("r", str(home), "dir", True), Root("gone", str(tmp_path / "no"), "dir", True)]
+    previous, _ = scan(roots, [], [])
+    mark_changes(previous, None)
+    for entry in previous.files():
+        entry.sha256 = "e" * 64
+    time.sleep(0.01)
+    (home / "a" / "y").write_text("changed, longer")
+    (home / "a-b").unlink()
+    (home / "gone" / "one").unlink()
+    (home / "gone" / "two").unlink()
+    (home / "gone").rmdir()
+    _tree(home, ["a/new", "n/m/k", "a.c/zz"])
+    os.rename(home / "z", home / "zz")
+    current, _ = scan(roots, [], [], previous)
+    expected = mark_changes(current, previous)
+    met, changes, states = _merged(roots, previous)
+    db.close()
+    assert changes == expected and changes.deleted == 5 and changes.new == 6
+    assert [order_key(e) for e in met] == sorted(order_key(e) for e in met)
+    assert {e.key: e for e in met} == current.entries and states == current.roots
+    assert current.entries[("r", "a/s.db")].db and ("r", "a/s.db-wal") not in current.entries
+    # a full snapshot: everything carried, the SQLite verdicts still the cache's
+    met, changes, _ = _merged(roots, previous, full=True)
+    assert changes.new == len(met) and changes.deleted == 0 and all(e.pack for e in met)
+
+
+def test_a_directory_that_cannot_be_listed_is_left_out_before_anything_below_it_is_met(tmp_path, monkeypatch):
+    from ocb.index import Cursor, ScanReport, scan_roots, walk
+
+    _tree(tmp_path, ["a/x", "b/locked/y", "c"])
+    real_scandir = os.scandir
+
+    def scandir(path):  # what a directory of mode 000 gives a user other than root
+        if str(path).endswith("/locked"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    report = ScanReport()
+    _, present = scan_roots([Root("r", str(tmp_path), "dir", True)], report)
+    met = [e.path for e, _, _ in walk(present, [], [], report, Cursor(()))]
+    assert met == ["", "a", "a/x", "b", "c"]
+    assert report.unreadable == [{"path": "r/b/locked", "reason": "Permission denied"}]
+
+
+def test_rows_are_written_in_order_only_and_stream_back(tmp_path):
+    from ocb.index import OutOfOrder, RowsReader, RowsWriter, in_order, rows_intact
+
+    index = _rich_index()
+    for n in range(2500):  # more than one chunk
+        index.add(f(f"many/{n}"))
+    index.add(Entry("r", "many", DIR, 0o755, 0, 1))
+    index.save_rows(str(tmp_path / "i.rows"))
+    assert rows_intact(str(tmp_path / "i.rows"))
+    reader = RowsReader(str(tmp_path / "i.rows"))
+    assert reader.head.snapshot == "s2" and reader.head.entries == {}
+    assert list(reader) == in_order(index)
+    with open(tmp_path / "bad.rows", "wb") as out:
+        rows = RowsWriter(out, index)
+        rows.add(f("b"))
+        with pytest.raises(OutOfOrder):
+            rows.add(f("a"))
+
+
+@pytest.mark.parametrize("damage", [lambda b: b[:-7], lambda b: b[:-60] + b"x" * 60, lambda b: b + b"more",
+                                    lambda b: b"not rows\n" + b, lambda b: b[:200] + bytes([b[200] ^ 1]) + b[201:]])
+def test_a_rows_file_that_is_not_whole_is_found_so_before_a_row_is_used(tmp_path, damage):
+    from ocb.index import RowsReader, rows_intact
+
+    path = tmp_path / "index.rows"
+    index = _rich_index()
+    for n in range(1500):
+        index.add(f(f"n{n}"))
+    index.save_rows(str(path))
+    path.write_bytes(damage(path.read_bytes()))
+    assert not rows_intact(str(path))
+    with pytest.raises(ValueError):
+        list(RowsReader(str(path)))
+
+
+@pytest.mark.parametrize("entries, problem", [
+    ([Entry("r", "", DIR, 0o755, 0, 1), f("a"), f("a/b")], "r/a/b below something"),
+    ([Entry("r", "", DIR, 0o755, 0, 1), f("d/x")], "r/d/x below something"),
+    ([Entry("r", "", DIR, 0o755, 0, 1), Entry("r", "d", DIR, 0o755, 0, 1), f("d/x"), f("e/y")], "r/e/y below something"),
+    ([Entry("r", "", DIR, 0o755, 0, 1), Entry("r", "l", SYMLINK, 0o777, 0, 1, target="/"), f("l/x")], "r/l/x below"),
+    ([Entry("r", "", DIR, 0o755, 0, 1), f("../x")], "'..'"),
+    ([Entry("q", "", DIR, 0o755, 0, 1)], "outside its roots"),
+    ([Entry("r", "", DIR, 0o755, 0, 1), Entry("r", "d", DIR, 0o755, 0, 1), Entry("r", "d/e", DIR, 0o755, 0, 1),
+      f("d/e/x"), f("d/y"), Entry("r", "d-2", DIR, 0o755, 0, 1), f("d-2/z"), f("w")], None),
+])
+def test_the_structure_check_of_an_index_in_order_is_the_one_of_a_whole_index(entries, problem):
+    from ocb.index import check_structure, in_order, structure_problem
+
+    index = idx(*reversed(entries))  # a whole index in any order is checked in order
+    found = check_structure(index)
+    assert found == structure_problem(index.roots, in_order(index))
+    assert (found is None) if problem is None else (problem in found)
+
+
+def test_a_plan_holds_neither_index_whole(tmp_path):
+    # tracemalloc's peak while the walk is merged against a stream of the previous index and
+    # written as rows: a tenfold index must not cost tenfold (a whole index is ~500 bytes an
+    # entry; the stream holds a chunk of rows and one directory's listing per level)
+    import tracemalloc
+
+    from ocb.index import Changes, Cursor, RowsReader, RowsWriter, ScanReport, mark_change, scan_roots, walk
+
+    def peak(files: int) -> int:
+        home = tmp_path / f"home{files}"
+        for d in range(files // 100):
+            (home / f"d{d}").mkdir(parents=True)
+            for n in range(100):
+                (home / f"d{d}" / f"f{n}").touch()
+        roots = [Root("r", str(home), "dir", True)]
+        previous, _ = scan(roots, [], [])
+        mark_changes(previous, None)
+        for entry in previous.files():
+            entry.sha256 = "e" * 64
+        previous.save_rows(str(tmp_path / f"prev{files}.rows"))
+        del previous
+        tracemalloc.start()
+        try:
+            report, changes = ScanReport(), Changes()
+            states, present = scan_roots(roots, report)
+            cursor = Cursor(RowsReader(str(tmp_path / f"prev{files}.rows")))
+            with open(tmp_path / f"plan{files}.rows", "wb") as out:
+                rows = RowsWriter(out, Index(roots=states))
+                for entry, old, key in walk(present, [], [], report, cursor):
+                    mark_change(entry, old, changes)
+                    rows.add(entry, key)
+                rows.close()
+            assert cursor.finish() == 0 and changes.unchanged == files + files // 100 + 1
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    small, large = peak(1000), peak(10000)
+    assert large < small + 1_000_000, (small, large)  # a whole index of 9,090 more entries: ~4.5 MB
+
+
+@settings(max_examples=100, deadline=None)
+@given(entry=ENTRIES)
+def test_an_entry_line_is_what_json_dumps_writes(entry):
+    import json
+
+    from ocb.index import _json_line
+
+    for with_pack in (False, True):
+        assert _json_line(entry.to_json(with_pack)) == json.dumps(entry.to_json(with_pack))

@@ -21,7 +21,7 @@ def settings(**values):
 def cached(incrementals=0, full_created="2026-12-01T10:00:00Z", snapshot=BASE):
     state = {"store": "file:///s", "snapshot": snapshot, "incrementals": incrementals,
              "full_created_utc": full_created, "chain": [snapshot]}
-    return CachedSnapshot(state, Index(snapshot=snapshot), {"id": snapshot})
+    return CachedSnapshot(state, Index(snapshot=snapshot), (), {"id": snapshot})
 
 
 @pytest.mark.parametrize("case, values, cache, head, forced, expected", [

@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+from typing import Iterator
 
 from .. import config, seal
 from ..archive import HashingWriter, PackOptions, write_archive
@@ -38,7 +39,7 @@ from ..compression import COMPRESSIONS
 from ..config import Settings
 from ..errors import BadDocument, RuntimeFailure, io_reason
 from ..fsutil import discard
-from ..index import Index
+from ..index import Entry, OutOfOrder, RowsReader, rows_intact
 from ..log import log
 from ..progress import Meter, human_bytes
 from ..snapshot import SEALED_SUFFIX
@@ -65,19 +66,24 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     # stream is sealed as it is written, so its bytes reach the disk once.
     seals = settings.seal and not args.plain
     sealing = archive_sealing(doc, settings) if seals and config.seal_password() is not None else None
+    # the plan index is read as a stream, so it is checked whole first: a torn one is refused
+    # before anything is written
+    if not os.path.isfile(plan["index"]):
+        raise BadDocument(f"the plan index {plan['index']} is gone: run ocb-plan again")
     try:
-        plan_index = Index.load_rows(plan["index"])
-    except FileNotFoundError:
-        raise BadDocument(f"the plan index {plan['index']} is gone: run ocb-plan again") from None
+        if not rows_intact(plan["index"]):
+            raise ValueError("not one whole index in rows")
+        planned = _PlanEntries(RowsReader(plan["index"]), plan["index"])
     except (OSError, ValueError) as exc:
         raise BadDocument(f"the plan index {plan['index']} cannot be read ({io_reason(exc) if isinstance(exc, OSError) else exc}): "
                           "run ocb-plan again") from None
+    head = planned.head
     # a root that is a link is archived as what it points to (the index records the link)
     root_paths = {r["name"]: os.path.realpath(r["path"]) if os.path.islink(r["path"]) else r["path"]
                   for r in plan["roots"]}
     # recorded in the archive's index: a restore in place carries what they left out over
-    plan_index.excludes, plan_index.includes = list(settings.excludes), list(settings.includes)
-    unplaced = sorted({e.root for e in plan_index.entries.values() if e.pack} - set(root_paths))
+    head.excludes, head.includes = list(settings.excludes), list(settings.includes)
+    unplaced = sorted({name for name, state in head.roots.items() if state.get("present")} - set(root_paths))
     if unplaced:
         raise BadDocument(f"field 'plan.roots' lacks {', '.join(unplaced)}, which the plan index packs")
     if seals and sealing is None:
@@ -101,21 +107,26 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
             os.unlink(archive_path)  # a dead run's partial archive
         with open(archive_path, "xb") as out:
             if sealing is None:
-                final, stats, sha256, size = write_archive(plan_index, root_paths, out, options, index_path,
+                final, stats, sha256, size = write_archive(head, planned, root_paths, out, options, index_path,
                                                            meter.update)
             else:
                 sealed_hash = HashingWriter(out)
                 writer = seal.SealedWriter(sealed_hash, *sealing)
-                final, stats, sha256, size = write_archive(plan_index, root_paths, writer, options,  # type: ignore[arg-type]
-                                                           index_path, meter.update)
+                final, stats, sha256, size = write_archive(head, planned, root_paths, writer,  # type: ignore[arg-type]
+                                                           options, index_path, meter.update)
                 sealed = seal_section(writer.close(), archive_path, sealed_hash.digest.hexdigest())
             out.flush()  # no fsync: the work dir's files are scratch (fsutil)
     except OSError as exc:
         meter.abandon()
         discard(archive_path)
         raise RuntimeFailure(f"cannot write the archive {archive_path}: {io_reason(exc)}") from None
+    except OutOfOrder as exc:  # a plan index not of ocb-plan's making
+        meter.abandon()
+        discard(archive_path)
+        raise BadDocument(f"the plan index {plan['index']} is not in order ({exc}): run ocb-plan again") from None
     except BaseException:
         meter.abandon()  # erase the bar; the error says the rest
+        discard(archive_path)  # never a half-written archive left behind
         raise
     meter.close(note=f"{stats.files} files into an archive of {human_bytes(size)}")
     if stats.vanished:
@@ -130,8 +141,8 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     log.info(f"packed {stats.files} files ({stats.bytes_in} bytes, {stats.bytes_stored} stored) into {size} bytes")
     doc["archive"] = {
         "path": archive_path, "size": size, "sha256": sha256, "compression": settings.compression,
-        "level": settings.compression_level, "index": index_path, "entries": len(final.entries),
-        "files": sum(1 for _ in final.files()), "bytes": sum(e.size for e in final.files()),
+        "level": settings.compression_level, "index": index_path, "entries": final.entries,
+        "files": final.files, "bytes": final.bytes,
         "stats": stats.as_dict(), "skipped": stats.unreadable,
     }
     if sealed is not None:
@@ -144,3 +155,17 @@ def _fresh_dir(path: str) -> str:
     shutil.rmtree(path, ignore_errors=True)  # a dead run's leftovers
     os.makedirs(path, mode=0o700)
     return path
+
+
+class _PlanEntries:
+    """The plan index's entries, read as pack goes; a change to the file since rows_intact
+    checked it (ValueError) is a bad document, as a torn one is."""
+
+    def __init__(self, reader: RowsReader, path: str) -> None:
+        self.head, self._reader, self._path = reader.head, reader, path
+
+    def __iter__(self) -> "Iterator[Entry]":
+        try:
+            yield from self._reader
+        except ValueError as exc:
+            raise BadDocument(f"the plan index {self._path} cannot be read ({exc}): run ocb-plan again") from None

@@ -35,11 +35,12 @@ import argparse
 import dataclasses
 import datetime as dt
 import os
+import shutil
 
 from .. import DOC_VERSION, __version__, cache, config, journal, lineage
-from ..errors import UsageError
-from ..fsutil import fresh_run_dir
-from ..index import mark_changes, scan
+from ..errors import RuntimeFailure, UsageError
+from ..fsutil import atomic_write, fresh_run_dir
+from ..index import FILE, Changes, Cursor, Index, RowsWriter, ScanReport, mark_change, scan_roots, walk
 from ..log import log
 from ..progress import Meter
 from ..snapshot import store_id_of, utc_text
@@ -47,7 +48,8 @@ from ..stores import open_store
 
 STARTS_DOCUMENT = True
 # the plan index, for ocb-pack alone: the entries and what each needs (pack, base_sha256,
-# base_held), as rows (Index.save_rows: a sixth of the JSON lines' time to write and read)
+# base_held), as rows in order (RowsWriter: a sixth of the JSON lines' time to write and
+# read, and written as the scan goes, so that neither stage holds it whole)
 PLAN_INDEX = "plan-index.rows"
 KIND = "backup"
 NEEDS: tuple[str, ...] = ()
@@ -106,16 +108,28 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
             log.warning(f"{reasons[-1]}: a new full snapshot starts a whole chain")
     full = bool(reasons)
 
+    report = ScanReport()
+    states, present = scan_roots(roots, report)
+    # the snapshot's id and run dir first: the scan writes the plan index into it as it goes
+    # (a skip removes it again)
+    in_work_dir = set(os.listdir(settings.work_dir)) if os.path.isdir(settings.work_dir) else set()
+    new_id = lineage.new_snapshot_id(now, head, cached, store, settings.path_prefix, in_work_dir)
+    snapshot_dir = fresh_run_dir(os.path.join(settings.work_dir, new_id), config.under_lock(env))
+    plan_index = os.path.join(snapshot_dir, PLAN_INDEX)
+    try:
+        changes, entries, file_bytes = _scan_into(plan_index, Index(roots=states, snapshot=new_id), present, settings,
+                                                  report, cached, full)
+    except BaseException:
+        shutil.rmtree(snapshot_dir, ignore_errors=True)
+        raise
     meter = Meter("scan", 0, unit="entries", bar=False)
-    current, report = scan(roots, list(settings.excludes), list(settings.includes), cached.index if cached else None)
-    meter.close(done=len(current.entries), note=f"{sum(e.size for e in current.files())} bytes in files")
+    meter.close(done=entries, note=f"{file_bytes} bytes in files")
     if report.missing_roots:
         log.info(f"absent roots, noted and not backed up: {', '.join(report.missing_roots)}")
     for path in report.skipped_special:
         log.warning(f"{path} is a socket, fifo or device: not backed up")
     for skipped in report.unreadable:
         log.warning(f"cannot read {skipped['path']} ({skipped['reason']}): not backed up")
-    changes = mark_changes(current, None if full else cached.index)  # type: ignore[union-attr]
     plan = {"roots": [r.as_dict() for r in roots], "changes": changes.as_dict(),
             "excluded": report.excluded, "missing_roots": report.missing_roots,
             "skipped": report.unreadable,
@@ -123,14 +137,12 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
             # the store's identity, bound into each sealed archive and record (docs/format.md)
             "store_id": store_id_of(head.pointer) or os.urandom(16).hex()}
     if not full and not changes.any:
+        shutil.rmtree(snapshot_dir, ignore_errors=True)
         doc["plan"] = plan
         doc["skip"] = {"stage": "plan", "reason": f"nothing changed since {cached.state['snapshot']}"}  # type: ignore[union-attr]
         log.info(doc["skip"]["reason"])
         return doc
 
-    in_work_dir = set(os.listdir(settings.work_dir)) if os.path.isdir(settings.work_dir) else set()
-    new_id = lineage.new_snapshot_id(now, head, cached, store, settings.path_prefix, in_work_dir)
-    current.snapshot = new_id
     if full:
         log.info(f"full snapshot {new_id}: " + "; ".join(reasons))
         parent, parent_chain = None, []
@@ -144,9 +156,6 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         log.warning(f"the store's latest snapshot {diverged} is not the one this machine descends from "
                     f"({cached.state['snapshot']}): taking a full snapshot; both stay restorable by id")  # type: ignore[union-attr]
 
-    snapshot_dir = fresh_run_dir(os.path.join(settings.work_dir, new_id), config.under_lock(env))
-    plan_index = os.path.join(snapshot_dir, PLAN_INDEX)
-    current.save_rows(plan_index)
     plan.update({
         "type": "full" if full else "incremental",
         "reasons": reasons,
@@ -158,8 +167,36 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         "diverged_from": diverged,
         "dir": snapshot_dir,
         "index": plan_index,
-        "entries": len(current.entries),
+        "entries": entries,
     })
     doc.update({"ocb": DOC_VERSION, "id": new_id, "created_at_utc": utc_text(now),
                 "tool_version": __version__, "plan": plan})
     return doc
+
+
+def _scan_into(plan_index: str, head: Index, present: list, settings: config.Settings, report: ScanReport,
+               cached: cache.CachedSnapshot | None, full: bool) -> tuple[Changes, int, int]:
+    """Walk the roots, merged as it goes against the cached index (a stream in the same order:
+    neither index is ever in memory whole), marking what the archive must carry, and write each
+    entry to the plan index. Returns the changes, the entries, the bytes in files. A full
+    snapshot still takes the cache's SQLite verdicts of unchanged files."""
+    previous = Cursor(cached.entries if cached is not None else ())
+    changes, entries, file_bytes = Changes(), 0, 0
+    try:
+        with atomic_write(plan_index, durable=False) as out:
+            rows = RowsWriter(out, head)
+            for entry, old, key in walk(present, list(settings.excludes), list(settings.includes), report, previous):
+                mark_change(entry, None if full else old, changes)
+                rows.add(entry, key)
+                entries += 1
+                if entry.type == FILE:
+                    file_bytes += entry.size
+            rows.close()
+            passed = previous.finish()
+    except ValueError as exc:
+        # the cache's rows were checked whole when opened: this is a change under our feet
+        raise RuntimeFailure(f"the cache's index in {settings.cache_dir} changed while it was read ({exc}): "
+                             "run the backup again") from None
+    if not full:
+        changes.deleted = passed
+    return changes, entries, file_bytes

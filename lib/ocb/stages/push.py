@@ -32,11 +32,13 @@ import argparse
 import os
 import shutil
 import time
+from typing import Iterable, Iterator
 
 from .. import cache, catalog, config, seal
+from ..blocks import sidecar_name
 from ..config import Settings
 from ..errors import EXIT_PARTIAL, BadDocument, RuntimeFailure, UsageError
-from ..index import Index, check_structure
+from ..index import FILE, Entry, open_in_order, structure_problem
 from ..log import log
 from ..progress import Meter
 from ..snapshot import (
@@ -75,8 +77,14 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
         raise BadDocument(f"the snapshot index {index_path} is gone: run the backup pipe again")
     # the check a restore applies, before anything is published: a snapshot that restore
     # would refuse never becomes the latest
-    final_index = Index.load_beside(index_path)  # its rows copy, when ocb-pack left a whole one
-    unrestorable = check_structure(final_index)
+    # read once, as a stream (its rows copy, when ocb-pack left a whole one): checked, and the
+    # block-hash sidecars the cache keeps found on the way
+    snapshot_dir = doc["plan"]["dir"]
+    new_blocks_dir = os.path.join(snapshot_dir, cache.BLOCKS_DIR)
+    sidecars = cache.sidecars_present(settings.cache_dir, new_blocks_dir)
+    kept_sidecars: set[str] = set()
+    final_head, final_entries = open_in_order(index_path)
+    unrestorable = structure_problem(final_head.roots, _noting_sidecars(final_entries, sidecars, kept_sidecars))
     if unrestorable:
         raise RuntimeFailure(f"snapshot {doc['id']} is not published: {unrestorable}")
 
@@ -115,10 +123,9 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     meter.close(done=meter.total, note=f"{len(uploads)} volumes and the meta published to {doc['store']}")
     log.info(f"snapshot {doc['id']} ({meta['backup_type']}) is the latest in {doc['store']}")
 
-    snapshot_dir = doc["plan"]["dir"]
     try:
         cache.save(settings.cache_dir, index_path, meta, cache.state_for(meta, doc["store"], "backup"),
-                   os.path.join(snapshot_dir, cache.BLOCKS_DIR), index=final_index)
+                   new_blocks_dir, kept_sidecars=kept_sidecars)
     except OSError as exc:
         # the snapshot is published and whole; a cache that cannot record it (or records it
         # half) reads as no cache, so the next backup is a full one: warn, do not fail
@@ -176,3 +183,14 @@ def check_known_catalog(known: dict, key: seal.PasswordKey, cache_dir: str, stor
 def exit_status(doc: dict) -> int:
     """6 when the snapshot is published but some entries could not be read (README)."""
     return EXIT_PARTIAL if (doc.get("push") or {}).get("skipped") else 0
+
+
+def _noting_sidecars(entries: Iterable[Entry], present: set[str], kept: set[str]) -> Iterator[Entry]:
+    """`entries`, passed on; into `kept`, the `present` sidecars that name one of its files."""
+    if not present:
+        yield from entries
+        return
+    for entry in entries:
+        if entry.type == FILE and (name := sidecar_name(entry.root, entry.path)) in present:
+            kept.add(name)
+        yield entry
