@@ -491,6 +491,13 @@ class _ArchiveWriter:
         copy_path = self._scratch(".sqlite")
         try:
             copy_database(path, copy_path, self.options.sqlite_timeout)
+            if current.wal is None:
+                # a read-only connection to a database in WAL mode makes its -wal when there is
+                # none, and cannot remove it: an empty one our copy made holds no commit, so it
+                # is recorded (else the next plan takes it for a change, and copies it again)
+                after = wal_signature(path)
+                if after is not None and after[0] == 0:
+                    current.wal = after
             with open(copy_path, "rb") as handle:
                 current.stored_size = os.fstat(handle.fileno()).st_size
                 self._add_content(current, handle, current.stored_size, entry.base_sha256)

@@ -153,3 +153,23 @@ with open(sys.argv[1], "a") as f:
     [[ "$stderr" == *"big.bin"*"sha256"* ]]
     manifest "$HOME/.openclaw" | diff "$BATS_TEST_TMPDIR/live" -
 }
+
+@test "the empty -wal a backup's own copy made is no change of the database: nothing is copied again for it" {
+    sql create "$DB" 1
+    [ ! -e "$DB-wal" ]  # closed: SQLite removed it
+    backup_ok
+    [ -e "$DB-wal" ] && [ ! -s "$DB-wal" ]  # the backup's read-only connection made an empty one
+    # what changed is the directory that holds it (two names more), not the database
+    run -0 --separate-stderr ocb-plan
+    jq -e '.plan.changes.changed == 1 and .plan.changes.bytes_to_pack == 0' <<<"$output"
+    backup_ok
+    jq -e '.archive.stats.databases == 0' "$BATS_TEST_TMPDIR/last.json"
+    run -0 --separate-stderr ocb-plan
+    jq -e '.skip.stage == "plan"' <<<"$output"
+    # a commit into that -wal is still a change
+    sql wal-only "$DB" 5 "$BATS_TEST_TMPDIR/hold" &
+    wait_for "$BATS_TEST_TMPDIR/hold.ready"
+    run -0 --separate-stderr ocb-plan
+    touch "$BATS_TEST_TMPDIR/hold"; wait
+    jq -e '.skip == null and .plan.changes.bytes_to_pack > 0' <<<"$output"
+}
