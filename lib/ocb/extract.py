@@ -18,7 +18,7 @@ import shutil
 import stat
 import tarfile
 from dataclasses import dataclass, field
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from .archive import (
     COPY_CHUNK,
@@ -31,7 +31,7 @@ from .archive import (
 )
 from .blocks import BlockHashes, Hasher, block_count, decode_ranges, sidecar_name
 from .errors import ChainBroken, ChecksumMismatch, HostileArchive
-from .index import DIR, FILE, SYMLINK, Entry, Index, no_gc, split_member
+from .index import DIR, FILE, SYMLINK, Entry, Index, checked_structure, no_gc, order_key, read_lines, split_member
 
 # Modes while building staging: a staging root is private (0700) until it is in place, so
 # nothing below it can be reached by another user whatever its mode. Below it, files and
@@ -456,70 +456,161 @@ def read_spooled_index(path: str, origin: str) -> Index:
         raise ChainBroken(f"{origin} carries no index member") from None
 
 
-def make_equal(staging: str, root: str, index: Index, blocks_dir: str | None = None,
+def open_spooled_index(path: str, origin: str) -> tuple[Index, Iterable[Entry]] | None:
+    """The spooled index as a stream: its header and its entries in order_key order, each
+    checked as it comes (checked_structure: a hostile index fails at the first entry that
+    makes it so). None when its header does not say its entries are in that order (an index
+    written before): the caller reads it whole. The file stays open until the stream ends."""
+    try:
+        handle = open(path, encoding="utf-8")
+    except FileNotFoundError:
+        raise ChainBroken(f"{origin} carries no index member") from None
+    try:
+        head, entries = read_lines(handle, path)
+    except BaseException:
+        handle.close()
+        raise
+    if not head.ordered:
+        handle.close()
+        return None
+
+    def stream() -> Iterator[Entry]:
+        with handle:
+            yield from checked_structure(head.roots, entries)
+
+    return head, stream()
+
+
+class _IndexCursor:
+    """One root's index entries, in order_key order, taken as a walk of its staging tree in the
+    same order meets their paths: an entry the walk goes past was never extracted."""
+
+    def __init__(self, root: str, entries: Iterable[Entry]) -> None:
+        self.root, self._entries = root, iter(entries)
+        self._advance()
+
+    def _advance(self) -> None:
+        self.next = next(self._entries, None)
+        self._key = None if self.next is None else order_key(self.next)
+
+    def take(self, key: str) -> Entry | None:
+        """The entry of the path whose order_key is `key`, or None when the index lacks it."""
+        if self._key is not None and self._key < key:
+            self.missing()
+        if self._key != key:
+            return None
+        found = self.next
+        self._advance()
+        return found
+
+    def missing(self) -> None:
+        """Raise for the entry next in the index, which no walk met."""
+        if self.next is not None:
+            raise ChainBroken(f"{self.root}/{self.next.path} is in the index but no snapshot of the chain carried it")
+
+
+def make_equal(staging: str, root: str, entries: Iterable[Entry], blocks_dir: str | None = None,
                delta_min: int | None = None, private_root: bool = False,
                written: dict | None = None) -> None:
     """Make one root's staging tree hold exactly the index's entries, verified, with their metadata.
 
-    Removes what the index lacks, checks type, size and sha256 of every file and the target of
-    every link, then applies modes and mtimes (directories deepest first, after their contents).
-    With `blocks_dir`, files of at least `delta_min` bytes get their block hashes written there
-    in the same read, so the next backup on this machine can store deltas. With
-    `private_root`, a directory root keeps its staging mode (0700) and gets its own mode once
-    it is in place (journal.py). `written` (StagingWriter.written): the hashes taken while
-    the files were written; a file found there of the recorded size is not read again.
+    `entries`: the root's entries of the index, in order_key order (a stream: the index is
+    never held whole). The staging tree is walked in that order and merged against them: what
+    the index lacks is removed, an entry no snapshot carried is an error, the type, size and
+    sha256 of every file and the target of every link are checked, then owners, modes and
+    mtimes applied (a directory's after its contents; its type checked before anything below
+    it is touched). With `blocks_dir`, files of at least `delta_min` bytes get their block
+    hashes written there in the same read, so the next backup on this machine can store
+    deltas. With `private_root`, a directory root keeps its staging mode (0700) and gets its
+    own mode once it is in place (journal.py). `written` (StagingWriter.written): the hashes
+    taken while the files were written; a file found there of the recorded size is not read
+    again.
     """
-    as_root = os.geteuid() == 0  # only root may give files away; anyone else owns what it writes
-    wanted = {e.path: e for e in index.entries.values() if e.root == root}
-    if "" not in wanted:
+    cursor = _IndexCursor(root, entries)
+    top = cursor.take(root)
+    if top is None:
         raise ChainBroken(f"the index has no entry for root {root}")
-    top_entry = wanted[""]
-    if top_entry.type == DIR:
-        _prune(staging, "", wanted)
-    dirs: list[tuple[str, Entry]] = []
-    # parents before children: a directory's type is checked before anything below it is
-    # touched, whatever order the index came in
-    for rel, entry in sorted(wanted.items()):
-        path = staging if rel == "" else os.path.join(staging, rel)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            raise ChainBroken(f"{root}/{rel} is in the index but no snapshot of the chain carried it") from None
-        actual = FILE if stat.S_ISREG(st.st_mode) else DIR if stat.S_ISDIR(st.st_mode) else SYMLINK if stat.S_ISLNK(st.st_mode) else "other"
-        if actual != entry.type:
-            raise ChainBroken(f"{root}/{rel} is a {actual} after extraction, the index says {entry.type}")
-        if entry.type == FILE:
-            if st.st_size != entry.content_size:
-                raise ChecksumMismatch(f"{root}/{rel}: size {st.st_size} after extraction, the index says {entry.content_size}")
-            with_blocks = blocks_dir is not None and delta_min is not None and st.st_size >= delta_min
-            known = written.get(f"{root}/{rel}" if rel else root) if written is not None else None
-            if isinstance(known, tuple):  # hashed with its block hashes
-                sha256, blocks = known[0].hex(), known[1] if with_blocks else None
-            elif known is not None and not with_blocks:
-                sha256, blocks = known.hex(), None
+    settle = _Settler(root, blocks_dir, delta_min, written)
+    try:
+        st = os.lstat(staging)
+    except FileNotFoundError:
+        raise ChainBroken(f"{root} is in the index but no snapshot of the chain carried it") from None
+    settle.check_type(st, top, "")
+    if top.type == DIR:
+        _walk_staging(staging, "", root, cursor, settle)
+        settle.directory(staging, top, st, STAGING_DIR_MODE if private_root else top.mode)
+    else:
+        settle.leaf(staging, "", top, st)
+    cursor.missing()  # index entries past the last one the walk met
+
+
+def _walk_staging(dir_path: str, rel_dir: str, dir_key: str, cursor: _IndexCursor, settle: "_Settler") -> None:
+    with os.scandir(dir_path) as listing:
+        children = sorted(listing, key=lambda d: d.name)
+    for child in children:
+        key = f"{dir_key}\0{child.name}"
+        entry = cursor.take(key)
+        if entry is None:  # not in the index: a path a later snapshot of the chain no longer holds
+            if child.is_dir(follow_symlinks=False):
+                shutil.rmtree(child.path)
             else:
-                sha256, blocks = _hash_file(path, with_blocks)
-            if sha256 != entry.sha256:
-                raise ChecksumMismatch(f"{root}/{rel}: sha256 differs from the index")
-            if blocks is not None:
-                blocks.save(os.path.join(blocks_dir, sidecar_name(root, rel)))  # type: ignore[arg-type]
-            # what the file already has (its owner, the mode it was made with) is not set again
-            chowned = _chown(path, (st.st_uid, st.st_gid), entry, as_root)  # before chmod: chown clears set-id bits
-            if chowned or stat.S_IMODE(st.st_mode) != entry.mode:
-                os.chmod(path, entry.mode, follow_symlinks=False)
-            os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
-        elif entry.type == SYMLINK:
+                os.unlink(child.path)
+            continue
+        rel = child.name if not rel_dir else f"{rel_dir}/{child.name}"
+        st = child.stat(follow_symlinks=False)
+        settle.check_type(st, entry, rel)
+        if entry.type == DIR:
+            _walk_staging(child.path, rel, key, cursor, settle)
+            settle.directory(child.path, entry, st, entry.mode)
+        else:
+            settle.leaf(child.path, rel, entry, st)
+
+
+class _Settler:
+    """Checks one staging path against its index entry and gives it the entry's metadata."""
+
+    def __init__(self, root: str, blocks_dir: str | None, delta_min: int | None, written: dict | None) -> None:
+        self.root, self.blocks_dir, self.delta_min, self.written = root, blocks_dir, delta_min, written
+        self.as_root = os.geteuid() == 0  # only root may give files away; anyone else owns what it writes
+
+    def check_type(self, st: os.stat_result, entry: Entry, rel: str) -> None:
+        actual = (FILE if stat.S_ISREG(st.st_mode) else DIR if stat.S_ISDIR(st.st_mode)
+                  else SYMLINK if stat.S_ISLNK(st.st_mode) else "other")
+        if actual != entry.type:
+            raise ChainBroken(f"{self.root}/{rel} is a {actual} after extraction, the index says {entry.type}")
+
+    def leaf(self, path: str, rel: str, entry: Entry, st: os.stat_result) -> None:
+        root = self.root
+        if entry.type == SYMLINK:
             if os.readlink(path) != entry.target:
                 raise ChecksumMismatch(f"{root}/{rel}: symlink target differs from the index")
-            _chown(path, (st.st_uid, st.st_gid), entry, as_root)
+            _chown(path, (st.st_uid, st.st_gid), entry, self.as_root)
             os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+            return
+        if st.st_size != entry.content_size:
+            raise ChecksumMismatch(f"{root}/{rel}: size {st.st_size} after extraction, the index says {entry.content_size}")
+        with_blocks = self.blocks_dir is not None and self.delta_min is not None and st.st_size >= self.delta_min
+        known = self.written.get(f"{root}/{rel}" if rel else root) if self.written is not None else None
+        if isinstance(known, tuple):  # hashed with its block hashes
+            sha256, blocks = known[0].hex(), known[1] if with_blocks else None
+        elif known is not None and not with_blocks:
+            sha256, blocks = known.hex(), None
         else:
-            dirs.append((rel, entry, st.st_mode, st.st_uid, st.st_gid))  # not the whole stat: flat memory
-    for rel, entry, st_mode, uid, gid in sorted(dirs, key=lambda item: item[0].count("/") + (item[0] != ""), reverse=True):
-        path = staging if rel == "" else os.path.join(staging, rel)
-        chowned = _chown(path, (uid, gid), entry, as_root)
-        mode = STAGING_DIR_MODE if rel == "" and private_root else entry.mode
-        if chowned or stat.S_IMODE(st_mode) != mode:
+            sha256, blocks = _hash_file(path, with_blocks)
+        if sha256 != entry.sha256:
+            raise ChecksumMismatch(f"{root}/{rel}: sha256 differs from the index")
+        if blocks is not None:
+            blocks.save(os.path.join(self.blocks_dir, sidecar_name(root, rel)))  # type: ignore[arg-type]
+        # what the file already has (its owner, the mode it was made with) is not set again
+        chowned = _chown(path, (st.st_uid, st.st_gid), entry, self.as_root)  # before chmod: chown clears set-id bits
+        if chowned or stat.S_IMODE(st.st_mode) != entry.mode:
+            os.chmod(path, entry.mode, follow_symlinks=False)
+        os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+
+    def directory(self, path: str, entry: Entry, st: os.stat_result, mode: int) -> None:
+        """After what it holds (`st`: its lstat from before)."""
+        chowned = _chown(path, (st.st_uid, st.st_gid), entry, self.as_root)
+        if chowned or stat.S_IMODE(st.st_mode) != mode:
             os.chmod(path, mode, follow_symlinks=False)
         os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
 
@@ -540,20 +631,3 @@ def _hash_file(path: str, with_blocks: bool) -> tuple[str, BlockHashes | None]:
         while chunk := handle.read(COPY_CHUNK):
             hasher.update(chunk)
     return hasher.finish()
-
-
-def _prune(staging: str, rel_dir: str, wanted: dict[str, Entry]) -> None:
-    path = staging if rel_dir == "" else os.path.join(staging, rel_dir)
-    with os.scandir(path) as listing:
-        children = list(listing)
-    for child in children:
-        rel = child.name if rel_dir == "" else f"{rel_dir}/{child.name}"
-        entry = wanted.get(rel)
-        is_dir = child.is_dir(follow_symlinks=False)
-        if entry is None:
-            if is_dir:
-                shutil.rmtree(child.path)
-            else:
-                os.unlink(child.path)
-        elif is_dir and entry.type == DIR:
-            _prune(staging, rel, wanted)

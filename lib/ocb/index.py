@@ -172,6 +172,7 @@ _row_of = operator.attrgetter(*ENTRY_FIELDS)
 _compared = operator.attrgetter(*COMPARED_FIELDS)
 ROWS_CHUNK = 1000  # entries per marshal object of a rows file
 NUL = "\0"
+ORDER = "components"  # the index header's word for order_key's order
 
 
 def order_key(entry: Entry) -> str:
@@ -324,13 +325,45 @@ class LinesWriter:
 
     def __init__(self, handle: IO[str], head: "Index", with_pack: bool = False) -> None:
         self._handle, self._with_pack = handle, with_pack
-        header = {"ocb_index": INDEX_VERSION, "snapshot": head.snapshot, "roots": head.roots}
+        # "order": what a reader may take the index as a stream for (read_lines); an index
+        # written before it says nothing, and is read whole
+        header = {"ocb_index": INDEX_VERSION, "snapshot": head.snapshot, "roots": head.roots, "order": ORDER}
         if head.excludes is not None:
             header.update(excludes=list(head.excludes), includes=list(head.includes or ()))
         handle.write(json.dumps(header) + "\n")
 
     def add(self, entry: Entry) -> None:
         self._handle.write(_json_line(entry.to_json(self._with_pack)) + "\n")
+
+
+def read_lines(lines: Iterable[str], origin: str) -> tuple["Index", Iterator[Entry]]:
+    """An index in JSON lines (LinesWriter's): its header at once (an Index without entries;
+    `ordered`: whether the header says its entries follow in order_key order) and its entries,
+    one at a time, by iterating (BadDocument on a malformed line, when it is reached)."""
+    iterator = iter(lines)
+    try:
+        header = json.loads(next(iterator))
+    except (StopIteration, json.JSONDecodeError):
+        raise BadDocument(f"index {origin} is empty or not JSON lines") from None
+    if not isinstance(header, dict) or header.get("ocb_index") != INDEX_VERSION:
+        raise BadDocument(f"index {origin} has an unknown header: {str(header)[:200]}")
+    head = Index(roots=dict(header.get("roots") or {}), snapshot=header.get("snapshot"),
+                 excludes=_patterns(header.get("excludes"), origin), includes=_patterns(header.get("includes"), origin))
+    head.ordered = header.get("order") == ORDER
+
+    def entries() -> Iterator[Entry]:
+        shared: dict = {}
+        from_json, decode = Entry.from_json, json.JSONDecoder().decode
+        for number, line in enumerate(iterator, start=2):
+            try:
+                record = decode(line)
+            except json.JSONDecodeError:
+                raise BadDocument(f"index {origin} line {number} is not JSON") from None
+            if not isinstance(record, dict):
+                raise BadDocument(f"index entry is malformed (not an object): {str(record)[:200]}")
+            yield from_json(record, shared)
+
+    return head, entries()
 
 
 class IndexFiles:
@@ -425,6 +458,8 @@ class Index:
     # over from the target (None: an index from before they were recorded)
     excludes: list[str] | None = None
     includes: list[str] | None = None
+    # read from JSON lines whose header says the entries follow in order_key order (read_lines)
+    ordered: bool = field(default=False, compare=False)
 
     def add(self, entry: Entry) -> None:
         self.entries[entry.key] = entry
@@ -448,26 +483,10 @@ class Index:
 
     @classmethod
     def read(cls, lines: Iterable[str], origin: str) -> "Index":
-        iterator = iter(lines)
-        try:
-            header = json.loads(next(iterator))
-        except (StopIteration, json.JSONDecodeError):
-            raise BadDocument(f"index {origin} is empty or not JSON lines") from None
-        if not isinstance(header, dict) or header.get("ocb_index") != INDEX_VERSION:
-            raise BadDocument(f"index {origin} has an unknown header: {str(header)[:200]}")
-        index = cls(roots=dict(header.get("roots") or {}), snapshot=header.get("snapshot"),
-                    excludes=_patterns(header.get("excludes"), origin), includes=_patterns(header.get("includes"), origin))
-        shared: dict = {}
-        entries, from_json, decode = index.entries, Entry.from_json, json.JSONDecoder().decode
-        for number, line in enumerate(iterator, start=2):
-            try:
-                record = decode(line)
-            except json.JSONDecodeError:
-                raise BadDocument(f"index {origin} line {number} is not JSON") from None
-            if not isinstance(record, dict):
-                raise BadDocument(f"index entry is malformed (not an object): {str(record)[:200]}")
-            entry = from_json(record, shared)
-            entries[(entry.root, entry.path)] = entry
+        index, entries = read_lines(lines, origin)
+        into = index.entries
+        for entry in entries:
+            into[(entry.root, entry.path)] = entry
         return index
 
     @classmethod
@@ -925,23 +944,34 @@ def check_structure(index: Index) -> str | None:
 
 
 def structure_problem(roots: dict, entries: Iterable[Entry]) -> str | None:
-    """What makes an index unrestorable, or None: an entry outside its roots, a path that could
-    leave its root, or an entry that does not hang from a directory of the same index (an
-    entry below a link, or a file, would be checked and chmod'ed through it, outside the
-    target). The one check, for whoever must trust an index; `entries` in order_key order,
-    met one at a time."""
-    ancestry = Ancestry()
+    """What makes an index unrestorable (checked_structure), or None."""
+    try:
+        for _ in checked_structure(roots, entries):
+            pass
+    except HostileArchive as exc:
+        return str(exc)
+    return None
+
+
+def checked_structure(roots: dict, entries: Iterable[Entry]) -> Iterator[Entry]:
+    """`entries` (in order_key order) passed on, each checked first: HostileArchive at the first
+    that makes the index unrestorable: one outside its roots, a path that could leave its root,
+    one that does not hang from a directory of the same index (an entry below a link, or a
+    file, would be checked and chmod'ed through it, outside the target), or one out of order
+    (twice, or after one it sorts before). The one check, for whoever must trust an index,
+    met one entry at a time."""
+    ancestry, last = Ancestry(), None
     for entry in entries:
         if entry.root not in roots or not ROOT_NAME.match(entry.root):
-            return f"the index lists an entry outside its roots: {entry.root!r}"
+            raise HostileArchive(f"the index lists an entry outside its roots: {entry.root!r}")
         if entry.path:
-            try:
-                split_member(f"{entry.root}/{entry.path}")
-            except HostileArchive as exc:
-                return str(exc)
+            split_member(f"{entry.root}/{entry.path}")
         key = order_key(entry)
+        if last is not None and key <= last:
+            raise HostileArchive(f"the index lists {entry.root}/{entry.path} out of order (twice, or after what it sorts before)")
+        last = key
         if not ancestry.holds(entry, key):
-            return (f"the index lists {entry.root}/{entry.path} below something that is not "
-                    "one of its directories")
+            raise HostileArchive(f"the index lists {entry.root}/{entry.path} below something that is not "
+                                 "one of its directories")
         ancestry.enter(entry, key)
-    return None
+        yield entry

@@ -14,11 +14,13 @@ run-time failure.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import fnmatch
-import functools
 import hashlib
 import io
+import itertools
+import operator
 import os
 import queue
 import shutil
@@ -27,7 +29,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 import zstandard
 
@@ -47,8 +49,8 @@ from .errors import (
     WrongPassword,
     io_reason,
 )
-from .extract import ExtractStats, StagingWriter, make_equal, read_spooled_index
-from .index import DIR, SQLITE_COMPANIONS, Index, check_structure, is_excluded, scan
+from .extract import ExtractStats, StagingWriter, make_equal, open_spooled_index, read_spooled_index
+from .index import DIR, FILE, SQLITE_COMPANIONS, Entry, Index, IndexFiles, check_structure, in_order, is_excluded, scan
 from .log import log
 from .progress import Meter, human_bytes
 from .stores.base import Store, damaged_volume, file_sha256
@@ -148,12 +150,12 @@ def _command(pid: int) -> str:
         return "?"
 
 
-def carried_paths(target: str, excludes: list[str], includes: list[str], final: Index, root: str) -> list[str]:
+def carried_paths(target: str, excludes: list[str], includes: list[str], databases: set[str]) -> list[str]:
     """The topmost paths under `target` that the snapshot's excludes left out: they are carried
-    into the new tree, never deleted. A SQLite database's -wal/-shm/-journal companions are
-    never carried: replayed onto the restored copy they would corrupt it."""
+    into the new tree, never deleted. A SQLite database's -wal/-shm/-journal companions (of
+    `databases`, the root's databases in the index, by path) are never carried: replayed
+    onto the restored copy they would corrupt it."""
     found: list[str] = []
-    databases = {e.path for e in final.entries.values() if e.root == root and e.db}
 
     def walk(path: str, rel_dir: str) -> None:
         try:
@@ -280,7 +282,7 @@ def apply(job: Job, record: tuple[str, str, dict] | None) -> dict:
         result = _apply(job, fetched, spool, blocks_dir, in_place=record is not None)
         if record is not None:
             cache_dir, store_url, meta = record
-            cache.save(cache_dir, spool, meta, cache.state_for(meta, store_url, "restore"), blocks_dir)
+            cache.save(cache_dir, as_restored(spool), meta, cache.state_for(meta, store_url, "restore"), blocks_dir)
         result["stats"] = _stats(job, fetched, started)
         return result
     finally:
@@ -556,11 +558,15 @@ def read_archive(chain: list[dict], volumes: list[tuple[str, str, str]], keyring
 
 
 def _check_index(index: Index, target_id: str) -> None:
-    if index.snapshot != target_id:
-        raise ChainBroken(f"the last archive's index belongs to {index.snapshot!r}, not {target_id}")
+    _check_snapshot(index, target_id)
     problem = check_structure(index)
     if problem:
         raise HostileArchive(problem)
+
+
+def _check_snapshot(head: Index, target_id: str) -> None:
+    if head.snapshot != target_id:
+        raise ChainBroken(f"the last archive's index belongs to {head.snapshot!r}, not {target_id}")
 
 
 def _patterns(job: Job, final: Index) -> tuple[list[str], list[str]]:
@@ -610,20 +616,38 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
         staging = {name: swap.staging for name, swap in swaps.items()}
         if job.read_chain is not None:
             final, stats, written = job.read_chain(job, fetched, staging, spool)
+            head, entries = final, in_order(final)  # read whole, and checked
         else:
             # hashes (and, for an in-place restore, block hashes) are taken while files are written
-            final, stats, written = _read_chain(job, fetched, staging, spool, chosen, meter,
-                                                block_min=job.delta_min if blocks_dir is not None else None)
+            head, entries, stats, written = _read_chain(job, fetched, staging, spool, chosen, meter,
+                                                        block_min=job.delta_min if blocks_dir is not None else None)
         meter.close(note=f"{stats.members} entries from {len(fetched)} snapshots, "
                          f"{human_bytes(stats.bytes)} written")
-        wanted = final if chosen is None else _subset(final, chosen)
-        restored = [name for name, info in sorted(final.roots.items()) if info.get("present") and name in places
+        subset = _subset(head, chosen) if chosen is not None else None
+        if subset is not None:
+            entries = in_order(subset)
+        restored = [name for name, info in sorted(head.roots.items()) if info.get("present") and name in places
                     and (chosen is None or any(root == name for root, _ in chosen))]
+        if blocks_dir is not None:
+            os.makedirs(blocks_dir, mode=0o700, exist_ok=True)
+        # one pass over the index (a stream of it, for ocb's archives): each restored root's
+        # staging made equal to its entries, and what the swap and the cache need noted
+        seen = _IndexNotes(head, as_restored(spool) if blocks_dir is not None else None)
+        try:
+            for name, group in itertools.groupby(seen.noting(entries), key=operator.attrgetter("root")):
+                if name in restored:
+                    make_equal(swaps[name].staging, name, group, blocks_dir, job.delta_min, private_root=True,
+                               written=written)
+                else:
+                    collections.deque(group, maxlen=0)  # read past (and checked)
+            seen.close()
+        except BaseException:
+            seen.abandon()
+            raise
+        del written
         for name in restored:
-            if blocks_dir is not None:
-                os.makedirs(blocks_dir, mode=0o700, exist_ok=True)
-            make_equal(swaps[name].staging, name, wanted, blocks_dir, job.delta_min, private_root=True,
-                       written=written)
+            if name not in seen.tops:
+                raise ChainBroken(f"the index has no entry for root {name}")
         for name in sorted(stats.skipped_roots):
             log.warning(f"the snapshot holds root {name}, which is not configured here: not restored")
         for name in places:
@@ -633,12 +657,12 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
         txn.save()
         if in_place and not job.force:
             refuse_if_open(places[name] for name in restored)
-        excludes, includes = _patterns(job, final)
+        excludes, includes = _patterns(job, head)
         for name in restored:
             swap = swaps[name]
-            swap.new_root = _root_meta(final, name)  # the staging root stays 0700 until in place
-            carried = (carried_paths(places[name].target, excludes, includes, final, name) if chosen is None
-                       else carried_except(places[name].target, wanted, name))
+            swap.new_root = _root_meta(seen.tops[name])  # the staging root stays 0700 until in place
+            carried = (carried_paths(places[name].target, excludes, includes, seen.databases.get(name, set()))
+                       if subset is None else carried_except(places[name].target, subset, name))
             kept[name] = swap.prepare(carried)
         txn.swap()
     except BaseException:
@@ -653,13 +677,8 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
         carried_note = ("paths not asked for" if chosen is not None else "paths the snapshot left out")
         log.info(f"restored {name} into {places[name].target}"
                  + (f" (kept {len(kept[name])} {carried_note})" if kept.get(name) else ""))
-    if blocks_dir is not None:
-        for entry in final.files():
-            if entry.db:
-                entry.size, entry.wal = entry.content_size, None
-        final.save(spool)
     result = {"dry_run": False, "roots": {n: places[n].target for n in restored},
-              "files": sum(1 for _ in wanted.files()), "bytes_extracted": stats.bytes,
+              "files": seen.files, "bytes_extracted": stats.bytes,
               "kept": {n: len(paths) for n, paths in kept.items() if paths}}
     if chosen is not None:
         result["included"] = {n: sorted(p for r, p in chosen if r == n)[:20] for n in restored}
@@ -669,25 +688,77 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
 
 def _read_chain(job: Job, fetched: dict, staging: dict[str, str], spool: str,
                 chosen: set[tuple[str, str]] | None = None, meter: Meter | None = None,
-                block_min: int | None = None) -> tuple[Index, ExtractStats, dict]:
-    """ocb's archives, full -> latest, into staging; the final index is the last one's. Also
-    the hashes taken while writing (StagingWriter.written), which make_equal trusts.
+                block_min: int | None = None) -> tuple[Index, Iterable[Entry], ExtractStats, dict]:
+    """ocb's archives, full -> latest, into staging; the final index is the last one's: its
+    header and its entries in order_key order, as a stream checked entry by entry when its
+    header says it is in that order, else read whole and checked (an index written before;
+    the header then holds the entries too). Also the hashes taken while writing
+    (StagingWriter.written), which make_equal trusts.
     With `chosen` (some paths): only those members are written, from the snapshots fetched;
     the final index was read first (the target's archive may not be read again), so each
-    archive's own index goes elsewhere."""
+    archive's own index goes elsewhere, and it is read whole (the subset is cut from it)."""
     writer = StagingWriter(staging, spool if chosen is None else spool + ".each", block_min=block_min)
     writer.only = chosen
     for position, link in enumerate(job.snapshots):
         if link["id"] in fetched:
             _stream_archive(link, fetched[link["id"]], writer, job.keyring,
                             seal.link_associated_data(job.snapshots, position), meter)
-    final = read_spooled_index(spool, f"snapshot {job.target_id}")
+    origin = f"snapshot {job.target_id}"
+    stream = open_spooled_index(spool, origin) if chosen is None else None
+    if stream is not None:
+        head, entries = stream
+        _check_snapshot(head, job.target_id)
+        return head, entries, writer.stats, writer.written
+    final = read_spooled_index(spool, origin)
     _check_index(final, job.target_id)
-    return final, writer.stats, writer.written
+    return final, in_order(final), writer.stats, writer.written
 
 
-def _root_meta(final: Index, name: str) -> list[int]:
-    entry = final.entries[(name, "")]
+class _IndexNotes:
+    """What one pass over the final index notes for the swap and the cache: each root's own
+    entry, the SQLite databases of each root, the files counted. With `rewrite` (an in-place
+    restore), the index as restored is written there as it passes (JSON lines and their rows
+    copy): a database is its restored copy, with no -wal, so the next backup here is
+    incremental on it."""
+
+    def __init__(self, head: Index, rewrite: str | None) -> None:
+        self.tops: dict[str, Entry] = {}
+        self.databases: dict[str, set[str]] = {}
+        self.files = 0
+        self._out = IndexFiles(rewrite, head) if rewrite is not None else None
+
+    def noting(self, entries: Iterable[Entry]) -> Iterator[Entry]:
+        out = self._out
+        for entry in entries:
+            if not entry.path:
+                self.tops[entry.root] = entry
+            if entry.type == FILE:
+                self.files += 1
+                if entry.db:
+                    self.databases.setdefault(entry.root, set()).add(entry.path)
+                    if out is not None:
+                        entry.size, entry.wal = entry.content_size, None
+            if out is not None:
+                out.add(entry)
+            yield entry
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+
+    def abandon(self) -> None:
+        if self._out is not None:
+            self._out.abandon()
+
+
+def as_restored(spool: str) -> str:
+    """Where an in-place restore writes the index as restored, beside the spooled one: what
+    the cache records."""
+    return os.path.join(os.path.dirname(spool), "index-as-restored.jsonl")
+
+
+def _root_meta(entry: Entry) -> list[int]:
+    """A root's mode and owner once in place, from its own entry."""
     uid = entry.uid if entry.uid is not None and os.geteuid() == 0 else os.geteuid()
     gid = entry.gid if entry.gid is not None and os.geteuid() == 0 else os.getegid()
     return [entry.mode, uid, gid]
@@ -711,7 +782,8 @@ def _dry_run(job: Job, fetched: dict, spool: str) -> dict:
     removed = sorted(k for k in live.entries if k not in final.entries)
     changed = sorted(k for k, e in final.entries.items() if k in live.entries and not e.same_as(live.entries[k]))
     kept = sorted((root.name, rel) for root in live_roots
-                  for rel in carried_paths(root.path, excludes, includes, final, root.name))
+                  for rel in carried_paths(root.path, excludes, includes,
+                                           {e.path for e in final.entries.values() if e.root == root.name and e.db}))
     if job.include is not None:  # only the matching paths; live paths the snapshot lacks stay
         include = job.include
         added, changed = ([k for k in keys if _included(include, *k)] for keys in (added, changed))

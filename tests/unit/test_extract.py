@@ -8,7 +8,7 @@ import tarfile
 import pytest
 from ocb.errors import ChainBroken, ChecksumMismatch, HostileArchive
 from ocb.extract import StagingWriter, make_equal
-from ocb.index import DIR, FILE, Entry, Index, split_member
+from ocb.index import DIR, FILE, Entry, Index, in_order, split_member
 
 
 def tar_of(*members):
@@ -90,17 +90,17 @@ def test_make_equal_removes_extras_and_checks_hashes(staging):
     index.add(Entry("r", "", DIR, 0o700, 0, 10**18))
     good = Entry("r", "keep", FILE, 0o640, 1, 2 * 10**18, sha256=hashlib.sha256(b"k").hexdigest())
     index.add(good)
-    make_equal(roots["r"], "r", index)
+    make_equal(roots["r"], "r", in_order(index))
     assert os.listdir(roots["r"]) == ["keep"]
     st = os.stat(os.path.join(roots["r"], "keep"))
     assert (st.st_mode & 0o777, st.st_mtime_ns) == (0o640, 2 * 10**18)
     index.add(Entry("r", "keep", FILE, 0o640, 1, 1, sha256="0" * 64))
     with pytest.raises(ChecksumMismatch):
-        make_equal(roots["r"], "r", index)
+        make_equal(roots["r"], "r", in_order(index))
     index.add(good)
     index.add(Entry("r", "missing", FILE, 0o640, 1, 1, sha256="0" * 64))
     with pytest.raises(ChainBroken):
-        make_equal(roots["r"], "r", index)
+        make_equal(roots["r"], "r", in_order(index))
 
 
 def test_make_equal_takes_the_hashes_taken_while_writing(staging):
@@ -114,7 +114,68 @@ def test_make_equal_takes_the_hashes_taken_while_writing(staging):
     index = Index(roots={"r": {"kind": "dir", "present": True}})
     index.add(Entry("r", "", DIR, 0o700, 0, 10**18))
     index.add(Entry("r", "keep", FILE, 0o640, 9001, 10**18, sha256=sha))
-    make_equal(roots["r"], "r", index, written=writer.written)
+    make_equal(roots["r"], "r", in_order(index), written=writer.written)
     index.add(Entry("r", "keep", FILE, 0o640, 9001, 10**18, sha256="0" * 64))
     with pytest.raises(ChecksumMismatch):  # the recorded hash is still checked against the index
-        make_equal(roots["r"], "r", index, written=writer.written)
+        make_equal(roots["r"], "r", in_order(index), written=writer.written)
+
+
+def _spooled(tmp_path, lines):
+    import json
+
+    path = tmp_path / "index.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return str(path)
+
+
+HEAD = {"ocb_index": 1, "snapshot": "s1", "roots": {"r": {"kind": "dir", "present": True}}}
+
+
+def _line(path, kind=FILE):
+    return {"root": "r", "path": path, "type": kind, "mode": 0o644, "size": 0, "mtime_ns": 1, "sha256": "0" * 64}
+
+
+def test_an_index_that_says_it_is_in_order_is_read_as_a_stream_checked_entry_by_entry(tmp_path):
+    from ocb.extract import open_spooled_index
+
+    good = [dict(HEAD, order="components"), _line("", DIR), _line("a", DIR), _line("a/x"), _line("a-b"), _line("b")]
+    head, entries = open_spooled_index(_spooled(tmp_path, good), "snapshot s1")
+    assert head.snapshot == "s1" and [e.path for e in entries] == ["", "a", "a/x", "a-b", "b"]
+    for lines, problem in (([_line("b"), _line("a")], "out of order"), ([_line("a"), _line("a")], "out of order"),
+                           ([_line("a"), _line("a/x")], "below something"), ([_line("../x")], "'..'")):
+        _, entries = open_spooled_index(_spooled(tmp_path, [dict(HEAD, order="components"), _line("", DIR), *lines]),
+                                        "snapshot s1")
+        with pytest.raises(HostileArchive, match=problem):
+            list(entries)
+
+
+def test_an_index_written_before_the_order_was_said_is_left_to_be_read_whole(tmp_path):
+    from ocb.extract import open_spooled_index, read_spooled_index
+
+    # sorted by root and path as strings, as indexes were: "a-b" before "a/x"
+    old = [HEAD, _line("", DIR), _line("a", DIR), _line("a-b"), _line("a/x")]
+    assert open_spooled_index(_spooled(tmp_path, old), "snapshot s1") is None
+    index = read_spooled_index(str(tmp_path / "index.jsonl"), "snapshot s1")
+    assert [e.path for e in in_order(index)] == ["", "a", "a/x", "a-b"]
+
+
+def test_make_equal_over_a_stream_removes_what_the_index_lacks_and_names_what_no_snapshot_carried(staging):
+    roots, tmp_path = staging
+    writer = StagingWriter(roots, str(tmp_path / "index.jsonl"))
+    writer.extract(tar_of(("r", tarfile.DIRTYPE, None), ("r/a", tarfile.DIRTYPE, None), ("r/a/x", tarfile.REGTYPE, b"x"),
+                          ("r/a-b", tarfile.REGTYPE, b"ab"), ("r/gone", tarfile.DIRTYPE, None),
+                          ("r/gone/deep", tarfile.REGTYPE, b"d"), ("r/z", tarfile.REGTYPE, b"z")))
+    sha = {name: hashlib.sha256(data).hexdigest() for name, data in (("x", b"x"), ("ab", b"ab"), ("z", b"z"))}
+    entries = [Entry("r", "", DIR, 0o755, 0, 10**18), Entry("r", "a", DIR, 0o750, 0, 3 * 10**18),
+               Entry("r", "a/x", FILE, 0o600, 1, 10**18, sha256=sha["x"]),
+               Entry("r", "a-b", FILE, 0o644, 2, 10**18, sha256=sha["ab"]), Entry("r", "z", FILE, 0o644, 1, 10**18, sha256=sha["z"])]
+    make_equal(roots["r"], "r", iter(entries), written=writer.written)
+    assert sorted(os.listdir(roots["r"])) == ["a", "a-b", "z"]
+    st = os.stat(os.path.join(roots["r"], "a"))  # a directory's mode and mtime after what it holds
+    assert (st.st_mode & 0o777, st.st_mtime_ns) == (0o750, 3 * 10**18)
+    with pytest.raises(ChainBroken, match="r/a/y is in the index but no snapshot"):
+        make_equal(roots["r"], "r", iter(entries[:3] + [Entry("r", "a/y", FILE, 0o644, 1, 1, sha256="0" * 64)] + entries[3:]))
+    with pytest.raises(ChainBroken, match="r/zz is in the index but no snapshot"):
+        make_equal(roots["r"], "r", iter(entries + [Entry("r", "zz", FILE, 0o644, 1, 1, sha256="0" * 64)]))
+    with pytest.raises(ChainBroken, match="no entry for root r"):
+        make_equal(roots["r"], "r", iter(entries[1:]))
