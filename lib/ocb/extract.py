@@ -31,7 +31,7 @@ from .archive import (
 )
 from .blocks import BlockHashes, Hasher, block_count, decode_ranges, sidecar_name
 from .errors import ChainBroken, ChecksumMismatch, HostileArchive
-from .index import DIR, FILE, SYMLINK, Entry, Index, checked_structure, no_gc, order_key, read_lines, split_member
+from .index import DIR, FILE, SYMLINK, Cursor, Entry, Index, checked_structure, no_gc, read_lines, split_member
 
 # Modes while building staging: a staging root is private (0700) until it is in place, so
 # nothing below it can be reached by another user whatever its mode. Below it, files and
@@ -481,32 +481,11 @@ def open_spooled_index(path: str, origin: str) -> tuple[Index, Iterable[Entry]] 
     return head, stream()
 
 
-class _IndexCursor:
-    """One root's index entries, in order_key order, taken as a walk of its staging tree in the
-    same order meets their paths: an entry the walk goes past was never extracted."""
-
-    def __init__(self, root: str, entries: Iterable[Entry]) -> None:
-        self.root, self._entries = root, iter(entries)
-        self._advance()
-
-    def _advance(self) -> None:
-        self.next = next(self._entries, None)
-        self._key = None if self.next is None else order_key(self.next)
-
-    def take(self, key: str) -> Entry | None:
-        """The entry of the path whose order_key is `key`, or None when the index lacks it."""
-        if self._key is not None and self._key < key:
-            self.missing()
-        if self._key != key:
-            return None
-        found = self.next
-        self._advance()
-        return found
-
-    def missing(self) -> None:
-        """Raise for the entry next in the index, which no walk met."""
-        if self.next is not None:
-            raise ChainBroken(f"{self.root}/{self.next.path} is in the index but no snapshot of the chain carried it")
+def _never_carried(root: str) -> Callable[[Entry], None]:
+    """What a restore's merge does with an index entry the walk of staging went past."""
+    def fail(entry: Entry) -> None:
+        raise ChainBroken(f"{root}/{entry.path} is in the index but no snapshot of the chain carried it")
+    return fail
 
 
 def make_equal(staging: str, root: str, entries: Iterable[Entry], blocks_dir: str | None = None,
@@ -526,7 +505,7 @@ def make_equal(staging: str, root: str, entries: Iterable[Entry], blocks_dir: st
     taken while the files were written; a file found there of the recorded size is not read
     again.
     """
-    cursor = _IndexCursor(root, entries)
+    cursor = Cursor(entries, on_passed=_never_carried(root))
     top = cursor.take(root)
     if top is None:
         raise ChainBroken(f"the index has no entry for root {root}")
@@ -541,10 +520,10 @@ def make_equal(staging: str, root: str, entries: Iterable[Entry], blocks_dir: st
         settle.directory(staging, top, st, STAGING_DIR_MODE if private_root else top.mode)
     else:
         settle.leaf(staging, "", top, st)
-    cursor.missing()  # index entries past the last one the walk met
+    cursor.finish()  # index entries past the last one the walk met
 
 
-def _walk_staging(dir_path: str, rel_dir: str, dir_key: str, cursor: _IndexCursor, settle: "_Settler") -> None:
+def _walk_staging(dir_path: str, rel_dir: str, dir_key: str, cursor: Cursor, settle: "_Settler") -> None:
     with os.scandir(dir_path) as listing:
         children = sorted(listing, key=lambda d: d.name)
     for child in children:

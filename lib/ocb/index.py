@@ -834,12 +834,14 @@ def _walk(root: Root, children: list[os.DirEntry], report: ScanReport, excludes:
 
 
 class Cursor:
-    """An index's entries in order_key order (a stream), looked up in that order: what a
-    scan's merge against the previous index needs, one entry of it in memory at a time.
-    `passed` counts the entries gone by without being asked for (gone since)."""
+    """An index's entries in order_key order (a stream), looked up in that order: what a merge
+    of a walk against an index needs, one entry of it in memory at a time. `passed` counts the
+    entries gone by without being asked for (gone since, for a plan); `on_passed`, when given,
+    is told of each first (a restore raises: an entry no snapshot carried)."""
 
-    def __init__(self, entries: Iterable[Entry]) -> None:
+    def __init__(self, entries: Iterable[Entry], on_passed: Callable[[Entry], None] | None = None) -> None:
         self._entries = iter(entries)
+        self._on_passed = on_passed
         self.passed = 0
         self._advance()
 
@@ -847,22 +849,30 @@ class Cursor:
         self._next = next(self._entries, None)
         self._key = None if self._next is None else order_key(self._next)
 
-    def __call__(self, entry: Entry, key: str) -> Entry | None:
-        """The entry of `key` (`entry`'s order_key), or None."""
+    def _pass(self) -> None:
+        if self._on_passed is not None:
+            self._on_passed(self._next)  # type: ignore[arg-type]
+        self.passed += 1
+        self._advance()
+
+    def take(self, key: str) -> Entry | None:
+        """The entry whose order_key is `key`, or None; those before it are passed."""
         while self._key is not None and self._key < key:
-            self.passed += 1
-            self._advance()
+            self._pass()
         if self._key != key:
             return None
         found = self._next
         self._advance()
         return found
 
+    def __call__(self, entry: Entry, key: str) -> Entry | None:
+        """A Lookup: the entry of `key` (`entry`'s order_key), or None."""
+        return self.take(key)
+
     def finish(self) -> int:
-        """The entries passed over in all, the rest of the stream counted (and its end checked)."""
+        """The entries passed over in all, the rest of the stream passed (and its end checked)."""
         while self._next is not None:
-            self.passed += 1
-            self._advance()
+            self._pass()
         return self.passed
 
 
