@@ -116,13 +116,14 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     new_id = lineage.new_snapshot_id(now, head, cached, store, settings.path_prefix, in_work_dir)
     snapshot_dir = fresh_run_dir(os.path.join(settings.work_dir, new_id), config.under_lock(env))
     plan_index = os.path.join(snapshot_dir, PLAN_INDEX)
+    meter = Meter("scan", 0, unit="entries", bar=False)
     try:
         changes, entries, file_bytes = _scan_into(plan_index, Index(roots=states, snapshot=new_id), present, settings,
                                                   report, cached, full)
     except BaseException:
+        meter.abandon()
         shutil.rmtree(snapshot_dir, ignore_errors=True)
         raise
-    meter = Meter("scan", 0, unit="entries", bar=False)
     meter.close(done=entries, note=f"{file_bytes} bytes in files")
     if report.missing_roots:
         log.info(f"absent roots, noted and not backed up: {', '.join(report.missing_roots)}")

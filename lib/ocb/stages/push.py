@@ -83,8 +83,12 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     new_blocks_dir = os.path.join(snapshot_dir, cache.BLOCKS_DIR)
     sidecars = cache.sidecars_present(settings.cache_dir, new_blocks_dir)
     kept_sidecars: set[str] = set()
-    final_head, final_entries = open_in_order(index_path)
-    unrestorable = structure_problem(final_head.roots, _noting_sidecars(final_entries, sidecars, kept_sidecars))
+    try:
+        final_head, final_entries = open_in_order(index_path)
+        unrestorable = structure_problem(final_head.roots, _noting_sidecars(final_entries, sidecars, kept_sidecars))
+    except ValueError as exc:  # its rows copy was checked whole when opened: changed under our feet
+        raise RuntimeFailure(f"the snapshot index {index_path} changed while it was read ({exc}): "
+                             "run the backup pipe again") from None
     if unrestorable:
         raise RuntimeFailure(f"snapshot {doc['id']} is not published: {unrestorable}")
 
