@@ -392,9 +392,18 @@ class IndexFiles:
         with atomic_write(rows_beside(self.path), durable=False) as out:
             out.write(_rows_header(_copy_facts(self.path)))
             shutil.copyfileobj(self._spool, out)
-        self.abandon()
+        self._release()
 
     def abandon(self) -> None:
+        """After a failure: nothing of a half-written index left behind."""
+        self._release()
+        for path in (self.path, rows_beside(self.path)):
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+
+    def _release(self) -> None:
         self._lines.close()
         self._spool.close()
         try:

@@ -387,3 +387,22 @@ def test_an_entry_line_is_what_json_dumps_writes(entry):
 
     for with_pack in (False, True):
         assert _json_line(entry.to_json(with_pack)) == json.dumps(entry.to_json(with_pack))
+
+
+def test_index_files_written_whole_or_not_at_all(tmp_path):
+    from ocb.index import IndexFiles, OutOfOrder, rows_beside
+
+    path = str(tmp_path / "index.jsonl")
+    files = IndexFiles(path, Index(roots={"r": {"kind": "dir", "present": True}}, snapshot="s1"))
+    for entry in BASE:
+        files.add(entry)
+    files.close()
+    head, entries = open_in_order(path)
+    assert isinstance(entries, RowsReader) and [e.path for e in entries] == ["", "a", "b", "l"]
+    assert Index.load(path).entries == idx(*BASE).entries
+    files = IndexFiles(path, Index(roots={"r": {"kind": "dir", "present": True}}, snapshot="s2"))
+    files.add(f("b"))
+    with pytest.raises(OutOfOrder):
+        files.add(f("a"))
+    files.abandon()
+    assert sorted(os.listdir(tmp_path)) == [] and not os.path.exists(rows_beside(path))
