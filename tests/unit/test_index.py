@@ -21,7 +21,10 @@ def f(path, size=1, mtime=1, mode=0o644, sha="a" * 64):
     return Entry("r", path, FILE, mode, size, mtime, sha256=sha)
 
 
-BASE = [Entry("r", "", DIR, 0o755, 0, 1), f("a"), f("b"), Entry("r", "l", SYMLINK, 0o777, 0, 1, target="a")]
+def base():
+    """A fresh small tree each call: entries are mutable (mark_changes sets
+    pack, tests set held), so a shared list would carry one test into the next."""
+    return [Entry("r", "", DIR, 0o755, 0, 1), f("a"), f("b"), Entry("r", "l", SYMLINK, 0o777, 0, 1, target="a")]
 
 
 @pytest.mark.parametrize("change, expected", [
@@ -36,8 +39,8 @@ BASE = [Entry("r", "", DIR, 0o755, 0, 1), f("a"), f("b"), Entry("r", "l", SYMLIN
     (lambda e: [Entry("r", "l", SYMLINK, 0o777, 0, 1, target="b") if x.path == "l" else x for x in e], (0, 1, 0)),
 ])
 def test_mark_changes(change, expected):
-    previous = idx(*BASE)
-    current = idx(*[Entry(e.root, e.path, e.type, e.mode, e.size, e.mtime_ns, None, e.target) for e in change(list(BASE))])
+    previous = idx(*base())
+    current = idx(*[Entry(e.root, e.path, e.type, e.mode, e.size, e.mtime_ns, None, e.target) for e in change(base())])
     changes = mark_changes(current, previous)
     assert (changes.new, changes.changed, changes.deleted) == expected
     assert changes.any == (expected != (0, 0, 0))
@@ -47,9 +50,9 @@ def test_mark_changes(change, expected):
 
 
 def test_without_a_previous_index_everything_is_packed():
-    current = idx(*BASE)
+    current = idx(*base())
     changes = mark_changes(current, None)
-    assert changes.new == len(BASE) and all(e.pack for e in current.entries.values())
+    assert changes.new == len(base()) and all(e.pack for e in current.entries.values())
 
 
 def test_scan_never_follows_links_and_skips_fifos(tmp_path):
@@ -134,7 +137,7 @@ def test_exclude_regexes_match_as_fnmatch_does(rel):
 
 
 def _rich_index() -> Index:
-    index = idx(*BASE, f("ünï/cödé\udcff", size=7), f("db.sqlite", size=4096))
+    index = idx(*base(), f("ünï/cödé\udcff", size=7), f("db.sqlite", size=4096))
     index.entries[("r", "db.sqlite")].db, index.entries[("r", "db.sqlite")].wal = True, [32, 5]
     index.entries[("r", "db.sqlite")].stored_size = 8192
     index.entries[("r", "a")].held = index.entries[("r", "b")].held = ["s1", "s2"]
@@ -394,12 +397,12 @@ def test_index_files_written_whole_or_not_at_all(tmp_path):
 
     path = str(tmp_path / "index.jsonl")
     files = IndexFiles(path, Index(roots={"r": {"kind": "dir", "present": True}}, snapshot="s1"))
-    for entry in BASE:
+    for entry in base():
         files.add(entry)
     files.close()
     head, entries = open_in_order(path)
     assert isinstance(entries, RowsReader) and [e.path for e in entries] == ["", "a", "b", "l"]
-    assert Index.load(path).entries == idx(*BASE).entries
+    assert Index.load(path).entries == idx(*base()).entries
     files = IndexFiles(path, Index(roots={"r": {"kind": "dir", "present": True}}, snapshot="s2"))
     files.add(f("b"))
     with pytest.raises(OutOfOrder):
