@@ -13,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import heapq
+import marshal
 import os
 import shutil
 import stat
@@ -31,7 +33,7 @@ from .archive import (
 )
 from .blocks import BlockHashes, Hasher, block_count, decode_ranges, sidecar_name
 from .errors import ChainBroken, ChecksumMismatch, HostileArchive
-from .index import DIR, FILE, SYMLINK, Cursor, Entry, Index, checked_structure, no_gc, read_lines, split_member
+from .index import DIR, FILE, NUL, SYMLINK, Cursor, Entry, Index, checked_structure, no_gc, read_lines, split_member
 
 # Modes while building staging: a staging root is private (0700) until it is in place, so
 # nothing below it can be reached by another user whatever its mode. Below it, files and
@@ -88,6 +90,153 @@ def _remove_at(parent_fd: int, name: str) -> None:
         os.unlink(name, dir_fd=parent_fd)
 
 
+class WrittenHashes:
+    """The sha256 (and, for large files, block hashes) of each file StagingWriter wrote whole,
+    taken as it was written, so make_equal need not read it back; keyed by order_key.
+
+    Not held in memory: ocb's archives hold their members in order_key order and make_equal
+    asks in that order, so each archive's records go to a spool file of its own as they come
+    (a chunk in memory at a time), and the spools are merged as make_equal asks, the latest
+    archive's record of a path winning (a member that wrote nothing hashed records that, so an
+    older hash of its path is not trusted). An archive out of that order (written before the
+    order was kept) turns them into a dict in memory, as before: only slower to hold, never
+    wrong. It also finds two members of one name in an archive: in order, none can repeat.
+    With `keep=False` nothing is recorded (every file is read back)."""
+
+    CHUNK = 2048  # records per marshal frame
+
+    def __init__(self, spool_base: str | None, keep: bool = True) -> None:
+        self._base, self._keep = spool_base, keep
+        # nothing kept: no spool (a dict that stays empty)
+        self._memory: dict[str, object] | None = {} if spool_base is None or not keep else None
+        # the keys applied in this archive, once it is held in memory (in order, none repeats)
+        self._archive_keys: set[str] = set()
+        self._spools: list[str] = []
+        self._current: str | None = None  # the spool of this archive, once it has one
+        self._chunk: list[tuple[str, object]] = []
+        self._out: BinaryIO | None = None
+        self._last: str | None = None  # order_key of the last member of this archive
+        self._merged: Iterator[tuple[str, int, object]] | None = None
+        self._head: tuple[str, int, object] | None = None
+        self.in_memory_because: str | None = None  # why the records went to memory
+
+    def start_archive(self) -> None:
+        """The members that follow are the next archive's (its spool made at its first)."""
+        self._end_archive()
+        self._last = self._current = None
+        self._archive_keys = set()
+
+    def applied(self, key: str) -> bool:
+        """The member of order_key `key` is applied: what was hashed at its path is forgotten.
+        False when this archive applied a member of that key already (two of one name; not
+        checked with keep=False, whose caller checks names itself)."""
+        if not self._keep:
+            return True
+        if self._memory is None:
+            if self._last is None or key > self._last:  # in order: no name can come twice
+                self._last = key
+                self._record(key)
+                return True
+            self._to_memory(f"{key!r} came after {self._last!r}")
+        if key in self._archive_keys:
+            return False
+        self._archive_keys.add(key)
+        self._memory.pop(key, None)  # type: ignore[union-attr]
+        return True
+
+    def _record(self, key: str) -> None:
+        if self._out is None:
+            self._current = f"{self._base}.written-{len(self._spools)}"
+            self._spools.append(self._current)
+            self._out = open(self._current, "wb")
+        if len(self._chunk) >= self.CHUNK:
+            self._flush()  # before this one's record: `hashed` may yet fill it in
+        self._chunk.append((key, None))
+
+    def hashed(self, key: str, sha256: bytes, blocks: BlockHashes | None = None) -> None:
+        """What the member just applied at `key` wrote hashed to (after `applied`)."""
+        if not self._keep:
+            return
+        value = sha256 if blocks is None else (sha256, blocks.sha256, blocks.size, blocks.block_size, blocks.digests)
+        if self._memory is not None:
+            self._memory[key] = value
+        else:
+            self._chunk[-1] = (key, value)
+
+    def get(self, key: str) -> bytes | tuple[bytes, BlockHashes] | None:
+        """What was hashed at `key`, asked in order_key order (a key asked out of it: None)."""
+        if self._memory is not None:
+            return _taken(self._memory.get(key))
+        if self._merged is None:
+            self._end_archive()
+            # (key, -archive, value): for a key, the latest archive's record comes first
+            self._merged = heapq.merge(*(_spooled(path, -number) for number, path in enumerate(self._spools)))
+            self._head = next(self._merged, None)
+        while self._head is not None and self._head[0] < key:
+            self._head = next(self._merged, None)
+        if self._head is None or self._head[0] != key:
+            return None
+        found = self._head[2]
+        while self._head is not None and self._head[0] == key:  # older archives' records of it
+            self._head = next(self._merged, None)
+        return _taken(found)
+
+    def close(self) -> None:
+        """The spools removed (the records are gone)."""
+        self._end_archive()
+        self._merged = self._head = None
+        for path in self._spools:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        self._spools = []
+
+    def _flush(self) -> None:
+        if self._chunk and self._out is not None:
+            marshal.dump(self._chunk, self._out)
+        self._chunk = []
+
+    def _end_archive(self) -> None:
+        self._flush()
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def _to_memory(self, why: str) -> None:
+        """An archive out of order: the records so far into a dict, this archive's keys into a
+        set (the duplicates check from now on)."""
+        self._end_archive()
+        memory: dict[str, object] = {}
+        current = self._current
+        for path in self._spools:  # oldest first: a later record of a path replaces an earlier
+            for key, _, value in _spooled(path, 0):
+                if value is None:
+                    memory.pop(key, None)
+                else:
+                    memory[key] = value
+                if path == current:
+                    self._archive_keys.add(key)
+        self.close()
+        self._memory, self.in_memory_because = memory, why
+
+
+def _spooled(path: str, number: int) -> Iterator[tuple[str, int, object]]:
+    with open(path, "rb") as spool:
+        while True:
+            try:
+                chunk = marshal.load(spool)
+            except EOFError:
+                return
+            for key, value in chunk:
+                yield key, number, value
+
+
+def _taken(value: object) -> bytes | tuple[bytes, BlockHashes] | None:
+    if isinstance(value, tuple):
+        sha256, hex_sha256, size, block_size, digests = value
+        return sha256, BlockHashes(hex_sha256, size, block_size, digests)
+    return value  # type: ignore[return-value]
+
+
 class StagingWriter:
     """Applies the members of one archive after another onto per-root staging paths."""
 
@@ -95,15 +244,12 @@ class StagingWriter:
         self.staging = staging  # root name -> staging path (beside its target)
         self.index_spool = index_spool
         self.stats = ExtractStats()
-        # (root, rel) -> (sha256, block hashes) of what a whole-file member wrote there, hashed
-        # while it was written, so make_equal need not read every file back; a delta applied
-        # on top drops the record (that file is read back). Block hashes for files of at
-        # least `block_min` bytes (None: none).
+        # the sha256 of what a whole-file member wrote, taken while it was written, so
+        # make_equal need not read every file back; a delta applied on top drops the record
+        # (that file is read back). Block hashes too for files of at least `block_min` bytes
+        # (None: none). Spooled beside the index (WrittenHashes), not held in memory.
         self.block_min = block_min
-        # Keyed by the member's clean name ("root/rel", "root" for the root itself: the same
-        # string object `extract` keeps to find duplicates), the raw digest as the value: a few
-        # hundred bytes less per file than a tuple key and a hex string (200,000 files: ~60 MB)
-        self.written: dict[str | tuple[str, str], bytes | tuple[bytes, BlockHashes]] = {}
+        self.written = WrittenHashes(index_spool + ".hashes" if index_spool else None)
         # (root, path) of the only members to write (a restore of some paths); None: all
         self.only: set[tuple[str, str]] | None = None
         self._dirs: list[tuple[str, int]] = []  # the directories open along the last member's path
@@ -114,9 +260,9 @@ class StagingWriter:
 
     def extract(self, stream: BinaryIO, progress: Callable[[int], None] | None = None) -> bool:
         """Extract one archive; True when it carried the index member (it must)."""
-        seen: set[str] = set()  # member names within this archive
         got_index = False
         self._close_dirs()  # each archive starts from its roots again
+        self.written.start_archive()
         self.keep_dirs = True
         try:
             # mode "r:" over a forward-only reader: the same headers parsed by the same code as
@@ -125,7 +271,7 @@ class StagingWriter:
             tar = tarfile.open(fileobj=reader, mode="r:", encoding=TAR_ENCODING, errors=TAR_ERRORS)
         except tarfile.ReadError as exc:
             raise HostileArchive(f"not a tar archive: {exc}") from None
-        with tar, self._dirs_closed(), no_gc():  # TarInfos hold no cycles: nothing for the collector
+        with tar, self._dirs_closed(), self._hashes_dropped_on_failure(), no_gc():  # TarInfos hold no cycles
             while (member := tar.next()) is not None:
                 tar.members.clear()  # tarfile keeps every member read: memory would grow with the files
                 if member.name == INDEX_MEMBER:
@@ -133,22 +279,30 @@ class StagingWriter:
                     got_index = True
                     continue
                 root, parts = split_member(member.name)
-                clean = "/".join([root, *parts])
-                if clean in seen:
-                    raise HostileArchive(f"two members named {clean!r} in one archive")
-                seen.add(clean)
                 if root not in self.staging:
                     if self.only is None:
                         self.stats.skipped_roots.add(root)
                     continue
                 if self.only is not None and (root, "/".join(parts)) not in self.only:
                     continue
+                key = NUL.join([root, *parts])  # its order_key
+                if not self.written.applied(key):  # only a member written can do harm twice
+                    raise HostileArchive(f"two members named {'/'.join([root, *parts])!r} in one archive")
                 self._reader = reader
-                self._apply(tar, member, root, parts, clean)
+                self._apply(tar, member, root, parts, key)
                 self.stats.members += 1
                 if progress and member.isfile():
                     progress(member.size)
         return got_index
+
+    @contextlib.contextmanager
+    def _hashes_dropped_on_failure(self) -> Iterator[None]:
+        """A failed extract ends the restore: the spools of its hashes go with it."""
+        try:
+            yield
+        except BaseException:
+            self.written.close()
+            raise
 
     def _save_index(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         if not member.isfile() or member.size > MAX_INDEX_BYTES:
@@ -159,14 +313,15 @@ class StagingWriter:
             shutil.copyfileobj(source, out, COPY_CHUNK)
 
     def _apply(self, tar: tarfile.TarFile, member: tarfile.TarInfo, root: str, parts: list[str],
-               name: str | None = None) -> None:
-        """`name`: the member's clean name, its key in `written` (built here when not given)."""
+               key: str | None = None) -> None:
+        """`key`: the member's order_key, given once `written` was told of it (else told here)."""
         if not (member.isfile() or member.isdir() or member.issym()):
             kind = "hardlink" if member.islnk() else "device, fifo or other special file"
             raise HostileArchive(f"member {member.name!r} is a {kind}: refused")
         top = self.staging[root]
-        key = name if name is not None else "/".join([root, *parts])
-        self.written.pop(key, None)
+        if key is None:
+            key = NUL.join([root, *parts])
+            self.written.applied(key)
         if not parts:
             self._close_dirs()  # the root itself is replaced: no directory fd below it stays valid
             self._apply_root(tar, member, top, key)
@@ -216,7 +371,7 @@ class StagingWriter:
             fd = os.open(name, flags, mode, dir_fd=parent_fd)
         self._copy_member(tar, member, fd, key)
 
-    def _apply_root(self, tar: tarfile.TarFile, member: tarfile.TarInfo, top: str, key: str | tuple[str, str]) -> None:
+    def _apply_root(self, tar: tarfile.TarFile, member: tarfile.TarInfo, top: str, key: str) -> None:
         """The root entry itself: a directory root, or a single-file root."""
         if member.isdir():
             if os.path.lexists(top) and not os.path.isdir(top) or os.path.islink(top):
@@ -329,7 +484,7 @@ class StagingWriter:
                 self.stats.bytes += want
             target.truncate(length)
 
-    def _copy_member(self, tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int, key: str | tuple[str, str]) -> None:
+    def _copy_member(self, tar: tarfile.TarFile, member: tarfile.TarInfo, fd: int, key: str) -> None:
         """Write a member's data, hashing it on the way; runs of zero blocks become holes (a
         sparse file stays sparse). Owns `fd` (closed here)."""
         try:
@@ -338,11 +493,11 @@ class StagingWriter:
                 self._write_data(tar, member, fd, hasher.update)
                 _, blocks = hasher.finish()
                 assert blocks is not None
-                self.written[key] = (hasher.whole.digest(), blocks)
+                self.written.hashed(key, hasher.whole.digest(), blocks)
             else:  # most files: the whole-file sha256 only, without a Hasher's buffers
                 digest = hashlib.sha256()
                 self._write_data(tar, member, fd, digest.update)
-                self.written[key] = digest.digest()
+                self.written.hashed(key, digest.digest())
         finally:
             os.close(fd)
 
@@ -490,7 +645,7 @@ def _never_carried(root: str) -> Callable[[Entry], None]:
 
 def make_equal(staging: str, root: str, entries: Iterable[Entry], blocks_dir: str | None = None,
                delta_min: int | None = None, private_root: bool = False,
-               written: dict | None = None) -> None:
+               written: WrittenHashes | None = None) -> None:
     """Make one root's staging tree hold exactly the index's entries, verified, with their metadata.
 
     `entries`: the root's entries of the index, in order_key order (a stream: the index is
@@ -519,7 +674,7 @@ def make_equal(staging: str, root: str, entries: Iterable[Entry], blocks_dir: st
         _walk_staging(staging, "", root, cursor, settle)
         settle.directory(staging, top, st, STAGING_DIR_MODE if private_root else top.mode)
     else:
-        settle.leaf(staging, "", top, st)
+        settle.leaf(staging, "", root, top, st)
     cursor.finish()  # index entries past the last one the walk met
 
 
@@ -542,13 +697,14 @@ def _walk_staging(dir_path: str, rel_dir: str, dir_key: str, cursor: Cursor, set
             _walk_staging(child.path, rel, key, cursor, settle)
             settle.directory(child.path, entry, st, entry.mode)
         else:
-            settle.leaf(child.path, rel, entry, st)
+            settle.leaf(child.path, rel, key, entry, st)
 
 
 class _Settler:
     """Checks one staging path against its index entry and gives it the entry's metadata."""
 
-    def __init__(self, root: str, blocks_dir: str | None, delta_min: int | None, written: dict | None) -> None:
+    def __init__(self, root: str, blocks_dir: str | None, delta_min: int | None,
+                 written: WrittenHashes | None) -> None:
         self.root, self.blocks_dir, self.delta_min, self.written = root, blocks_dir, delta_min, written
         self.as_root = os.geteuid() == 0  # only root may give files away; anyone else owns what it writes
 
@@ -558,7 +714,8 @@ class _Settler:
         if actual != entry.type:
             raise ChainBroken(f"{self.root}/{rel} is a {actual} after extraction, the index says {entry.type}")
 
-    def leaf(self, path: str, rel: str, entry: Entry, st: os.stat_result) -> None:
+    def leaf(self, path: str, rel: str, key: str, entry: Entry, st: os.stat_result) -> None:
+        """`key`: the entry's order_key (how `written` is asked)."""
         root = self.root
         if entry.type == SYMLINK:
             if os.readlink(path) != entry.target:
@@ -569,7 +726,7 @@ class _Settler:
         if st.st_size != entry.content_size:
             raise ChecksumMismatch(f"{root}/{rel}: size {st.st_size} after extraction, the index says {entry.content_size}")
         with_blocks = self.blocks_dir is not None and self.delta_min is not None and st.st_size >= self.delta_min
-        known = self.written.get(f"{root}/{rel}" if rel else root) if self.written is not None else None
+        known = self.written.get(key) if self.written is not None else None
         if isinstance(known, tuple):  # hashed with its block hashes
             sha256, blocks = known[0].hex(), known[1] if with_blocks else None
         elif known is not None and not with_blocks:

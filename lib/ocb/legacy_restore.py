@@ -48,7 +48,7 @@ from .errors import (
     UsageError,
     io_reason,
 )
-from .extract import STAGING_DIR_MODE, StagingWriter, _open_dir_nofollow, _remove_at
+from .extract import STAGING_DIR_MODE, StagingWriter, WrittenHashes, _open_dir_nofollow, _remove_at
 from .fsutil import fresh_run_dir
 from .index import DIR, FILE, SYMLINK, Entry, Index, check_structure, scan, split_member
 from .log import log
@@ -294,6 +294,7 @@ class LegacyWriter(StagingWriter):
 
     def __init__(self, staging: dict[str, str], kinds: dict[str, str]) -> None:
         super().__init__(staging, "")
+        self.written = WrittenHashes(None, keep=False)  # nothing trusts them: make_equal reads each file
         self.kinds = kinds
         self.index = Index(excludes=[], includes=[])
         self._sha256: str | None = None

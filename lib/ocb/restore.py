@@ -49,7 +49,7 @@ from .errors import (
     WrongPassword,
     io_reason,
 )
-from .extract import ExtractStats, StagingWriter, make_equal, open_spooled_index, read_spooled_index
+from .extract import ExtractStats, StagingWriter, WrittenHashes, make_equal, open_spooled_index, read_spooled_index
 from .index import DIR, FILE, SQLITE_COMPANIONS, Entry, Index, IndexFiles, check_structure, in_order, is_excluded, scan
 from .log import log
 from .progress import Meter, human_bytes
@@ -644,7 +644,9 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
         except BaseException:
             seen.abandon()
             raise
-        del written
+        finally:
+            if written is not None:
+                written.close()
         for name in restored:
             if name not in seen.tops:
                 raise ChainBroken(f"the index has no entry for root {name}")
@@ -688,7 +690,7 @@ def _apply(job: Job, fetched: dict, spool: str, blocks_dir: str | None, in_place
 
 def _read_chain(job: Job, fetched: dict, staging: dict[str, str], spool: str,
                 chosen: set[tuple[str, str]] | None = None, meter: Meter | None = None,
-                block_min: int | None = None) -> tuple[Index, Iterable[Entry], ExtractStats, dict]:
+                block_min: int | None = None) -> tuple[Index, Iterable[Entry], ExtractStats, WrittenHashes]:
     """ocb's archives, full -> latest, into staging; the final index is the last one's: its
     header and its entries in order_key order, as a stream checked entry by entry when its
     header says it is in that order, else read whole and checked (an index written before;
@@ -703,6 +705,9 @@ def _read_chain(job: Job, fetched: dict, staging: dict[str, str], spool: str,
         if link["id"] in fetched:
             _stream_archive(link, fetched[link["id"]], writer, job.keyring,
                             seal.link_associated_data(job.snapshots, position), meter)
+    if writer.written.in_memory_because:
+        log.debug(f"the hashes taken while writing are held in memory: an archive is out of order "
+                  f"({writer.written.in_memory_because})")
     origin = f"snapshot {job.target_id}"
     stream = open_spooled_index(spool, origin) if chosen is None else None
     if stream is not None:

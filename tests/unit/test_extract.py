@@ -48,6 +48,9 @@ def test_split_member_refuses_escaping_names(name):
     ([("r", tarfile.DIRTYPE, None), ("/abs", tarfile.REGTYPE, b"x")], "absolute"),
     ([("r", tarfile.DIRTYPE, None), ("r/l", tarfile.SYMTYPE, "/tmp"), ("r/l/evil", tarfile.REGTYPE, b"x")], "not a directory"),
     ([("r", tarfile.DIRTYPE, None), ("r/a", tarfile.REGTYPE, b"1"), ("r/a", tarfile.DIRTYPE, None)], "two members"),
+    # out of order first (an archive of before the order was kept), then a name again
+    ([("r", tarfile.DIRTYPE, None), ("r/b", tarfile.REGTYPE, b"1"), ("r/c", tarfile.REGTYPE, b"1"),
+      ("r/a", tarfile.REGTYPE, b"1"), ("r/b", tarfile.REGTYPE, b"2")], "two members named 'r/b'"),
 ])
 def test_hostile_members_are_refused_and_nothing_escapes(staging, members, message):
     roots, tmp_path = staging
@@ -105,19 +108,76 @@ def test_make_equal_removes_extras_and_checks_hashes(staging):
 
 def test_make_equal_takes_the_hashes_taken_while_writing(staging):
     roots, tmp_path = staging
+    def archive():
+        return tar_of(("r", tarfile.DIRTYPE, None), ("r/keep", tarfile.REGTYPE, b"k" + bytes(9000)))
+
     writer = StagingWriter(roots, str(tmp_path / "index.jsonl"), block_min=1)
-    writer.extract(tar_of(("r", tarfile.DIRTYPE, None), ("r/keep", tarfile.REGTYPE, b"k" + bytes(9000))))
-    digest, blocks = writer.written["r/keep"]  # keyed by the member name, the raw digest
+    writer.extract(archive())
+    digest, blocks = writer.written.get("r\0keep")  # keyed by order_key, the raw digest
     sha = digest.hex()
     assert sha == hashlib.sha256(b"k" + bytes(9000)).hexdigest() and blocks is not None
     assert os.path.getsize(os.path.join(roots["r"], "keep")) == 9001  # a trailing hole keeps the length
     index = Index(roots={"r": {"kind": "dir", "present": True}})
     index.add(Entry("r", "", DIR, 0o700, 0, 10**18))
     index.add(Entry("r", "keep", FILE, 0o640, 9001, 10**18, sha256=sha))
-    make_equal(roots["r"], "r", in_order(index), written=writer.written)
+    for trusted in (True, False):
+        writer = StagingWriter(roots, str(tmp_path / "index.jsonl"), block_min=1)
+        writer.extract(archive())
+        with open(os.path.join(roots["r"], "keep"), "r+b") as changed:  # the same size, other bytes
+            changed.write(b"K")
+        if trusted:  # the hash taken while writing is what is checked: the file is not read back
+            make_equal(roots["r"], "r", in_order(index), written=writer.written)
+        else:
+            with pytest.raises(ChecksumMismatch):
+                make_equal(roots["r"], "r", in_order(index))
     index.add(Entry("r", "keep", FILE, 0o640, 9001, 10**18, sha256="0" * 64))
+    writer = StagingWriter(roots, str(tmp_path / "index.jsonl"), block_min=1)
+    writer.extract(archive())
     with pytest.raises(ChecksumMismatch):  # the recorded hash is still checked against the index
         make_equal(roots["r"], "r", in_order(index), written=writer.written)
+
+
+def test_written_hashes_spooled_per_archive_the_latest_wins(tmp_path):
+    from ocb.blocks import BlockHashes
+    from ocb.extract import WrittenHashes
+
+    blocks = BlockHashes("ab" * 32, 8192, 4096, b"\1" * 64)
+    for out_of_order in (False, True):
+        written = WrittenHashes(str(tmp_path / "spool"))
+        written.start_archive()  # a full
+        for key, sha in (("r", None), ("r\0a", b"1" * 32), ("r\0b", b"2" * 32), ("r\0c", b"3" * 32),
+                         ("r\0d", b"4" * 32)):
+            written.applied(key)
+            if sha:
+                written.hashed(key, sha, blocks if key == "r\0d" else None)
+        written.start_archive()  # an incremental: b written again, c now a directory (nothing hashed)
+        later = [("r\0b", b"5" * 32), ("r\0c", None), ("r\0e", b"6" * 32)]
+        for key, sha in (later[::-1] if out_of_order else later):
+            written.applied(key)
+            if sha:
+                written.hashed(key, sha)
+        assert (written.in_memory_because is not None) == out_of_order
+        assert sorted(os.listdir(tmp_path)) == ([] if out_of_order else ["spool.written-0", "spool.written-1"])
+        assert written.get("r") is None and written.get("r\0a") == b"1" * 32
+        assert written.get("r\0b") == b"5" * 32 and written.get("r\0c") is None
+        assert written.get("r\0d") == (b"4" * 32, blocks) and written.get("r\0e") == b"6" * 32
+        assert written.get("r\0a") is None or out_of_order  # asked again, behind the merge: not known
+        written.close()
+        assert os.listdir(tmp_path) == []
+
+
+def test_written_hashes_of_many_files_span_chunks(tmp_path):
+    from ocb.extract import WrittenHashes
+
+    written = WrittenHashes(str(tmp_path / "spool"))
+    written.start_archive()
+    keys = [f"r\0{number:06}" for number in range(3 * WrittenHashes.CHUNK + 5)]
+    for key in keys:
+        written.applied(key)
+        written.hashed(key, hashlib.sha256(key.encode()).digest())
+    assert written.in_memory_because is None
+    assert all(written.get(key) == hashlib.sha256(key.encode()).digest() for key in keys)
+    written.close()
 
 
 def _spooled(tmp_path, lines):
@@ -179,3 +239,16 @@ def test_make_equal_over_a_stream_removes_what_the_index_lacks_and_names_what_no
         make_equal(roots["r"], "r", iter(entries + [Entry("r", "zz", FILE, 0o644, 1, 1, sha256="0" * 64)]))
     with pytest.raises(ChainBroken, match="no entry for root r"):
         make_equal(roots["r"], "r", iter(entries[1:]))
+
+
+def test_an_archive_out_of_order_is_restored_with_its_hashes_held_in_memory(staging):
+    roots, tmp_path = staging
+    writer = StagingWriter(roots, str(tmp_path / "index.jsonl"))
+    writer.extract(tar_of(("r", tarfile.DIRTYPE, None), ("r/b", tarfile.REGTYPE, b"b"), ("r/a", tarfile.REGTYPE, b"a")))
+    assert writer.written.in_memory_because is not None and os.listdir(tmp_path) == ["stage"]
+    entries = [Entry("r", "", DIR, 0o755, 0, 10**18)] + [
+        Entry("r", name, FILE, 0o644, 1, 10**18, sha256=hashlib.sha256(name.encode()).hexdigest()) for name in "ab"]
+    with open(os.path.join(roots["r"], "a"), "wb") as changed:  # trusted: what was hashed while written
+        changed.write(b"A")
+    make_equal(roots["r"], "r", iter(entries), written=writer.written)
+    assert sorted(os.listdir(roots["r"])) == ["a", "b"]
