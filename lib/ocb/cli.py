@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import io
 import os
 import signal
 import sys
@@ -201,4 +202,40 @@ def main(verb: str, argv: list[str] | None = None) -> None:
         _write(doc)
         sys.exit(EXIT_INTERNAL)
     _write(doc)
+    sys.exit(status)
+
+
+def run_stages(verbs: list[str]) -> None:
+    """Stages one after the other in this one interpreter, each handed the document the one
+    before wrote, as a pipe of them hands it on: each reads its document from stdin and writes
+    one to stdout (here buffers of a few KB), passes on an error or a skip, and logs as itself.
+    What ocb-backup runs after the plan: the stages of a backup wait for the one before
+    anyway, so one interpreter for all of them saves the start-up of each (~0.15-0.2 s: the
+    imports) and changes nothing of what each does. The exit status is the last stage's, which
+    is the first failure's code (a failing stage's error document is passed on with it)."""
+    handed = sys.stdin.buffer.read()
+    status = 0
+    own_stdin, own_stdout = sys.stdin, sys.stdout
+    for verb in verbs:
+        written = io.BytesIO()
+        stdin = sys.stdin = io.TextIOWrapper(io.BytesIO(handed), encoding="utf-8")
+        stdout = sys.stdout = io.TextIOWrapper(written, encoding="utf-8", write_through=True)
+        try:
+            main(verb, [])
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else EXIT_INTERNAL
+        except OcbError as exc:  # a signal between two stages' own handling of it
+            doc = document.parse(handed)
+            doc["error"] = {"stage": verb, "code": exc.code, "message": str(exc)}
+            written, status = io.BytesIO(document.dump(doc).encode()), exc.code
+            verbs = []
+        finally:
+            sys.stdin, sys.stdout = own_stdin, own_stdout
+            stdout.flush()
+            stdin.detach(), stdout.detach()  # the buffers stay open
+        handed = written.getvalue()
+        if not verbs:
+            break
+    sys.stdout.buffer.write(handed)
+    sys.stdout.flush()
     sys.exit(status)

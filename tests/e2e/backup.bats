@@ -95,7 +95,8 @@ work_dir_left() { find "$1" -mindepth 1 -maxdepth 1 ! -name .lock ! -name .lock.
 }
 
 @test "a later stage's failure comes out of ocb-backup: its document and its code" {
-    bin=$(bin_with ocb-split <<'EOF'
+    # the stages after the plan run as ocb-stages (their own handing on: pipe.bats)
+    bin=$(bin_with ocb-stages <<'EOF'
 #!/bin/sh
 cat >/dev/null
 printf '%s\n' '{"ocb": 1, "kind": "backup", "error": {"stage": "split", "code": 4, "message": "stub split failed"}}'
@@ -210,8 +211,9 @@ EOF
 }
 
 @test "an ocb-backup killed under the lock leaves a marked run dir, which the next ocb-backup sweeps" {
-    # a copy of bin/ whose ocb-pack never ends: the run dies there, killed with its group
-    bin=$(bin_with ocb-pack <<EOF
+    # a copy of bin/ whose stages after the plan (ocb-stages) never end: the run dies there,
+    # killed with its group
+    bin=$(bin_with ocb-stages <<EOF
 #!/bin/sh
 cat >"$BATS_TEST_TMPDIR/plan.json"
 touch "$BATS_TEST_TMPDIR/in-pack"
@@ -245,19 +247,19 @@ EOF
         mkdir -p "$dir/openclaw-backup-20200101-000000"
         touch "$dir/openclaw-backup-20200101-000000/.ocb-under-lock"
     done
-    # a copy of bin/ whose ocb-push, once ocb-split is done, notes what the work dirs hold
-    bin=$(bin_with ocb-push <<EOF
+    # a copy of bin/ whose stages after the plan (ocb-stages) first note what the work dirs hold
+    bin=$(bin_with ocb-stages <<EOF
 #!/bin/sh
-cat >"$BATS_TEST_TMPDIR/split.json"
+cat >"$BATS_TEST_TMPDIR/plan.json"
 find "$wd" "$default" -mindepth 1 -maxdepth 2 | sort >"$BATS_TEST_TMPDIR/during-push"
-exec "$OCB_ROOT/bin/ocb-push" "\$@" <"$BATS_TEST_TMPDIR/split.json"
+exec "$OCB_ROOT/bin/ocb-stages" "\$@" <"$BATS_TEST_TMPDIR/plan.json"
 EOF
 )
     run -0 --separate-stderr env -i HOME="$HOME" PATH=/usr/bin:/bin OCB_STORE="$OCB_STORE" "$bin/ocb-backup"
     assert_doc_ok "$(doc)"
     id=$(jq -r .id "$BATS_TEST_TMPDIR/doc.json")
     jq -e --arg wd "$wd" '.settings.work_dir == $wd and .plan.dir == "\($wd)/\(.id)"' "$BATS_TEST_TMPDIR/doc.json"
-    # during the push: the lock and the snapshot's run dir (marked) in the env file's dir,
+    # while the stages run: the lock and the snapshot's run dir (marked) in the env file's dir,
     # the dead run there already swept; the default dir as it was
     during="$BATS_TEST_TMPDIR/during-push"
     grep -qx "$wd/.lock" "$during"

@@ -512,7 +512,7 @@ EOF
     touch "$BATS_TEST_TMPDIR/stop"
     wait "$sampler"
     [ "$(wc -l <"$BATS_TEST_TMPDIR/argv")" -gt 100 ]
-    grep -q 'ocb-pack\|ocb-seal' "$BATS_TEST_TMPDIR/argv"  # it saw the stages run
+    grep -q 'ocb_stage.py .*pack' "$BATS_TEST_TMPDIR/argv"  # it saw the stages run
     grep -q 'wrong password' "$out/wrong.err"
     jq -e '.error.code == 13' "$out/token.json"
     manifest "$HOME/.openclaw" | diff - <(manifest "$BATS_TEST_TMPDIR/r/.openclaw")

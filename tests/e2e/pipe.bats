@@ -135,3 +135,41 @@ work_dir_is_empty() { [ ! -e "$OCB_WORK_DIR" ] || [ -z "$(ls -A "$OCB_WORK_DIR")
     run -0 --separate-stderr ocb-restore --to "$BATS_TEST_TMPDIR/r"
     manifest "$HOME/.openclaw" | diff - <(manifest "$BATS_TEST_TMPDIR/r/.openclaw")
 }
+
+@test "ocb-stages runs stages in one interpreter as their pipe would: each logs as itself, a failure's code comes out" {
+    ocb-plan >"$BATS_TEST_TMPDIR/plan.json" 2>/dev/null
+    run -0 --separate-stderr ocb-stages pack seal split push <"$BATS_TEST_TMPDIR/plan.json"
+    jq -e '(.push.meta | startswith("backups/openclaw-backup-")) and (.archive.sha256 | length == 64)' <<<"$output"
+    for stage in pack split push; do [[ "$stderr" == *"ocb-$stage: info:"* ]]; done
+    run -0 --separate-stderr ocb-restore --to "$BATS_TEST_TMPDIR/r"
+    manifest "$HOME/.openclaw" | diff - <(manifest "$BATS_TEST_TMPDIR/r/.openclaw")
+    # a plan whose store moved before its push (another backup published): push refuses with 5
+    printf 'more\n' >>"$HOME/.openclaw/a.txt"
+    ocb-plan >"$BATS_TEST_TMPDIR/plan.json" 2>/dev/null
+    backup_ok
+    run -5 --separate-stderr ocb-stages pack seal split push <"$BATS_TEST_TMPDIR/plan.json"
+    [[ "$stderr" == *"ocb-push: error:"*"re-plan"* ]]
+    printf '%s\n' "$output" >"$BATS_TEST_TMPDIR/doc.json"
+    assert_doc_error push 5 "$BATS_TEST_TMPDIR/doc.json"
+    # an error handed in goes through every stage with its code, nothing touched
+    before=$(store_listing)
+    run -3 --separate-stderr sh -c 'true | ocb-stages pack seal split push'
+    printf '%s\n' "$output" >"$BATS_TEST_TMPDIR/doc.json"
+    assert_doc_error pack 3 "$BATS_TEST_TMPDIR/doc.json"
+    [ "$(store_listing)" = "$before" ]
+}
+
+@test "ocb-stages takes only stages that read a document: anything else is exit 2, nothing run" {
+    for stages in "plan pack" "" "pack --full"; do
+        # shellcheck disable=SC2086 # the stages are words
+        run -2 --separate-stderr ocb-stages $stages </dev/null
+        [[ "$stderr" == *"usage: ocb-stages STAGE..."*"not a stage that reads a document"* ]]
+        printf '%s\n' "$output" >"$BATS_TEST_TMPDIR/doc.json"
+        assert_doc_error stages 2 "$BATS_TEST_TMPDIR/doc.json"
+    done
+    [ ! -e "$STORE_DIR" ] && [ ! -e "$OCB_WORK_DIR" ]
+    run -0 ocb-stages --help
+    [[ "$output" == *"Usage: ocb-stages STAGE..."*"Exit status:"* ]]
+    run -0 ocb-stages --version
+    [[ "$output" == "ocb-stages "* ]]
+}
