@@ -215,27 +215,35 @@ def run_stages(verbs: list[str]) -> None:
     is the first failure's code (a failing stage's error document is passed on with it)."""
     handed = sys.stdin.buffer.read()
     status = 0
-    own_stdin, own_stdout = sys.stdin, sys.stdout
     for verb in verbs:
-        written = io.BytesIO()
-        stdin = sys.stdin = io.TextIOWrapper(io.BytesIO(handed), encoding="utf-8")
-        stdout = sys.stdout = io.TextIOWrapper(written, encoding="utf-8", write_through=True)
         try:
-            main(verb, [])
-        except SystemExit as exc:
-            status = exc.code if isinstance(exc.code, int) else EXIT_INTERNAL
-        except OcbError as exc:  # a signal between two stages' own handling of it
-            doc = document.parse(handed)
+            handed, status = _one_stage(verb, handed)
+        except OcbError as exc:  # a signal outside the stage's own handling of it (between two)
+            try:
+                doc = document.parse(handed)
+            except OcbError:
+                doc = {"ocb": DOC_VERSION, "kind": "backup"}
             doc["error"] = {"stage": verb, "code": exc.code, "message": str(exc)}
-            written, status = io.BytesIO(document.dump(doc).encode()), exc.code
-            verbs = []
-        finally:
-            sys.stdin, sys.stdout = own_stdin, own_stdout
-            stdout.flush()
-            stdin.detach(), stdout.detach()  # the buffers stay open
-        handed = written.getvalue()
-        if not verbs:
+            handed, status = document.dump(doc).encode(), exc.code
             break
     sys.stdout.buffer.write(handed)
     sys.stdout.flush()
     sys.exit(status)
+
+
+def _one_stage(verb: str, handed: bytes) -> tuple[bytes, int]:
+    """One stage of run_stages: `handed` on its stdin; what it wrote on stdout, and its status."""
+    written = io.BytesIO()
+    own_stdin, own_stdout = sys.stdin, sys.stdout
+    stdin = sys.stdin = io.TextIOWrapper(io.BytesIO(handed), encoding="utf-8")
+    stdout = sys.stdout = io.TextIOWrapper(written, encoding="utf-8", write_through=True)
+    status = EXIT_INTERNAL  # main always exits; anything else is a bug
+    try:
+        main(verb, [])
+    except SystemExit as exc:
+        status = exc.code if isinstance(exc.code, int) else EXIT_INTERNAL
+    finally:
+        sys.stdin, sys.stdout = own_stdin, own_stdout
+        stdout.flush()
+        stdin.detach(), stdout.detach()  # the buffers stay open
+    return written.getvalue(), status
