@@ -603,12 +603,26 @@ def _patterns(value: object, origin: str) -> list[str] | None:
 
 def is_excluded(excludes: list[str], includes: list[str], rel: str, name: str) -> bool:
     """Whether the scan leaves `rel` (its last component `name`) out."""
-    return bool(excludes) and _matches(excludes, rel, name) and not _matches(includes, rel, name)
+    excluded = exclusion(excludes, includes)
+    return excluded is not None and excluded(rel, name)
 
 
-def _matches(patterns: list[str], rel: str, name: str) -> bool:
-    by_name, by_path = _compiled(tuple(patterns))
-    return bool(by_name and by_name.match(name) or by_path and by_path.match(rel))
+def exclusion(excludes: list[str], includes: list[str]) -> Callable[[str, str], bool] | None:
+    """What the scan leaves out, as one function of (rel, name), found once per directory
+    rather than once per entry; None when nothing is excluded."""
+    return _exclusion(tuple(excludes), tuple(includes)) if excludes else None
+
+
+@functools.lru_cache(maxsize=16)
+def _exclusion(excludes: tuple[str, ...], includes: tuple[str, ...]) -> Callable[[str, str], bool]:
+    out_by_name, out_by_path = _compiled(excludes)
+    in_by_name, in_by_path = _compiled(includes) if includes else (None, None)
+
+    def excluded(rel: str, name: str) -> bool:
+        if not (out_by_name and out_by_name.match(name) or out_by_path and out_by_path.match(rel)):
+            return False
+        return not (in_by_name and in_by_name.match(name) or in_by_path and in_by_path.match(rel))
+    return excluded
 
 
 @functools.lru_cache(maxsize=16)
@@ -780,9 +794,10 @@ def _kept(root: Root, rel_dir: str, children: list[os.DirEntry], report: ScanRep
     """One directory's children as entries, by name: the excluded, vanished, unreadable and
     special ones left out (and counted or named in `report`)."""
     kept: list[tuple[os.DirEntry, Entry]] = []
+    excluded = exclusion(excludes, includes)
     for child in children:
         rel = child.name if not rel_dir else f"{rel_dir}/{child.name}"
-        if excludes and _matches(excludes, rel, child.name) and not _matches(includes, rel, child.name):
+        if excluded is not None and excluded(rel, child.name):
             report.excluded += 1
             continue
         try:

@@ -128,12 +128,16 @@ def test_index_round_trips_odd_names(tmp_path):
                                  "[odd]", "a.b", "new\nline.log"])
 def test_exclude_regexes_match_as_fnmatch_does(rel):
     from ocb.config import DEFAULT_EXCLUDES
-    from ocb.index import _matches
+    from ocb.index import is_excluded
     patterns = list(DEFAULT_EXCLUDES) + ["[ab].b", "a/*/x"]
     name = rel.rpartition("/")[2]
-    expected = any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(rel, "*/" + p) if "/" in p
+
+    def matched(patterns):
+        return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(rel, "*/" + p) if "/" in p
                    else fnmatch.fnmatchcase(name, p) for p in patterns)
-    assert _matches(patterns, rel, name) == expected
+    assert is_excluded(patterns, [], rel, name) == matched(patterns)
+    for includes in (["*.log"], ["a/*"], ["cachet", "[odd]"]):  # an include takes a path back
+        assert is_excluded(patterns, includes, rel, name) == (matched(patterns) and not matched(includes))
 
 
 def _rich_index() -> Index:
