@@ -39,6 +39,15 @@ class CachedSnapshot:
     head: Index  # the index's header: roots, snapshot, patterns (no entries)
     entries: Iterable[Entry]  # the index's entries in order_key order, to be read once
     meta: dict
+    index_path: str = ""  # the index.jsonl they come from (reopen)
+
+    def reopen(self) -> Iterable[Entry]:
+        """The same entries from the start again, from the cache as it is now: ValueError
+        when that is no longer this snapshot's index (the cache was written since)."""
+        head, entries = open_in_order(self.index_path)
+        if head.snapshot != self.head.snapshot or head.roots != self.head.roots:
+            raise ValueError(f"the cache now holds the index of {head.snapshot}, not of {self.head.snapshot}")
+        return entries
 
 
 def load(cache_dir: str, store: str) -> CachedSnapshot | None:
@@ -48,7 +57,8 @@ def load(cache_dir: str, store: str) -> CachedSnapshot | None:
             state = json.load(handle)
         with open(os.path.join(cache_dir, META), encoding="utf-8") as handle:
             meta = json.load(handle)
-        head, entries = open_in_order(os.path.join(cache_dir, INDEX))
+        index_path = os.path.join(cache_dir, INDEX)
+        head, entries = open_in_order(index_path)
     except (OSError, ValueError, BadDocument):
         # unreadable or malformed reads as "no cache": the next backup is a full one
         return None
@@ -56,7 +66,7 @@ def load(cache_dir: str, store: str) -> CachedSnapshot | None:
         return None
     if head.snapshot != state.get("snapshot") or meta.get("id") != state.get("snapshot"):
         return None
-    return CachedSnapshot(state, head, entries, meta)
+    return CachedSnapshot(state, head, entries, meta, index_path)
 
 
 def _write_json(path: str, value: dict) -> None:

@@ -23,6 +23,7 @@ from typing import Callable
 from . import DOC_VERSION, __version__, document
 from .errors import (
     EXIT_INTERNAL,
+    EXIT_PARTIAL,
     EXIT_RUNTIME,
     EXIT_SIGINT,
     EXIT_SIGTERM,
@@ -205,19 +206,31 @@ def main(verb: str, argv: list[str] | None = None) -> None:
     sys.exit(status)
 
 
-def run_stages(verbs: list[str]) -> None:
+def run_stages(verbs: list[str], flags: list[str] | None = None) -> None:
     """Stages one after the other in this one interpreter, each handed the document the one
     before wrote, as a pipe of them hands it on: each reads its document from stdin and writes
     one to stdout (here buffers of a few KB), passes on an error or a skip, and logs as itself.
-    What ocb-backup runs after the plan: the stages of a backup wait for the one before
-    anyway, so one interpreter for all of them saves the start-up of each (~0.15-0.2 s: the
-    imports) and changes nothing of what each does. The exit status is the last stage's, which
-    is the first failure's code (a failing stage's error document is passed on with it)."""
-    handed = sys.stdin.buffer.read()
+    What ocb-backup runs (plan pack seal split push prune): the stages of a backup wait for the
+    one before anyway, so one interpreter for all of them saves the start-up of each (~0.15-0.2
+    s: the imports) and changes nothing of what each does. `flags` are the first stage's; a
+    first stage `plan` starts the document (stdin is not read); a last stage `prune` is the
+    prune after a backup, run only when it is due (prune.due_after_backup). The exit status is
+    the last stage's, which is the first failure's code (a failing stage's error document is
+    passed on with it)."""
+    handed = b"" if verbs[0] == "plan" else sys.stdin.buffer.read()
     status = 0
-    for verb in verbs:
+    for number, verb in enumerate(verbs):
         try:
-            handed, status = _one_stage(verb, handed)
+            if verb == "prune":
+                if status not in (0, EXIT_PARTIAL) or _ends_here(document.parse(handed)):
+                    break  # a failure or a skip is the document: no prune after it
+                from .stages.prune import due_after_backup
+
+                if not due_after_backup(document.parse(handed)):
+                    break  # what push wrote is the document: no prune is due
+                handed, status = _one_stage(verb, handed, ["--after-backup"])
+            else:
+                handed, status = _one_stage(verb, handed, list(flags or ()) if number == 0 else [])
         except OcbError as exc:  # a signal outside the stage's own handling of it (between two)
             try:
                 doc = document.parse(handed)
@@ -231,7 +244,12 @@ def run_stages(verbs: list[str]) -> None:
     sys.exit(status)
 
 
-def _one_stage(verb: str, handed: bytes) -> tuple[bytes, int]:
+def _ends_here(doc: dict) -> bool:
+    """A document carrying an error or a skip: what the stages after it only pass on."""
+    return doc.get("error") is not None or doc.get("skip") is not None
+
+
+def _one_stage(verb: str, handed: bytes, argv: list[str]) -> tuple[bytes, int]:
     """One stage of run_stages: `handed` on its stdin; what it wrote on stdout, and its status."""
     written = io.BytesIO()
     own_stdin, own_stdout = sys.stdin, sys.stdout
@@ -239,7 +257,7 @@ def _one_stage(verb: str, handed: bytes) -> tuple[bytes, int]:
     stdout = sys.stdout = io.TextIOWrapper(written, encoding="utf-8", write_through=True)
     status = EXIT_INTERNAL  # main always exits; anything else is a bug
     try:
-        main(verb, [])
+        main(verb, argv)
     except SystemExit as exc:
         status = exc.code if isinstance(exc.code, int) else EXIT_INTERNAL
     finally:

@@ -11,11 +11,14 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, fields
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from . import keycache, retention
+from . import retention
 from .compression import COMPRESSIONS
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    from . import keycache
 
 # Legacy env files: read as KEY=VALUE data when a variable is not in the process environment
 # (a Space variable wins over a file, as in the legacy script).
@@ -580,6 +583,8 @@ def key_cache_dir(env: Environment | None = None) -> tuple[str, bool] | None:
     """Where password keys are cached for this machine's life (keycache.py): OCB_KEY_CACHE, a
     folder on tmpfs or ramfs, or off; by default /dev/shm/ocb-keys-<uid>. Returns (folder,
     whether the user named it), or None when off."""
+    from . import keycache  # imported when used: --show-config, once per run, never needs it
+
     env = env or load_environment()
     value, _ = env.get("OCB_KEY_CACHE")
     if not value:
@@ -591,6 +596,8 @@ def key_cache_dir(env: Environment | None = None) -> tuple[str, bool] | None:
 
 def key_cache(env: Environment | None = None) -> keycache.KeyCache | None:
     """The key cache the stages derive through (None: off, or its folder refused)."""
+    from . import keycache
+
     return keycache.open_cache(key_cache_dir(env))
 
 

@@ -608,31 +608,59 @@ def is_excluded(excludes: list[str], includes: list[str], rel: str, name: str) -
 
 
 def exclusion(excludes: list[str], includes: list[str]) -> Callable[[str, str], bool] | None:
-    """What the scan leaves out, as one function of (rel, name), found once per directory
-    rather than once per entry; None when nothing is excluded."""
+    """What the scan leaves out, as one function of (rel, name), found once per walk rather
+    than once per entry; None when nothing is excluded."""
     return _exclusion(tuple(excludes), tuple(includes)) if excludes else None
 
 
 @functools.lru_cache(maxsize=16)
 def _exclusion(excludes: tuple[str, ...], includes: tuple[str, ...]) -> Callable[[str, str], bool]:
-    out_by_name, out_by_path = _compiled(excludes)
-    in_by_name, in_by_path = _compiled(includes) if includes else (None, None)
-
-    def excluded(rel: str, name: str) -> bool:
-        if not (out_by_name and out_by_name.match(name) or out_by_path and out_by_path.match(rel)):
-            return False
-        return not (in_by_name and in_by_name.match(name) or in_by_path and in_by_path.match(rel))
-    return excluded
+    out = _matcher(excludes)
+    back = _matcher(includes) if includes else None
+    if back is None:
+        return out
+    return lambda rel, name: out(rel, name) and not back(rel, name)
 
 
-@functools.lru_cache(maxsize=16)
-def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern | None, re.Pattern | None]:
-    """The patterns as two regexes, one call per entry instead of one per pattern: those
-    without "/" match the last component, those with "/" the path (or any tail of it after a
-    "/"), each as fnmatch.fnmatchcase would."""
-    names = [fnmatch.translate(p) for p in patterns if "/" not in p]
-    paths = [fnmatch.translate(t) for p in patterns if "/" in p for t in (p, "*/" + p)]
-    return (re.compile("|".join(names)) if names else None, re.compile("|".join(paths)) if paths else None)
+_WILDCARDS = frozenset("*?[")
+
+
+def _matcher(patterns: tuple[str, ...]) -> Callable[[str, str], bool]:
+    """Whether (rel, name) matches one of `patterns` as fnmatch.fnmatchcase would (those
+    without "/" the last component, those with "/" the path or any tail of it after a "/"),
+    asked once per entry of the scan, so the common patterns are asked the cheap way: a name
+    pattern without wildcards is a set lookup, "*" and a literal a suffix test, and a path
+    pattern whose last component is literal is only tried on an entry of that name (its
+    match ends "/<that name>"). The rest: one regex for the names, one for the paths."""
+    literal, suffixes, wild_names, by_tail, wild_paths = set(), [], [], {}, []
+    for pattern in patterns:
+        if "/" in pattern:
+            tail = pattern.rpartition("/")[2]
+            (wild_paths if _WILDCARDS & set(tail) else by_tail.setdefault(tail, [])).append(pattern)
+        elif not _WILDCARDS & set(pattern):
+            literal.add(pattern)
+        elif pattern[:1] == "*" and not _WILDCARDS & set(pattern[1:]):
+            suffixes.append(pattern[1:])
+        else:
+            wild_names.append(pattern)
+    names = frozenset(literal)
+    ends = tuple(suffixes)
+    name_match = _one_regex(wild_names)
+    tails = frozenset(by_tail)
+    tail_match = _one_regex([t for p in sum(by_tail.values(), []) for t in (p, "*/" + p)])
+    path_match = _one_regex([t for p in wild_paths for t in (p, "*/" + p)])
+
+    def matched(rel: str, name: str) -> bool:
+        return (name in names or bool(ends) and name.endswith(ends)
+                or name_match is not None and name_match(name) is not None
+                or name in tails and tail_match(rel) is not None  # type: ignore[misc]
+                or path_match is not None and path_match(rel) is not None)
+    return matched
+
+
+def _one_regex(patterns: list[str]) -> Callable[[str], re.Match | None] | None:
+    """fnmatch's patterns as one regex (one call, not one per pattern), or None for none."""
+    return re.compile("|".join(fnmatch.translate(p) for p in patterns)).match if patterns else None
 
 
 @dataclass
@@ -646,18 +674,6 @@ class ScanReport:
 
     def skip(self, root: str, rel: str, exc: OSError) -> None:
         self.unreadable.append({"path": f"{root}/{rel}", "reason": exc.strerror or str(exc)})
-
-
-def _entry_from_stat(root: str, rel: str, st: os.stat_result, full_path: str) -> Entry | None:
-    mode = stat.S_IMODE(st.st_mode)
-    if stat.S_ISREG(st.st_mode):
-        return Entry(root, rel, FILE, mode, st.st_size, st.st_mtime_ns, uid=st.st_uid, gid=st.st_gid)
-    if stat.S_ISDIR(st.st_mode):
-        return Entry(root, rel, DIR, mode, 0, st.st_mtime_ns, uid=st.st_uid, gid=st.st_gid)
-    if stat.S_ISLNK(st.st_mode):
-        return Entry(root, rel, SYMLINK, mode, 0, st.st_mtime_ns, target=os.readlink(full_path),
-                     uid=st.st_uid, gid=st.st_gid)
-    return None
 
 
 def _is_sqlite(path: str, entry: Entry, old: Entry | None) -> bool:
@@ -676,18 +692,20 @@ def _is_sqlite(path: str, entry: Entry, old: Entry | None) -> bool:
         os.close(fd)
 
 
-# what a scan asks of the previous index, once per entry (with its order_key) and in that
-# order: its entry of the same path, or None (a dict's lookup, or a Cursor over a stream)
-Lookup = Callable[[Entry, str], "Entry | None"]
+# what a scan asks of the previous index, once per entry (its root, path and order_key) and
+# in that order: its entry of the same path, or None (a dict's lookup, or a Cursor over a stream)
+Lookup = Callable[[str, str, str], "Entry | None"]
 
 
 def scan(roots: list[Root], excludes: list[str], includes: list[str],
          previous: Index | None = None) -> tuple[Index, ScanReport]:
-    """The whole index of what walk meets (a restore's view of its targets, or a test's)."""
+    """The whole index of what walk meets (a restore's view of its targets, or a test's). An
+    entry unchanged since `previous` is previous's own object (walk's)."""
     report = ScanReport()
     states, present = scan_roots(roots, report)
     index = Index(roots=states)
-    lookup: Lookup = (lambda e, _: previous.entries.get((e.root, e.path))) if previous else (lambda e, _: None)
+    lookup: Lookup = ((lambda root, path, _: previous.entries.get((root, path))) if previous
+                      else (lambda root, path, _: None))
     with no_gc():
         for entry, _, _ in walk(present, excludes, includes, report, lookup):
             index.add(entry)
@@ -730,18 +748,22 @@ def walk(present: list[tuple[Root, str, os.stat_result]], excludes: list[str], i
     SQLite databases are flagged (`db`) and their -wal/-shm/-journal companions left out: the
     database's copy through SQLite's backup API holds what they hold. The previous entry
     spares re-reading the header of a file unchanged since.
+
+    An entry unchanged since the previous one (what change detection compares, and its owner)
+    is met as that previous entry itself, not a new one made from its lstat: in a backup of a
+    state that barely moved, that is nearly every entry, and making each again was a fifth of
+    the scan (a caller that changes one changes it in the stream it came from).
     """
     for root, path, st in present:
-        top = _entry_from_stat(root.name, "", st, path)
-        assert top is not None  # scan_roots let through a directory or a regular file only
-        children = _listing(path, "") if top.type == DIR else None
-        old = previous(top, root.name)
-        if top.type == FILE and _is_sqlite(path, top, old):
-            top.db = True
-            top.wal = wal_signature(path)
-        yield top, old, root.name
+        kind = FILE if stat.S_ISREG(st.st_mode) else DIR  # scan_roots let through no other
+        children = _listing(path, "") if kind is DIR else None
+        old = previous(root.name, "", root.name)
+        yield _met(root.name, "", st, kind, None, old, path), old, root.name
         if children:
-            yield from _walk(root, children, report, excludes, includes, previous)
+            yield from _walk(root, children, report, exclusion(excludes, includes), previous)
+
+
+_BY_NAME = operator.attrgetter("name")
 
 
 def _listing(dir_path: str, rel_dir: str) -> list[os.DirEntry]:
@@ -749,7 +771,7 @@ def _listing(dir_path: str, rel_dir: str) -> list[os.DirEntry]:
     raised (RuntimeFailure for a root's own: the backup cannot go on without it)."""
     try:
         with os.scandir(dir_path) as listing:
-            return sorted(listing, key=lambda d: d.name)
+            return sorted(listing, key=_BY_NAME)
     except FileNotFoundError:
         if not rel_dir:
             return []  # the root went while we scanned: an empty root
@@ -789,69 +811,94 @@ def _check_readable(path: str) -> None:
     os.close(fd)  # readable after all (its mode changed since): it is backed up
 
 
-def _kept(root: Root, rel_dir: str, children: list[os.DirEntry], report: ScanReport, excludes: list[str],
-          includes: list[str]) -> list[tuple[os.DirEntry, Entry]]:
-    """One directory's children as entries, by name: the excluded, vanished, unreadable and
-    special ones left out (and counted or named in `report`)."""
-    kept: list[tuple[os.DirEntry, Entry]] = []
-    excluded = exclusion(excludes, includes)
+_KINDS = {stat.S_IFREG: FILE, stat.S_IFDIR: DIR, stat.S_IFLNK: SYMLINK}
+
+
+def _kept(root: Root, rel_dir: str, children: list[os.DirEntry], report: ScanReport,
+          excluded: Callable[[str, str], bool] | None) -> list[tuple[os.DirEntry, str, os.stat_result, str]]:
+    """One directory's children by name, each with its path, lstat and type: the excluded,
+    vanished, unreadable and special ones left out (and counted or named in `report`)."""
+    kept: list[tuple[os.DirEntry, str, os.stat_result, str]] = []
+    kinds = _KINDS
     for child in children:
-        rel = child.name if not rel_dir else f"{rel_dir}/{child.name}"
-        if excluded is not None and excluded(rel, child.name):
+        name = child.name
+        rel = f"{rel_dir}/{name}" if rel_dir else name
+        if excluded is not None and excluded(rel, name):
             report.excluded += 1
             continue
         try:
             st = child.stat(follow_symlinks=False)
-            entry = _entry_from_stat(root.name, rel, st, child.path)
-            if (entry is not None and entry.type == FILE and not _owner_readable(st)
-                    and not os.access(child.path, os.R_OK)):
+            kind = kinds.get(stat.S_IFMT(st.st_mode))
+            if kind is FILE and not _owner_readable(st) and not os.access(child.path, os.R_OK):
                 _check_readable(child.path)
         except FileNotFoundError:
             continue
         except OSError as exc:
             report.skip(root.name, rel, exc)
             continue
-        if entry is None:
+        if kind is None:
             report.skipped_special.append(f"{root.name}/{rel}")
             continue
-        kept.append((child, entry))
+        kept.append((child, rel, st, kind))
     return kept
 
 
-def _walk(root: Root, children: list[os.DirEntry], report: ScanReport, excludes: list[str], includes: list[str],
+def _met(root: str, rel: str, st: os.stat_result, kind: str, target: str | None, old: Entry | None,
+         path: str) -> Entry:
+    """The entry of this lstat (and symlink target): `old` itself when it describes it as a new
+    entry would (what change detection compares, and the owner), else a new one."""
+    if (old is not None and old.mtime_ns == st.st_mtime_ns and old.type == kind
+            and old.mode == stat.S_IMODE(st.st_mode) and old.uid == st.st_uid and old.gid == st.st_gid
+            and old.size == (st.st_size if kind is FILE else 0) and old.target == target):
+        if not old.db:
+            return old
+        wal = wal_signature(path)
+        if wal == old.wal:
+            return old
+        return Entry(root, rel, FILE, old.mode, old.size, old.mtime_ns, db=True, wal=wal, uid=old.uid, gid=old.gid)
+    entry = Entry(root, rel, kind, stat.S_IMODE(st.st_mode), st.st_size if kind is FILE else 0, st.st_mtime_ns,
+                  target=target, uid=st.st_uid, gid=st.st_gid)
+    if kind is FILE and _is_sqlite(path, entry, old):
+        entry.db = True
+        entry.wal = wal_signature(path)
+    return entry
+
+
+def _walk(root: Root, children: list[os.DirEntry], report: ScanReport, excluded: Callable[[str, str], bool] | None,
           previous: Lookup) -> Iterator[tuple[Entry, Entry | None, str]]:
     """Below a root, depth first: one generator with a stack of the directories on the way
     down (each: its order_key, what is left of its children, its databases' companions), not a
     generator per level, through which every entry would pass once per level."""
-    stack = [(root.name, iter(_kept(root, "", children, report, excludes, includes)), set())]
+    name_of_root = root.name
+    stack = [(name_of_root, iter(_kept(root, "", children, report, excluded)), set())]
     while stack:
         dir_key, pending, companions = stack[-1]
-        for child, entry in pending:
+        for child, rel, st, kind in pending:
             # a database's name sorts before its companions' ("x.db" < "x.db-wal"): its verdict
             # is in before they are met
-            if entry.type == FILE and child.name in companions:
+            if kind is FILE and child.name in companions:
                 continue
             below = None
-            if entry.type == DIR:
-                try:
-                    below = _listing(child.path, entry.path)
-                except FileNotFoundError:
-                    continue  # removed while we scanned: it is simply not in this snapshot
-                except OSError as exc:
-                    # one unreadable directory (mode 000, another owner's, a name too long, an
-                    # I/O error) does not stop the backup: it and what it holds are left out,
-                    # and named
-                    report.skip(root.name, entry.path, exc)
-                    continue
+            try:
+                if kind is DIR:
+                    below = _listing(child.path, rel)
+                target = os.readlink(child.path) if kind is SYMLINK else None
+            except FileNotFoundError:
+                continue  # removed while we scanned: it is simply not in this snapshot
+            except OSError as exc:
+                # one unreadable directory (mode 000, another owner's, a name too long, an
+                # I/O error) does not stop the backup: it and what it holds are left out,
+                # and named
+                report.skip(name_of_root, rel, exc)
+                continue
             key = f"{dir_key}{NUL}{child.name}"
-            old = previous(entry, key)
-            if entry.type == FILE and _is_sqlite(child.path, entry, old):
-                entry.db = True
-                entry.wal = wal_signature(child.path)
+            old = previous(name_of_root, rel, key)
+            entry = _met(name_of_root, rel, st, kind, target, old, child.path)
+            if entry.db:
                 companions.update(child.name + suffix for suffix in SQLITE_COMPANIONS)
             yield entry, old, key
             if below:
-                stack.append((key, iter(_kept(root, entry.path, below, report, excludes, includes)), set()))
+                stack.append((key, iter(_kept(root, rel, below, report, excluded)), set()))
                 break  # down into it; this level's loop goes on where it stopped once it is done
         else:
             stack.pop()
@@ -886,11 +933,13 @@ class Cursor:
         if self._key != key:
             return None
         found = self._next
-        self._advance()
+        # _advance, inline: this runs once per entry of a plan
+        self._next = following = next(self._entries, None)
+        self._key = None if following is None else order_key(following)
         return found
 
-    def __call__(self, entry: Entry, key: str) -> Entry | None:
-        """A Lookup: the entry of `key` (`entry`'s order_key), or None."""
+    def __call__(self, root: str, path: str, key: str) -> Entry | None:
+        """A Lookup: the entry of `key` (the order_key of root and path), or None."""
         return self.take(key)
 
     def finish(self) -> int:

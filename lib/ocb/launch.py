@@ -27,29 +27,44 @@ def _await_document() -> None:
 
 STAGES_HELP = """ocb-stages: stages one after the other in one interpreter, as their pipe would run them
 
-Usage: ocb-stages STAGE...     (each one of: pack seal split push pull)
+Usage: ocb-stages STAGE... [-- FLAG...]
        ocb-stages --help | --version
+
+STAGE: plan (first only: it starts the document, stdin is not read), pack, seal, split, push,
+pull, and prune (last only, after push: the prune ocb-backup runs after a backup, when it is
+due). FLAGs after `--` go to the first STAGE, as its own command line.
 
 `ocb-plan | ocb-stages pack seal split push` does what `ocb-plan | ocb-pack | ocb-seal |
 ocb-split | ocb-push` does: each stage reads the document the one before wrote (the first,
 stdin), passes on an error or a skip with its code, and logs as itself (`ocb-pack: info:
 ...`); the last one's document goes to stdout. One interpreter starts instead of one per
-stage (~0.15-0.2 s each, most of it imports): ocb-backup runs its stages after the plan so.
-A stage's own flags cannot be given here (run it alone for those); -q / -v reach every stage
-as OCB_VERBOSITY=quiet|verbose, and each reads the environment it reads alone (`ocb-pack
---help`, ...).
+stage (~0.15-0.2 s each, most of it imports): ocb-backup runs `ocb-stages plan pack seal
+split push prune -- FLAG...`. The stages after the first take no flags of their own (run
+one alone for those); -q / -v reach every stage as OCB_VERBOSITY=quiet|verbose, and each
+reads the environment it reads alone (`ocb-pack --help`, ...).
+
+prune there is `ocb-prune --after-backup` when OCB_PRUNE_EVERY says a prune is due and the
+backup was published: never after a failure or a skip, nor with OCB_PRUNE_EVERY=off; with
+the default (full) only after a backup that started a new chain; with N, after every Nth
+backup (the store's catalog counts them). When none is due the document is push's, with no
+`prune`.
 
 Example:
   ocb-plan | ocb-stages pack seal split push | jq -r .push.meta
+  ocb-stages plan pack seal split push -- --full | jq .plan.type
 
 Exit status: the last stage's, which is the first failing stage's code (a failing stage's
-error document is passed on by the ones after it); 2: no STAGE, or one that is not a stage
-that reads a document (the usage line on stderr, an error document on stdout, nothing run).
+error document is passed on by the ones after it); 2: no STAGE, or one out of its place (the
+usage line on stderr, an error document on stdout, nothing run).
 """
 
+# the stages ocb-stages runs: plan may only come first, prune only last, after push
+STAGES = ("plan", *READS_DOCUMENT, "prune")
 
-def _stages(argv: list[str]) -> list[str]:
-    """ocb-stages' command line: the stages to run, or exit (help, version, a usage error)."""
+
+def _stages(argv: list[str]) -> tuple[list[str], list[str]]:
+    """ocb-stages' command line: the stages to run and the first one's flags, or exit (help,
+    version, a usage error)."""
     import sys
 
     if argv[:1] in (["-h"], ["--help"]):
@@ -60,22 +75,31 @@ def _stages(argv: list[str]) -> list[str]:
 
         sys.stdout.write(f"ocb-stages {__version__}\n")
         raise SystemExit(0)
+    flags: list[str] = []
+    if "--" in argv:
+        argv, flags = argv[:argv.index("--")], argv[argv.index("--") + 1:]
     loudness = {"-q": "quiet", "--quiet": "quiet", "-v": "verbose", "--verbose": "verbose"}
     stages = [arg for arg in argv if arg not in loudness]
     for arg in argv:
         if arg in loudness:
             os.environ["OCB_VERBOSITY"] = loudness[arg]
-    wrong = [stage for stage in stages if stage not in READS_DOCUMENT] or ([] if stages else ["(none)"])
+    wrong = [stage for stage in stages if stage not in STAGES] or ([] if stages else ["(none)"])
+    message = None
     if wrong:
+        message = (f"not a stage: {' '.join(wrong)} (one or more of {' '.join(STAGES)}; "
+                   "see ocb-stages --help)")
+    elif "plan" in stages[1:]:
+        message = "plan starts the document: it can only be the first stage"
+    elif "prune" in stages and (stages[-1] != "prune" or stages[-2:-1] != ["push"] or stages.count("prune") > 1):
+        message = "prune is the prune after a backup: it can only be the last stage, after push"
+    if message is not None:
         import json
 
-        message = (f"not a stage that reads a document: {' '.join(wrong)} (one or more of "
-                   f"{' '.join(READS_DOCUMENT)}; see ocb-stages --help)")
-        sys.stderr.write(f"usage: ocb-stages STAGE...\nocb-stages: error: {message}\n")
+        sys.stderr.write(f"usage: ocb-stages STAGE... [-- FLAG...]\nocb-stages: error: {message}\n")
         sys.stdout.write(json.dumps({"ocb": 1, "kind": "backup",
                                      "error": {"stage": "stages", "code": 2, "message": message}}, indent=2) + "\n")
         raise SystemExit(2)
-    return stages
+    return stages, flags
 
 
 def main(verb: str) -> None:
@@ -84,11 +108,12 @@ def main(verb: str) -> None:
     if verb == "stages":
         import sys
 
-        stages = _stages(sys.argv[1:])
-        _await_document()
+        stages, flags = _stages(sys.argv[1:])
+        if stages[0] != "plan":
+            _await_document()
         from ocb.cli import run_stages
 
-        run_stages(stages)
+        run_stages(stages, flags)
     if verb in READS_DOCUMENT:
         _await_document()
     from ocb.cli import main as cli_main

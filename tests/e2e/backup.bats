@@ -119,14 +119,13 @@ EOF
 # --- the lock -----------------------------------------------------------------------------------
 
 @test "two ocb-backup at once: the second exits 11 touching nothing, the first completes" {
-    # a copy of bin/ whose ocb-plan holds the first run (lock taken) until we release it;
-    # the settings it is asked for before the lock come at once
-    held=$(bin_with ocb-plan <<EOF
+    # a copy of bin/ whose stages (ocb-stages, run once the lock is taken) hold the first run
+    # until we release it; the settings asked for before the lock come at once
+    held=$(bin_with ocb-stages <<EOF
 #!/bin/sh
-[ "\${1:-}" = --show-config ] && exec "$OCB_ROOT/bin/ocb-plan" "\$@"
 touch "$BATS_TEST_TMPDIR/first-holds-lock"
 until [ -e "$BATS_TEST_TMPDIR/release" ]; do sleep 0.1; done
-exec "$OCB_ROOT/bin/ocb-plan" "\$@"
+exec "$OCB_ROOT/bin/ocb-stages" "\$@"
 EOF
 )
     "$held/ocb-backup" >"$BATS_TEST_TMPDIR/first.json" 2>"$BATS_TEST_TMPDIR/first.err" &
@@ -211,11 +210,11 @@ EOF
 }
 
 @test "an ocb-backup killed under the lock leaves a marked run dir, which the next ocb-backup sweeps" {
-    # a copy of bin/ whose stages after the plan (ocb-stages) never end: the run dies there,
+    # a copy of bin/ whose stages (ocb-stages) never end after the plan: the run dies there,
     # killed with its group
     bin=$(bin_with ocb-stages <<EOF
 #!/bin/sh
-cat >"$BATS_TEST_TMPDIR/plan.json"
+"$OCB_ROOT/bin/ocb-stages" plan >"$BATS_TEST_TMPDIR/plan.json"
 touch "$BATS_TEST_TMPDIR/in-pack"
 exec sleep 600
 EOF
@@ -247,12 +246,12 @@ EOF
         mkdir -p "$dir/openclaw-backup-20200101-000000"
         touch "$dir/openclaw-backup-20200101-000000/.ocb-under-lock"
     done
-    # a copy of bin/ whose stages after the plan (ocb-stages) first note what the work dirs hold
+    # a copy of bin/ whose stages (ocb-stages) note what the work dirs hold after the plan
     bin=$(bin_with ocb-stages <<EOF
 #!/bin/sh
-cat >"$BATS_TEST_TMPDIR/plan.json"
+"$OCB_ROOT/bin/ocb-stages" plan >"$BATS_TEST_TMPDIR/plan.json"
 find "$wd" "$default" -mindepth 1 -maxdepth 2 | sort >"$BATS_TEST_TMPDIR/during-push"
-exec "$OCB_ROOT/bin/ocb-stages" "\$@" <"$BATS_TEST_TMPDIR/plan.json"
+exec "$OCB_ROOT/bin/ocb-stages" pack seal split push prune <"$BATS_TEST_TMPDIR/plan.json"
 EOF
 )
     run -0 --separate-stderr env -i HOME="$HOME" PATH=/usr/bin:/bin OCB_STORE="$OCB_STORE" "$bin/ocb-backup"

@@ -159,11 +159,36 @@ work_dir_is_empty() { [ ! -e "$OCB_WORK_DIR" ] || [ -z "$(ls -A "$OCB_WORK_DIR")
     [ "$(store_listing)" = "$before" ]
 }
 
-@test "ocb-stages takes only stages that read a document: anything else is exit 2, nothing run" {
-    for stages in "plan pack" "" "pack --full"; do
+@test "ocb-stages plan ... -- FLAG: the plan starts the document with its flags, a skip goes through, prune runs when due" {
+    # what ocb-backup runs under its lock
+    run -0 --separate-stderr ocb-stages plan pack seal split push prune
+    jq -e '.plan.type == "full" and .prune.due and (.push.meta | startswith("backups/openclaw-backup-"))' <<<"$output"
+    for stage in plan pack push prune; do [[ "$stderr" == *"ocb-$stage: info:"* ]]; done
+    before=$(store_listing)
+    run -0 --separate-stderr ocb-stages plan pack seal split push prune
+    jq -e '.skip.stage == "plan" and .prune == null and .push == null' <<<"$output"
+    [ "$(store_listing)" = "$before" ]
+    printf 'more\n' >>"$HOME/.openclaw/a.txt"
+    run -0 --separate-stderr ocb-stages plan pack seal split push prune
+    jq -e '.plan.type == "incremental" and .prune == null and .push.meta != null' <<<"$output"
+    run -0 --separate-stderr ocb-stages -q plan pack seal split push prune -- --full
+    jq -e '.plan.type == "full" and .prune.due' <<<"$output"
+    [ -z "$stderr" ]
+    # the first stage's bad flag: its usage error, passed on by the others, nothing done
+    before=$(store_listing)
+    run -2 --separate-stderr ocb-stages plan pack seal split push -- --no-such-flag
+    printf '%s\n' "$output" >"$BATS_TEST_TMPDIR/doc.json"
+    assert_doc_error plan 2 "$BATS_TEST_TMPDIR/doc.json"
+    [ "$(store_listing)" = "$before" ]
+}
+
+@test "ocb-stages takes stages in their places only: anything else is exit 2, nothing run" {
+    for case in "pack plan|plan starts the document" "|not a stage: (none)" "pack --full|not a stage: --full" \
+            "prune|prune is the prune after a backup" "push prune pack|prune is the prune after a backup" \
+            "chain pull|not a stage: chain"; do
         # shellcheck disable=SC2086 # the stages are words
-        run -2 --separate-stderr ocb-stages $stages </dev/null
-        [[ "$stderr" == *"usage: ocb-stages STAGE..."*"not a stage that reads a document"* ]]
+        run -2 --separate-stderr ocb-stages ${case%%|*} </dev/null
+        [[ "$stderr" == *"usage: ocb-stages STAGE... [-- FLAG...]"*"${case#*|}"* ]]
         printf '%s\n' "$output" >"$BATS_TEST_TMPDIR/doc.json"
         assert_doc_error stages 2 "$BATS_TEST_TMPDIR/doc.json"
     done

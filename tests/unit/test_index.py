@@ -140,6 +140,24 @@ def test_exclude_regexes_match_as_fnmatch_does(rel):
         assert is_excluded(patterns, includes, rel, name) == (matched(patterns) and not matched(includes))
 
 
+PATTERN_TEXT = st.text(alphabet="ab./*?[]!-", min_size=1, max_size=7)
+
+
+@settings(max_examples=300, deadline=None)
+@given(patterns=st.lists(PATTERN_TEXT, min_size=1, max_size=4), includes=st.lists(PATTERN_TEXT, max_size=2),
+       rel=st.text(alphabet="ab./-", min_size=1, max_size=9).filter(lambda r: not r.startswith("/") and not r.endswith("/")))
+def test_any_patterns_exclude_as_fnmatch_does(patterns, includes, rel):
+    # the cheap ways (a set of names, suffixes, path patterns tried by their last component)
+    # decide what fnmatch decides, for any patterns
+    from ocb.index import is_excluded
+    name = rel.rpartition("/")[2]
+
+    def matched(patterns):
+        return any(fnmatch.fnmatchcase(rel, p) or fnmatch.fnmatchcase(rel, "*/" + p) if "/" in p
+                   else fnmatch.fnmatchcase(name, p) for p in patterns)
+    assert is_excluded(patterns, includes, rel, name) == (matched(patterns) and not matched(includes))
+
+
 def _rich_index() -> Index:
     index = idx(*base(), f("ünï/cödé\udcff", size=7), f("db.sqlite", size=4096))
     index.entries[("r", "db.sqlite")].db, index.entries[("r", "db.sqlite")].wal = True, [32, 5]

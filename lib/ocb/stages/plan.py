@@ -36,15 +36,18 @@ import dataclasses
 import datetime as dt
 import os
 import shutil
+from typing import TYPE_CHECKING
 
-from .. import DOC_VERSION, __version__, cache, config, journal, lineage
+from .. import DOC_VERSION, __version__, config
 from ..errors import RuntimeFailure, UsageError
-from ..fsutil import atomic_write, fresh_run_dir
-from ..index import FILE, Changes, Cursor, Index, RowsWriter, ScanReport, mark_change, scan_roots, walk
 from ..log import log
-from ..progress import Meter
-from ..snapshot import store_id_of, utc_text
-from ..stores import open_store
+
+if TYPE_CHECKING:
+    from .. import cache
+    from ..index import Changes, Index, ScanReport
+
+# what the plan itself uses is imported by _plan: --show-config (what ocb-backup and
+# ocb-restore ask before taking the lock, once per run) stops before it, at a third of the cost
 
 STARTS_DOCUMENT = True
 # the plan index, for ocb-pack alone: the entries and what each needs (pack, base_sha256,
@@ -74,6 +77,18 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     if args.show_config:
         doc["skip"] = {"stage": "plan", "reason": "show-config"}
         return doc
+    return _plan(doc, args, env, settings, roots, store_url)
+
+
+def _plan(doc: dict, args: argparse.Namespace, env: config.Environment, settings: config.Settings,
+          roots: list[config.Root], store_url: str) -> dict:
+    from .. import cache, journal, lineage
+    from ..fsutil import fresh_run_dir
+    from ..index import Index, ScanReport, scan_roots
+    from ..progress import Meter
+    from ..snapshot import store_id_of, utc_text
+    from ..stores import open_store
+
     journal.recover(settings.work_dir, [r.path for r in roots])  # never back up a half-swapped restore
     state_root = roots[0]
     if not os.path.isdir(state_root.path):
@@ -180,23 +195,57 @@ def _scan_into(plan_index: str, head: Index, present: list, settings: config.Set
     """Walk the roots, merged as it goes against the cached index (a stream in the same order:
     neither index is ever in memory whole), marking what the archive must carry, and write each
     entry to the plan index. Returns the changes, the entries, the bytes in files. A full
-    snapshot still takes the cache's SQLite verdicts of unchanged files."""
+    snapshot still takes the cache's SQLite verdicts of unchanged files.
+
+    While every entry met is the cache's own, unchanged (walk hands those on as they are), and
+    none of the cache's was passed (gone), nothing is written: they are the cache's first
+    entries, which are read again from it and written when the first change is met. So a state
+    that did not change (a skip) writes no plan index, which was a tenth of its plan."""
+    from ..fsutil import atomic_write
+    from ..index import FILE, Changes, Cursor, RowsWriter, mark_change, order_key, walk
+
     previous = Cursor(cached.entries if cached is not None else ())
     changes, entries, file_bytes = Changes(), 0, 0
+    held_back = 0  # the entries met, each the cache's own and unchanged, not written yet
+    last_key = ""
+
+    def write_held_back(rows: RowsWriter) -> None:
+        again = iter(cached.reopen())  # type: ignore[union-attr]
+        key = ""
+        try:
+            for _ in range(held_back):
+                entry = next(again)
+                key = order_key(entry)
+                rows.add(entry, key)
+        finally:
+            getattr(again, "close", lambda: None)()  # a stream read in part: its file closed now
+        if key != last_key:
+            raise ValueError(f"its entry {held_back} is {key!r}, not {last_key!r}")
+
     try:
         with atomic_write(plan_index, durable=False) as out:
             rows = RowsWriter(out, head)
             for entry, old, key in walk(present, list(settings.excludes), list(settings.includes), report, previous):
-                mark_change(entry, None if full else old, changes)
-                rows.add(entry, key)
                 entries += 1
                 if entry.type == FILE:
                     file_bytes += entry.size
-            rows.close()
+                if held_back == entries - 1 and entry is old and not full and not previous.passed \
+                        and (entry.type != FILE or entry.sha256):
+                    held_back, last_key = entries, key  # what mark_change says of it: unchanged
+                    changes.unchanged += 1
+                    continue
+                if held_back > 0:
+                    write_held_back(rows)
+                    held_back = -1  # all written: from here on every entry is
+                mark_change(entry, None if full else old, changes)
+                rows.add(entry, key)
             passed = previous.finish()
-    except ValueError as exc:
+            if held_back > 0 and passed:
+                write_held_back(rows)  # gone at the end: not a skip after all
+            rows.close()
+    except (ValueError, StopIteration) as exc:
         # the cache's rows were checked whole when opened: this is a change under our feet
-        raise RuntimeFailure(f"the cache's index in {settings.cache_dir} changed while it was read ({exc}): "
+        raise RuntimeFailure(f"the cache's index in {settings.cache_dir} changed while it was read ({exc!r}): "
                              "run the backup again") from None
     if not full:
         changes.deleted = passed

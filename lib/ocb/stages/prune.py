@@ -130,17 +130,37 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     return doc
 
 
+def _not_due(settings: Settings, doc: dict) -> str | None:
+    """Why no prune is due after this published backup, told without the store; None: it
+    is, or (OCB_PRUNE_EVERY=N) the store's catalog tells."""
+    if settings.prune_every == "off":
+        return "OCB_PRUNE_EVERY=off"
+    if settings.prune_every == "full" and doc["plan"]["type"] != "full":
+        return "not a backup that starts a new chain"
+    return None
+
+
+def due_after_backup(doc: dict) -> bool:
+    """Whether ocb-backup runs the prune after this backup document (ocb-stages' last stage):
+    never after a failure or a skip, and not when _not_due says so (most backups: with the
+    default, those that start no chain), which then leaves the document without `prune`."""
+    if doc.get("error") is not None or doc.get("skip") is not None:
+        return False
+    try:
+        return _not_due(Settings.from_doc(doc), doc) is None
+    except (KeyError, TypeError, ValueError):
+        return True  # a document the prune itself must say is wrong
+
+
 def _after_backup(doc: dict, args: argparse.Namespace) -> dict:
     """ocb-backup's prune: after a published backup, when OCB_PRUNE_EVERY says it is due; a
     failure is the prune's, reported, never the backup's."""
     if any(getattr(args, f"keep_{rule}") is not None for rule in KEEP_FLAGS) or args.keep_within or args.store:
         raise UsageError("--after-backup takes the policy and the store from the backup document (OCB_KEEP_*)")
     settings = Settings.from_doc(doc)
-    if settings.prune_every == "off":
-        doc["prune"] = {"due": False, "reason": "OCB_PRUNE_EVERY=off"}
-        return doc
-    if settings.prune_every == "full" and doc["plan"]["type"] != "full":
-        doc["prune"] = {"due": False, "reason": "not a backup that starts a new chain"}
+    not_due = _not_due(settings, doc)
+    if not_due is not None:
+        doc["prune"] = {"due": False, "reason": not_due}
         return doc
     try:
         store = open_store(doc["store"], settings, config.store_secrets())
