@@ -20,7 +20,7 @@ import sys
 from types import FrameType, ModuleType
 from typing import Callable
 
-from . import DOC_VERSION, __version__, document
+from . import DOC_VERSION, __version__, config, document
 from .errors import (
     EXIT_INTERNAL,
     EXIT_PARTIAL,
@@ -231,6 +231,8 @@ def run_stages(verbs: list[str], flags: list[str] | None = None) -> None:
                 handed, status = _one_stage(verb, handed, ["--after-backup"])
             else:
                 handed, status = _one_stage(verb, handed, list(flags or ()) if number == 0 else [])
+                if verb == "plan" and "pack" in verbs and status == 0:
+                    _password_key_ahead(handed)
         except OcbError as exc:  # a signal outside the stage's own handling of it (between two)
             try:
                 doc = document.parse(handed)
@@ -242,6 +244,28 @@ def run_stages(verbs: list[str], flags: list[str] | None = None) -> None:
     sys.stdout.buffer.write(handed)
     sys.stdout.flush()
     sys.exit(status)
+
+
+def _password_key_ahead(handed: bytes) -> None:
+    """Between the plan and pack in one interpreter (ocb-backup): a backup that pack will seal
+    or push will sign derives this machine's password key now, into the key cache, before
+    pack's libraries are imported, so that the KDF's memory (Argon2id: 64 MiB) peaks beside
+    what the plan left only (~97 -> ~88 MB, the peak of a backup whose key is not cached);
+    pack and push then find it there. Not when the key cache is off (they would derive it
+    again) nor after a skip; a failure is left to the stage, which reports it."""
+    try:
+        doc = document.parse(handed)
+        password = config.seal_password()
+        key_cache = config.key_cache()
+        if _ends_here(doc) or password is None or key_cache is None or not key_cache.usable:
+            return
+        from . import seal
+
+        settings = config.Settings.from_doc(doc)
+        seal.machine_password_key(settings.cache_dir, password, settings.kdf, settings.scrypt_log_n,
+                                  settings.argon2_memory, key_cache)
+    except (OcbError, KeyError, TypeError, ValueError):
+        pass
 
 
 def _ends_here(doc: dict) -> bool:

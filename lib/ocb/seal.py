@@ -683,6 +683,13 @@ def chosen_kdf(name: str, scrypt_log_n: int, argon2_memory: int) -> Kdf:
     return Argon2Params(memory_kib=argon2_memory // 1024)
 
 
+def machine_password_key(cache_dir: str, password: bytes, kdf_name: str, scrypt_log_n: int, argon2_memory: int,
+                         key_cache: keycache.KeyCache | None) -> PasswordKey:
+    """This machine's password key under the settings' KDF (cached_password_key): the one
+    key that seals a backup's archive and signs its records."""
+    return cached_password_key(cache_dir, password, chosen_kdf(kdf_name, scrypt_log_n, argon2_memory), key_cache)
+
+
 KDF_SALT_DIR = "seal"  # under the cache dir, mode 0700
 KDF_SALT_FILE = "kdf.json"  # mode 0600
 

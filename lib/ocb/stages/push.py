@@ -168,9 +168,8 @@ def record_key(settings: Settings) -> seal.PasswordKey | None:
         if settings.seal:
             raise UsageError("this document asks for sealing but no password is set (OCB_PASSWORD or OCB_PASSWORD_FILE)")
         return None
-    return seal.cached_password_key(settings.cache_dir, password,
-                                    seal.chosen_kdf(settings.kdf, settings.scrypt_log_n, settings.argon2_memory),
-                                    config.key_cache())
+    return seal.machine_password_key(settings.cache_dir, password, settings.kdf, settings.scrypt_log_n,
+                                     settings.argon2_memory, config.key_cache())
 
 
 def check_known_catalog(known: dict, key: seal.PasswordKey, cache_dir: str, store_url: str) -> None:

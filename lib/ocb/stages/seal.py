@@ -56,9 +56,8 @@ def archive_sealing(doc: dict, settings: Settings) -> tuple[seal.PasswordKey, by
     plan = doc["plan"]
     if not plan.get("store_id"):
         raise BadDocument("plan.store_id is missing: this document was planned by an older ocb-plan, plan again")
-    key = seal.cached_password_key(settings.cache_dir, password,
-                                   seal.chosen_kdf(settings.kdf, settings.scrypt_log_n, settings.argon2_memory),
-                                   config.key_cache())
+    key = seal.machine_password_key(settings.cache_dir, password, settings.kdf, settings.scrypt_log_n,
+                                    settings.argon2_memory, config.key_cache())
     chain_ids = [link["id"] for link in plan.get("parent_chain") or []] + [doc["id"]]
     return key, seal.chain_associated_data(plan["store_id"], chain_ids, len(chain_ids) - 1)
 
