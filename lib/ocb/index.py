@@ -1009,16 +1009,24 @@ def _held(value: object) -> list[str] | None:
 
 def split_member(name: str) -> tuple[str, list[str]]:
     """'root/a/b' -> ('root', ['a', 'b']); refuses anything that could leave the root."""
-    if "\0" in name:
-        raise HostileArchive(f"member name contains NUL: {name!r}")
-    if name.startswith("/"):
-        raise HostileArchive(f"member has an absolute path: {name!r}")
+    _check_path(name, "member")
     parts = name.rstrip("/").split("/")
-    if "" in parts or "." in parts or ".." in parts:
-        raise HostileArchive(f"member path has an empty, '.' or '..' component: {name!r}")
     if not ROOT_NAME.match(parts[0]):
         raise HostileArchive(f"member is outside every root: {name!r}")
     return parts[0], parts[1:]
+
+
+def _check_path(name: str, what: str) -> None:
+    """HostileArchive for a name that could leave where it is put: a NUL, an absolute path, an
+    empty, "." or ".." component (a trailing "/" aside). Without splitting it: once per entry
+    of every index a push checks."""
+    if "\0" in name:
+        raise HostileArchive(f"{what} name contains NUL: {name!r}")
+    if name.startswith("/"):
+        raise HostileArchive(f"{what} has an absolute path: {name!r}")
+    framed = f"/{name.rstrip('/')}/"
+    if "//" in framed or "/./" in framed or "/../" in framed:
+        raise HostileArchive(f"{what} path has an empty, '.' or '..' component: {name!r}")
 
 
 def check_structure(index: Index) -> str | None:
@@ -1044,11 +1052,12 @@ def checked_structure(roots: dict, entries: Iterable[Entry]) -> Iterator[Entry]:
     (twice, or after one it sorts before). The one check, for whoever must trust an index,
     met one entry at a time."""
     ancestry, last = Ancestry(), None
+    named = {root for root in roots if isinstance(root, str) and ROOT_NAME.match(root)}
     for entry in entries:
-        if entry.root not in roots or not ROOT_NAME.match(entry.root):
+        if entry.root not in named:
             raise HostileArchive(f"the index lists an entry outside its roots: {entry.root!r}")
         if entry.path:
-            split_member(f"{entry.root}/{entry.path}")
+            _check_path(f"{entry.root}/{entry.path}", "member")
         key = order_key(entry)
         if last is not None and key <= last:
             raise HostileArchive(f"the index lists {entry.root}/{entry.path} out of order (twice, or after what it sorts before)")

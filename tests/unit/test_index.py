@@ -431,3 +431,21 @@ def test_index_files_written_whole_or_not_at_all(tmp_path):
         files.add(f("a"))
     files.abandon()
     assert sorted(os.listdir(tmp_path)) == [] and not os.path.exists(rows_beside(path))
+
+
+@settings(max_examples=400, deadline=None)
+@given(name=st.text(alphabet="ab./\0", min_size=1, max_size=10))
+def test_split_member_refuses_what_could_leave_its_root_as_splitting_it_would(name):
+    # the one check (split_member, checked_structure) decides what splitting the name into
+    # its components and looking at each decides
+    from ocb.config import ROOT_NAME
+    from ocb.errors import HostileArchive
+    from ocb.index import split_member
+    parts = name.rstrip("/").split("/")
+    leaves = "\0" in name or name.startswith("/") or "" in parts or "." in parts or ".." in parts
+    try:
+        root, rest = split_member(name)
+    except HostileArchive:
+        assert leaves or not ROOT_NAME.match(parts[0])
+        return
+    assert not leaves and [root, *rest] == parts

@@ -85,7 +85,8 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     kept_sidecars: set[str] = set()
     try:
         final_head, final_entries = open_in_order(index_path)
-        unrestorable = structure_problem(final_head.roots, _noting_sidecars(final_entries, sidecars, kept_sidecars))
+        unrestorable = structure_problem(final_head.roots, _noting_sidecars(final_entries, sidecars, kept_sidecars,
+                                                                            settings.delta_min))
     except ValueError as exc:  # its rows copy was checked whole when opened: changed under our feet
         raise RuntimeFailure(f"the snapshot index {index_path} changed while it was read ({exc}): "
                              "run the backup pipe again") from None
@@ -188,12 +189,16 @@ def exit_status(doc: dict) -> int:
     return EXIT_PARTIAL if (doc.get("push") or {}).get("skipped") else 0
 
 
-def _noting_sidecars(entries: Iterable[Entry], present: set[str], kept: set[str]) -> Iterator[Entry]:
-    """`entries`, passed on; into `kept`, the `present` sidecars that name one of its files."""
+def _noting_sidecars(entries: Iterable[Entry], present: set[str], kept: set[str], delta_min: int) -> Iterator[Entry]:
+    """`entries`, passed on; into `kept`, the `present` sidecars that name one of its files of
+    at least `delta_min` bytes. Only those have block hashes (ocb-pack makes them for no
+    other): a smaller file's old sidecar describes a version a delta will never build on, so
+    it goes, and the name of most files (a sha256 each) is never computed."""
     if not present:
         yield from entries
         return
     for entry in entries:
-        if entry.type == FILE and (name := sidecar_name(entry.root, entry.path)) in present:
+        if (entry.type == FILE and entry.content_size >= delta_min
+                and (name := sidecar_name(entry.root, entry.path)) in present):
             kept.add(name)
         yield entry
