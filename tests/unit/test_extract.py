@@ -252,3 +252,63 @@ def test_an_archive_out_of_order_is_restored_with_its_hashes_held_in_memory(stag
         changed.write(b"A")
     make_equal(roots["r"], "r", iter(entries), written=writer.written)
     assert sorted(os.listdir(roots["r"])) == ["a", "b"]
+
+
+# -- UstarInfo: the headers ustar_header writes parsed in one step, any other by tarfile -------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+
+def _header_parsed(cls, buf):
+    try:
+        info = cls.frombuf(buf, "utf-8", "surrogateescape")
+    except tarfile.HeaderError as exc:
+        return type(exc).__name__, None
+    return info.get_info(), info.chksum
+
+
+HEADER_INFOS = st.builds(
+    lambda name, kind, mode, size, mtime, link, uid: _tarinfo(name, kind, mode, size, mtime, link, uid),
+    st.text(alphabet="ab/é.", min_size=1, max_size=120), st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.AREGTYPE, tarfile.LNKTYPE]),
+    st.integers(0, 0o7777), st.integers(0, 8 ** 11 + 5), st.integers(-2, 8 ** 11 + 5), st.text(alphabet="ab/", max_size=3),
+    st.sampled_from([0, 0, 1000]))
+
+
+def _tarinfo(name, kind, mode, size, mtime, link, uid):
+    info = tarfile.TarInfo(name)
+    info.type, info.mode, info.size, info.mtime, info.linkname, info.uid = kind, mode, size, mtime, link, uid
+    return info
+
+
+@settings(max_examples=400, deadline=None)
+@given(info=HEADER_INFOS, flips=st.lists(st.tuples(st.integers(0, 511), st.integers(0, 255)), max_size=3))
+def test_ustar_info_parses_any_header_as_tarfile_does(info, flips):
+    # the header ocb's writer makes (ustar_header) or tarfile's own (PAX, long names, numbers
+    # that do not fit), each as written and with bytes changed anywhere (a damaged or hostile
+    # archive): UstarInfo gives what tarfile.TarInfo gives, or the same error
+    from ocb.archive import ustar_header
+    from ocb.extract import UstarInfo
+    try:
+        written = ustar_header(info) or info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+    except ValueError:
+        return  # tarfile cannot write it either
+    for start in range(0, len(written), tarfile.BLOCKSIZE):
+        buf = bytearray(written[start:start + tarfile.BLOCKSIZE])
+        for at, value in flips:
+            buf[at] = value
+        for block in (bytes(written[start:start + tarfile.BLOCKSIZE]), bytes(buf)):
+            ours, theirs = _header_parsed(UstarInfo, block), _header_parsed(tarfile.TarInfo, block)
+            assert ours == theirs
+
+
+def test_ustar_info_parses_ustar_headers_itself(monkeypatch):
+    # the headers ocb writes never reach tarfile's own parsing
+    from ocb.archive import ustar_header
+    from ocb.extract import UstarInfo
+    info = _tarinfo("state/a/b.txt", tarfile.REGTYPE, 0o640, 12345, 1_700_000_000, "", 0)
+    expected = _header_parsed(tarfile.TarInfo, ustar_header(info))
+
+    def refused(*args):
+        raise AssertionError("tarfile's parser was asked")
+    monkeypatch.setattr(tarfile.TarInfo, "frombuf", classmethod(refused))
+    assert _header_parsed(UstarInfo, ustar_header(info)) == expected
