@@ -15,6 +15,7 @@ import errno
 import hashlib
 import heapq
 import marshal
+import operator
 import os
 import shutil
 import stat
@@ -48,6 +49,7 @@ MAX_DELTA_BLOCK = 64 * 1024**2
 MAX_DELTA_LENGTH = 1024**4
 HOLE_BLOCK = 4096  # zero blocks of this size are left as holes when a file is written
 ZERO_BLOCK = bytes(HOLE_BLOCK)
+_BY_NAME = operator.attrgetter("name")
 
 
 _USTAR_MAGIC = tarfile.POSIX_MAGIC  # "ustar\0" and version "00", at 257
@@ -716,7 +718,7 @@ def make_equal(staging: str, root: str, entries: Iterable[Entry], blocks_dir: st
 
 def _walk_staging(dir_path: str, rel_dir: str, dir_key: str, cursor: Cursor, settle: "_Settler") -> None:
     with os.scandir(dir_path) as listing:
-        children = sorted(listing, key=lambda d: d.name)
+        children = sorted(listing, key=_BY_NAME)
     for child in children:
         key = f"{dir_key}\0{child.name}"
         entry = cursor.take(key)

@@ -980,6 +980,9 @@ def mark_change(entry: Entry, old: Entry | None, changes: Changes) -> None:
     if old is not None and old.type == FILE and entry.type == FILE:
         entry.base_sha256 = old.sha256
         entry.base_held = old.held
+    # what pack reads again is described by what it reads: an entry walk handed on as the
+    # previous index's own (unchanged, in a full snapshot) keeps no hash of that one
+    entry.sha256 = entry.stored_size = entry.held = None
     if old is None:
         changes.new += 1
     else:

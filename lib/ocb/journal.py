@@ -18,20 +18,22 @@ state is rolled back, so every root is wholly old or wholly new.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import functools
 import json
 import os
 import re
-import secrets
 import shutil
 import stat
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from .errors import RuntimeFailure, StoreLocked
 from .fsutil import TMP_MARK, fsync_dir, write_bytes
 from .log import log
+
+if TYPE_CHECKING:
+    import ctypes
 
 JOURNAL = "restore-journal.json"
 JOURNAL_VERSION = 1
@@ -46,7 +48,7 @@ RENAME_EXCHANGE = 2
 
 
 def new_tx() -> str:
-    return secrets.token_hex(6)
+    return os.urandom(6).hex()  # secrets.token_hex(6), without importing secrets in every plan
 
 
 def journal_path(work_dir: str) -> str:
@@ -57,7 +59,10 @@ def journal_path(work_dir: str) -> str:
 def _libc() -> "ctypes.CDLL | None":
     """The C library this process runs on (dlopen(NULL): glibc, musl), looked up at the first
     swap: ctypes.util.find_library ran `ldconfig -p` in a subprocess at every import of this
-    module, ~7 ms of the start of every stage that imports it."""
+    module, ~7 ms of the start of every stage that imports it (and ctypes itself is imported
+    here, not by every plan)."""
+    import ctypes
+
     try:
         return ctypes.CDLL(None, use_errno=True)
     except OSError:
@@ -73,6 +78,8 @@ def exchange(first: str, second: str) -> bool:
     result = libc.renameat2(AT_FDCWD, os.fsencode(first), AT_FDCWD, os.fsencode(second), RENAME_EXCHANGE)
     if result == 0:
         return True
+    import ctypes
+
     code = ctypes.get_errno()
     if code in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
         return False

@@ -5,8 +5,8 @@
 #
 # The work dir is the one the stages will use, never worked out here: ocb_take_lock asks the
 # pipe's first stage (STAGE --show-config FLAGS: ocb-plan for a backup, ocb-chain for a
-# restore) and reads .settings.work_dir from its document with jq, so flags, OCB_*, the legacy
-# names and the env files count exactly as they count for the stages. A bad setting: that
+# restore) and reads .settings.work_dir from its document (ocb_work_dir_of_config), so flags,
+# OCB_*, the legacy names and the env files count exactly as they count for the stages. A bad setting: that
 # stage's error document on stdout, its exit code (2), nothing done. jq missing: exit 1.
 #
 # With flock(1) the lock is WORK/.lock, released when its holder dies (fd 9 stays open for
@@ -24,6 +24,22 @@
 
 say() { echo "$ocb_name: $1: $2" >&2; }
 
+# ocb_work_dir_of_config: $work, .settings.work_dir of the document in $ocb_config. Taken
+# from its text when the value holds no escape: a JSON string without a backslash is its
+# value as written, and the document (document.dump) holds one "work_dir" key, whose quotes
+# no string can hold unescaped. Else (an escape: a quote, a control or a non-ASCII
+# character in the path) with jq. One jq start (~20 ms) fewer per backup and restore.
+ocb_work_dir_of_config() {
+    work=${ocb_config#*'"work_dir": "'}
+    if [ "$work" != "$ocb_config" ]; then
+        work=${work%%'"'*}
+        case $work in *\\*) work= ;; esac
+    else
+        work=
+    fi
+    [ -n "$work" ] || work=$(printf '%s\n' "$ocb_config" | jq -r '.settings.work_dir // empty' 2>/dev/null)
+}
+
 ocb_take_lock() {
     ocb_name=$1
     ocb_stage=$2
@@ -39,7 +55,7 @@ ocb_take_lock() {
         [ -z "$ocb_config" ] || printf '%s\n' "$ocb_config"
         exit "$ocb_status"
     fi
-    work=$(printf '%s\n' "$ocb_config" | jq -r '.settings.work_dir // empty' 2>/dev/null)
+    ocb_work_dir_of_config
     case "$work" in
         /*) ;;
         *) say error "${ocb_stage##*/} --show-config gave no absolute .settings.work_dir (a bug)"; exit 70 ;;

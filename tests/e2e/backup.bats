@@ -236,6 +236,15 @@ EOF
 
 # --- the env file, under cron's bare environment ------------------------------------------
 
+@test "a work dir whose name JSON escapes (a quote, a backslash, non-ASCII) is the lock's and the stages' all the same" {
+    for name in 'wörk "dir"' 'back\slash' 'plain-dir'; do
+        wd="$BATS_TEST_TMPDIR/$name"
+        run -0 --separate-stderr env OCB_WORK_DIR="$wd" "$OCB_ROOT/bin/ocb-backup" --full
+        jq -e --arg wd "$wd" '.settings.work_dir == $wd and .push.meta != null' <<<"$output"
+        [ -f "$wd/.lock" ]  # taken there (flock is installed wherever make test runs)
+    done
+}
+
 @test "with the work dir set only in the env file, ocb-backup's lock, sweep and stages all use it under env -i" {
     wd="$BATS_TEST_TMPDIR/env-file-work"
     default="$HOME/.cache/ocb/work"
