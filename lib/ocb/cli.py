@@ -222,11 +222,12 @@ def run_stages(verbs: list[str], flags: list[str] | None = None) -> None:
     for number, verb in enumerate(verbs):
         try:
             if verb == "prune":
-                if status not in (0, EXIT_PARTIAL) or _ends_here(document.parse(handed)):
+                pushed = document.parse(handed)
+                if status not in (0, EXIT_PARTIAL) or _ends_here(pushed):
                     break  # a failure or a skip is the document: no prune after it
                 from .stages.prune import due_after_backup
 
-                if not due_after_backup(document.parse(handed)):
+                if not due_after_backup(pushed):
                     break  # what push wrote is the document: no prune is due
                 handed, status = _one_stage(verb, handed, ["--after-backup"])
             else:
@@ -250,7 +251,7 @@ def _password_key_ahead(handed: bytes) -> None:
     """Between the plan and pack in one interpreter (ocb-backup): a backup that pack will seal
     or push will sign derives this machine's password key now, into the key cache, before
     pack's libraries are imported, so that the KDF's memory (Argon2id: 64 MiB) peaks beside
-    what the plan left only (~97 -> ~88 MB, the peak of a backup whose key is not cached);
+    what the plan left only (96.6 -> 94.6 MB, the peak of a backup whose key is not cached);
     pack and push then find it there. Not when the key cache is off (they would derive it
     again) nor after a skip; a failure is left to the stage, which reports it."""
     try:
