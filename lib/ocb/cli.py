@@ -124,14 +124,29 @@ def _pass_on(handed: bytes) -> None:
         sys.exit(0)
 
 
+def _configure_logging(verb: str) -> None:
+    """Messages as `ocb-<verb>: <level>: ...` on stderr, in the format and with the bars the
+    environment asks for."""
+    configure(verb, json_lines=os.environ.get("OCB_LOG_FORMAT") == "json",
+              debug=os.environ.get("OCB_DEBUG") == "1",
+              progress=os.environ.get("OCB_PROGRESS") == "1" or sys.stderr.isatty())
+
+
+def _set_loudness(quiet_flag: bool, verbose_flag: bool) -> None:
+    """-q / -v, or OCB_VERBOSITY=quiet|verbose (how ocb-backup and ocb-restore hand theirs on)."""
+    loudness = os.environ.get("OCB_VERBOSITY", "")
+    quiet = quiet_flag or (loudness == "quiet" and not verbose_flag)
+    verbose = verbose_flag or (loudness == "verbose" and not quiet_flag)
+    if quiet or verbose:
+        set_loudness(quiet=quiet, verbose=verbose)
+
+
 def main(verb: str, argv: list[str] | None = None) -> None:
     # a stage makes tens of thousands of long-lived objects (index entries, tar headers) and
     # hardly any cycle: at the default threshold the cyclic collector ran again and again over
     # all of them as the heap grew (~10 % of a plan or a push); rarer runs still free cycles
     gc.set_threshold(50_000, 20, 100)
-    configure(verb, json_lines=os.environ.get("OCB_LOG_FORMAT") == "json",
-              debug=os.environ.get("OCB_DEBUG") == "1",
-              progress=os.environ.get("OCB_PROGRESS") == "1" or sys.stderr.isatty())
+    _configure_logging(verb)
     handed: bytes | None = None
     if verb in READS_DOCUMENT and not (sys.argv[1:] if argv is None else argv):
         handed = sys.stdin.buffer.read()
@@ -158,12 +173,7 @@ def main(verb: str, argv: list[str] | None = None) -> None:
             sys.exit(0)
         global _render
         _render = None if args.json else getattr(stage, "render", None)
-        # -q / -v, or OCB_VERBOSITY=quiet|verbose (how ocb-backup and ocb-restore hand theirs on)
-        loudness = os.environ.get("OCB_VERBOSITY", "")
-        quiet = args.quiet or (loudness == "quiet" and not args.verbose)
-        verbose = args.verbose or (loudness == "verbose" and not args.quiet)
-        if quiet or verbose:
-            set_loudness(quiet=quiet, verbose=verbose)
+        _set_loudness(args.quiet, args.verbose)
         # what the stage reads on stdin with these flags (ocb-prune --after-backup reads a
         # backup document; without it, it starts one): (kind, sections), or None
         reads = getattr(stage, "reads", lambda _args: None if stage.STARTS_DOCUMENT else (stage.KIND, stage.NEEDS))(args)
@@ -218,6 +228,11 @@ def run_stages(verbs: list[str], flags: list[str] | None = None) -> None:
     the last stage's, which is the first failure's code (a failing stage's error document is
     passed on with it)."""
     handed = b"" if verbs[0] == "plan" else sys.stdin.buffer.read()
+    key_first = False
+    if verbs[0] == "plan" and "pack" in verbs:
+        _configure_logging("plan")  # what it says is the plan's
+        _set_loudness(False, False)
+        key_first = _password_key_first()
     status = 0
     for number, verb in enumerate(verbs):
         try:
@@ -232,7 +247,7 @@ def run_stages(verbs: list[str], flags: list[str] | None = None) -> None:
                 handed, status = _one_stage(verb, handed, ["--after-backup"])
             else:
                 handed, status = _one_stage(verb, handed, list(flags or ()) if number == 0 else [])
-                if verb == "plan" and "pack" in verbs and status == 0:
+                if verb == "plan" and "pack" in verbs and status == 0 and not key_first:
                     _password_key_ahead(handed)
         except OcbError as exc:  # a signal outside the stage's own handling of it (between two)
             try:
@@ -247,26 +262,68 @@ def run_stages(verbs: list[str], flags: list[str] | None = None) -> None:
     sys.exit(status)
 
 
+def _password_key_first() -> bool:
+    """Before the plan, in one interpreter with the stages after it (ocb-backup): when a
+    password is set and the key cache holds no key at all (a machine's first backup, or the
+    first since its memory was emptied), the key is derived now, while the interpreter holds
+    nothing but itself, so that the KDF's 64 MiB peak beside ~20 MB rather than beside what
+    the plan leaves (the interpreter's peak in a sealed incremental at SCALE=5: 98.5-99.2 ->
+    94.6 MB). A state found
+    unchanged after all has cost one KDF run, once, and the key is cached for the next
+    backup. When the cache holds some key, it may be this one: _password_key_ahead, after the
+    plan, tells. Asks no more than the environment and one listing: most backups stop here.
+    True when the key was derived here."""
+    try:
+        env = config.load_environment()
+        password = config.seal_password(env)
+        where = config.key_cache_dir(env)
+        if password is None or where is None:
+            return False
+        from .keycache import ENTRY_SUFFIX
+
+        try:
+            if any(name.endswith(ENTRY_SUFFIX) for name in os.listdir(where[0])):
+                return False
+        except FileNotFoundError:
+            pass
+        key_cache = config.key_cache(env)
+        if key_cache is None or not key_cache.usable:
+            return False
+        settings = config.resolve_settings(env, "backup")
+        from . import seal
+
+        seal.machine_password_key(settings.cache_dir, password, settings.kdf, settings.scrypt_log_n,
+                                  settings.argon2_memory, key_cache)
+        return True
+    except Exception as exc:  # noqa: BLE001 - the stage that needs the key meets it again and says so
+        log.debug(f"the password key was not derived before the plan: {exc}")
+        return False
+
+
 def _password_key_ahead(handed: bytes) -> None:
-    """Between the plan and pack in one interpreter (ocb-backup): a backup that pack will seal
-    or push will sign derives this machine's password key now, into the key cache, before
-    pack's libraries are imported, so that the KDF's memory (Argon2id: 64 MiB) peaks beside
-    what the plan left only (96.6 -> 94.6 MB, the peak of a backup whose key is not cached);
-    pack and push then find it there. Not when the key cache is off (they would derive it
-    again) nor after a skip; a failure is left to the stage, which reports it."""
+    """Between the plan and pack in one interpreter (ocb-backup), when _password_key_first
+    did not derive the key: a backup that pack will seal or push will sign derives this
+    machine's password key now, into the key cache, before pack's libraries are imported, so
+    that the KDF's memory (Argon2id: 64 MiB) peaks beside what the plan left only (scale 1:
+    96.6 -> 94.6 MB for the interpreter); pack and push then find it there. Not when the key
+    cache is off (they would derive it again) nor after a skip; a failure is left to the
+    stage, which reports it."""
     try:
         doc = document.parse(handed)
-        password = config.seal_password()
-        key_cache = config.key_cache()
-        if _ends_here(doc) or password is None or key_cache is None or not key_cache.usable:
+        if _ends_here(doc):
+            return  # after a skip or a failure nothing more is asked
+        env = config.load_environment()
+        password = config.seal_password(env)
+        key_cache = config.key_cache(env)
+        if password is None or key_cache is None or not key_cache.usable:
             return
         from . import seal
 
         settings = config.Settings.from_doc(doc)
         seal.machine_password_key(settings.cache_dir, password, settings.kdf, settings.scrypt_log_n,
                                   settings.argon2_memory, key_cache)
-    except (OcbError, KeyError, TypeError, ValueError):
-        pass
+    except Exception as exc:  # noqa: BLE001 - the stage that needs the key meets it again and says so
+        log.debug(f"the password key was not derived before pack: {exc}")
 
 
 def _ends_here(doc: dict) -> bool:
