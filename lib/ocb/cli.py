@@ -268,11 +268,10 @@ def _password_key_first() -> bool:
     first since its memory was emptied), the key is derived now, while the interpreter holds
     nothing but itself, so that the KDF's 64 MiB peak beside ~20 MB rather than beside what
     the plan leaves (the interpreter's peak in a sealed incremental at SCALE=5: 98.5-99.2 ->
-    94.6 MB). A state found
-    unchanged after all has cost one KDF run, once, and the key is cached for the next
-    backup. When the cache holds some key, it may be this one: _password_key_ahead, after the
-    plan, tells. Asks no more than the environment and one listing: most backups stop here.
-    True when the key was derived here."""
+    94.6 MB). A state found unchanged after all has cost one KDF run, once, and the key is
+    cached for the next backup. When the cache holds some key, it may be this one:
+    _password_key_ahead, after the plan, tells. Asks no more than the environment and one
+    listing: most backups stop here. True when the key was derived here."""
     try:
         env = config.load_environment()
         password = config.seal_password(env)
