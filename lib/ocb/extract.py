@@ -15,7 +15,6 @@ import errno
 import hashlib
 import heapq
 import marshal
-import operator
 import os
 import shutil
 import stat
@@ -34,7 +33,20 @@ from .archive import (
 )
 from .blocks import BlockHashes, Hasher, block_count, decode_ranges, sidecar_name
 from .errors import ChainBroken, ChecksumMismatch, HostileArchive
-from .index import DIR, FILE, NUL, SYMLINK, Cursor, Entry, Index, checked_structure, no_gc, read_lines, split_member
+from .index import (
+    BY_NAME,
+    DIR,
+    FILE,
+    NUL,
+    SYMLINK,
+    Cursor,
+    Entry,
+    Index,
+    checked_structure,
+    no_gc,
+    read_lines,
+    split_member,
+)
 
 # Modes while building staging: a staging root is private (0700) until it is in place, so
 # nothing below it can be reached by another user whatever its mode. Below it, files and
@@ -49,7 +61,6 @@ MAX_DELTA_BLOCK = 64 * 1024**2
 MAX_DELTA_LENGTH = 1024**4
 HOLE_BLOCK = 4096  # zero blocks of this size are left as holes when a file is written
 ZERO_BLOCK = bytes(HOLE_BLOCK)
-_BY_NAME = operator.attrgetter("name")
 
 
 _USTAR_MAGIC = tarfile.POSIX_MAGIC  # "ustar\0" and version "00", at 257
@@ -718,7 +729,7 @@ def make_equal(staging: str, root: str, entries: Iterable[Entry], blocks_dir: st
 
 def _walk_staging(dir_path: str, rel_dir: str, dir_key: str, cursor: Cursor, settle: "_Settler") -> None:
     with os.scandir(dir_path) as listing:
-        children = sorted(listing, key=_BY_NAME)
+        children = sorted(listing, key=BY_NAME)
     for child in children:
         key = f"{dir_key}\0{child.name}"
         entry = cursor.take(key)

@@ -763,7 +763,7 @@ def walk(present: list[tuple[Root, str, os.stat_result]], excludes: list[str], i
             yield from _walk(root, children, report, exclusion(excludes, includes), previous)
 
 
-_BY_NAME = operator.attrgetter("name")
+BY_NAME = operator.attrgetter("name")  # how a listing is sorted: its names in order_key order
 
 
 def _listing(dir_path: str, rel_dir: str) -> list[os.DirEntry]:
@@ -771,7 +771,7 @@ def _listing(dir_path: str, rel_dir: str) -> list[os.DirEntry]:
     raised (RuntimeFailure for a root's own: the backup cannot go on without it)."""
     try:
         with os.scandir(dir_path) as listing:
-            return sorted(listing, key=_BY_NAME)
+            return sorted(listing, key=BY_NAME)
     except FileNotFoundError:
         if not rel_dir:
             return []  # the root went while we scanned: an empty root
