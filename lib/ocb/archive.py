@@ -45,6 +45,26 @@ TAR_ENCODING, TAR_ERRORS = "utf-8", "surrogateescape"
 # numbers, no prefix (PAX puts long names in an extended header instead), the block's padding
 _USTAR_TAIL = tarfile.POSIX_MAGIC + b"\0" * (32 + 32 + 8 + 8 + 155 + 12)
 _USTAR_LIMIT = 8 ** 11  # size and mtime fit 11 octal digits
+_USTAR_TAIL_SUM = sum(_USTAR_TAIL) + 8 * ord(" ")  # with the checksum field as it is summed: blank
+
+
+def _ustar_block(name: bytes, mode: int, size: int, mtime: int, kind: bytes, link: bytes) -> bytes:
+    """One ustar header block as tarfile's _create_header writes it for ocb's members (no
+    owner, no device numbers, no prefix): names cut to their field, the checksum filled in
+    (summed over the parts that vary: the whole block's sum was half of a header's cost)."""
+    name, link = name[:100], link[:100]
+    numbers = b"%07o\x000000000\x000000000\x00%011o\x00%011o\x00" % (mode & 0o7777, size, mtime)
+    checksum = sum(name) + sum(numbers) + kind[0] + sum(link) + _USTAR_TAIL_SUM
+    return b"".join((name.ljust(100, b"\0"), numbers, b"%06o\x00 " % checksum, kind, link.ljust(100, b"\0"),
+                     _USTAR_TAIL))
+
+
+def _plain_numbers(info: tarfile.TarInfo) -> bool:
+    """No owner (names or numbers), no extended header asked for, a size and mtime that fit
+    the ustar fields as integers: the member's header needs no PAX record but for its names."""
+    return not (info.uname or info.gname or info.uid or info.gid or info.pax_headers
+                or not 0 <= info.size < _USTAR_LIMIT or not isinstance(info.mtime, int)
+                or not 0 <= info.mtime < _USTAR_LIMIT)
 
 
 def ustar_header(info: tarfile.TarInfo) -> bytes | None:
@@ -55,21 +75,57 @@ def ustar_header(info: tarfile.TarInfo) -> bytes | None:
     the bytes against TarInfo.tobuf."""
     name = info.name + "/" if info.type == tarfile.DIRTYPE and not info.name.endswith("/") else info.name
     if (len(name) > 100 or len(info.linkname) > 100 or not name.isascii() or not info.linkname.isascii()
-            or info.uname or info.gname or info.uid or info.gid or info.pax_headers
-            or not 0 <= info.size < _USTAR_LIMIT or not isinstance(info.mtime, int)
-            or not 0 <= info.mtime < _USTAR_LIMIT):
+            or not _plain_numbers(info)):
         return None
-    head = (name.encode("ascii").ljust(100, b"\0")
-            + b"%07o\x000000000\x000000000\x00%011o\x00%011o\x00        " % (info.mode & 0o7777, info.size, info.mtime)
-            + info.type + info.linkname.encode("ascii").ljust(100, b"\0") + _USTAR_TAIL)
-    return head[:148] + b"%06o\x00" % sum(head) + head[155:]
+    return _ustar_block(name.encode("ascii"), info.mode, info.size, info.mtime, info.type,
+                        info.linkname.encode("ascii"))
+
+
+def pax_name_header(info: tarfile.TarInfo) -> bytes | None:
+    """The headers tarfile's PAX format writes for `info` when only its name or link needs an
+    extended header (longer than 100 bytes, or not ASCII, but valid UTF-8): the extended
+    header with its `path` and `linkpath` records, then the ustar header with the names cut
+    as tarfile cuts them. None for anything else (tarfile writes it). An npm cache's paths
+    are longer than 100 bytes: tarfile's way to these headers cost ~90 µs each, a twentieth
+    of a full backup (docs/performance.md, round 9); tests/unit/test_archive.py checks the
+    bytes against TarInfo.tobuf."""
+    name = info.name + "/" if info.type == tarfile.DIRTYPE and not info.name.endswith("/") else info.name
+    link = info.linkname
+    if not _plain_numbers(info):
+        return None
+    records = b""
+    for keyword, value in ((b"path", name), (b"linkpath", link)):
+        if value.isascii() and len(value) <= 100:
+            continue
+        try:
+            raw = value.encode("utf-8")
+        except UnicodeEncodeError:
+            return None  # surrogates: tarfile's hdrcharset=BINARY
+        # a record's length counts its own digits: found as tarfile finds it
+        length = len(keyword) + len(raw) + 3
+        total = 0
+        while (grown := length + len(str(total))) != total:
+            total = grown
+        records += b"%d %s=%s\n" % (total, keyword, raw)
+    if not records:
+        return None
+    return (_ustar_block(b"././@PaxHeader", 0, len(records), 0, tarfile.XHDTYPE, b"")
+            + records + tarfile.NUL * (-len(records) % tarfile.BLOCKSIZE)
+            + _ustar_block(name.encode("ascii", "replace"), info.mode, info.size, info.mtime, info.type,
+                           link.encode("ascii", "replace")))
+
+
+def member_header(info: tarfile.TarInfo) -> bytes:
+    """The header blocks of a member, exactly as tarfile's PAX format writes them."""
+    return (ustar_header(info) or pax_name_header(info)
+            or info.tobuf(tarfile.PAX_FORMAT, TAR_ENCODING, TAR_ERRORS))
 
 
 class TarStream:
-    """A PAX tar stream written member by member into `out`: headers (ustar_header, else
-    TarInfo.tobuf), data in COPY_CHUNK pieces, padding, and the end-of-archive blocks, as
-    tarfile writes them (the same bytes), without tarfile's per-member copies of each TarInfo
-    and its list of every member written. File data is read into one buffer, used again for
+    """A PAX tar stream written member by member into `out`: headers (member_header), data
+    in COPY_CHUNK pieces, padding, and the end-of-archive blocks, as tarfile writes them (the
+    same bytes), without tarfile's per-member copies of each TarInfo and its list of every
+    member written. File data is read into one buffer, used again for
     every piece (`out.write` must take a copy of what it keeps, as zstd, gzip and files do):
     a fresh 1 MiB object per read was a fresh mapping and its page faults, per piece."""
 
@@ -80,27 +136,35 @@ class TarStream:
 
     @property
     def buffer(self) -> memoryview:
-        """COPY_CHUNK bytes the caller may read a small file into, for add_data."""
+        """COPY_CHUNK bytes the caller may read a small file into, for add_file_data."""
         return self._buffer
 
-    def add_data(self, info: tarfile.TarInfo, data: memoryview) -> None:
-        """A member whose data is all in `data` (info.size bytes, at most COPY_CHUNK: what a
-        small file's one read put in `buffer`)."""
-        header = ustar_header(info) or info.tobuf(tarfile.PAX_FORMAT, TAR_ENCODING, TAR_ERRORS)
-        padding = -info.size % tarfile.BLOCKSIZE
+    def add_file_data(self, name: str, mode: int, mtime: int, data: memoryview) -> None:
+        """A regular file's member whose data is all in `data` (at most COPY_CHUNK bytes: what
+        a small file's one read put in `buffer`), its header built without a TarInfo when it
+        is a plain ustar one (most of a home's files)."""
+        size = len(data)
+        if len(name) <= 100 and name.isascii() and 0 <= mtime < _USTAR_LIMIT:
+            header = _ustar_block(name.encode("ascii"), mode, size, mtime, tarfile.REGTYPE, b"")
+        else:
+            info = tarfile.TarInfo(name)
+            info.mode, info.mtime, info.size, info.type = mode, mtime, size, tarfile.REGTYPE
+            info.uname = info.gname = ""
+            header = member_header(info)
+        padding = -size % tarfile.BLOCKSIZE
         # one write for a member that fits a tar block or two: a compressor call each was
         # most of what a small file cost here
-        if info.size <= 2 * tarfile.BLOCKSIZE:
+        if size <= 2 * tarfile.BLOCKSIZE:
             self.out.write(header + data + tarfile.NUL * padding)
         else:
             self.out.write(header)
             self.out.write(data)
             if padding:
                 self.out.write(tarfile.NUL * padding)
-        self.offset += len(header) + info.size + padding
+        self.offset += len(header) + size + padding
 
     def add(self, info: tarfile.TarInfo, data: BinaryIO | None = None) -> None:
-        header = ustar_header(info) or info.tobuf(tarfile.PAX_FORMAT, TAR_ENCODING, TAR_ERRORS)
+        header = member_header(info)
         self.out.write(header)
         self.offset += len(header)
         if data is None or info.size == 0:
@@ -441,15 +505,18 @@ class _ArchiveWriter:
             if exc.errno == errno.ELOOP:  # it became a symlink since planning
                 return self.add(_relstat(entry, path), path)
             raise EntryUnreadable(exc) from None
-        with os.fdopen(fd, "rb", buffering=0) as handle:  # read in COPY_CHUNK pieces: no buffer between
+        try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 return self.add(_relstat(entry, path), path)
             current = Entry(entry.root, entry.path, FILE, stat.S_IMODE(st.st_mode), st.st_size, st.st_mtime_ns)
             if current.size <= COPY_CHUNK and current.size < self.options.delta_min:
-                self._add_small_file(current, fd)
-            else:
-                self._add_content(current, handle, current.size, entry.base_sha256)
+                self._add_small_file(current, fd)  # on the fd itself: no file object per file
+            else:  # read in COPY_CHUNK pieces: no buffer between
+                with os.fdopen(fd, "rb", buffering=0, closefd=False) as handle:
+                    self._add_content(current, handle, current.size, entry.base_sha256)
+        finally:
+            os.close(fd)
         return current
 
     def _add_small_file(self, current: Entry, fd: int) -> None:
@@ -471,10 +538,7 @@ class _ArchiveWriter:
         if got < size:
             view[got:] = bytes(size - got)
             self.stats.changed_while_read += 1
-        info = _tarinfo(current)
-        info.type = tarfile.REGTYPE
-        info.size = size
-        self.tar.add_data(info, view)
+        self.tar.add_file_data(current.member_name, current.mode, current.mtime_ns // 1_000_000_000, view)
         current.sha256 = hashlib.sha256(view).hexdigest()
         self.stats.files += 1
         self.stats.bytes_in += size

@@ -1,4 +1,5 @@
-"""archive.TarStream and ustar_header write exactly the bytes tarfile's PAX format writes; block
+"""archive.TarStream, ustar_header and pax_name_header write exactly the bytes tarfile's PAX
+format writes; block
 hashes do not depend on the chunking; the background sink hands its failure back."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import tarfile
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from ocb.archive import TAR_ENCODING, TAR_ERRORS, BackgroundWriter, TarStream, ustar_header
+from ocb.archive import TAR_ENCODING, TAR_ERRORS, BackgroundWriter, TarStream, member_header, pax_name_header, ustar_header
 from ocb.blocks import Hasher, block_digest
 
 NAMES = st.one_of(
@@ -43,6 +44,39 @@ def test_the_fast_header_is_tarfiles_header_or_declines(name, kind, mode, size, 
         assert fast == expected
     else:  # declined: only where tarfile needs an extended header
         assert len(expected) > tarfile.BLOCKSIZE or not name.isascii() or size >= 8**11 or not 0 <= mtime < 8**11
+
+
+LONG_NAMES = st.one_of(
+    NAMES,
+    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=90, max_size=400),  # ASCII past 100
+    st.text(min_size=40, max_size=200).filter(lambda s: "\0" not in s),  # UTF-8 past 100 bytes
+    st.text(st.characters(min_codepoint=0xDC80, max_codepoint=0xDCFF), min_size=1, max_size=5),  # surrogates
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(name=LONG_NAMES, kind=st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE]),
+       mode=st.integers(0, 0o7777), size=st.one_of(st.integers(0, 10**6), st.just(8**11 + 5)),
+       mtime=st.one_of(st.integers(0, 2**33), st.just(-1), st.just(8**11)), link=LONG_NAMES)
+def test_the_pax_name_header_is_tarfiles_header_or_declines(name, kind, mode, size, mtime, link) -> None:
+    info = _info(name, kind, mode, size, mtime, link)
+    fast = pax_name_header(info)
+    expected = info.tobuf(tarfile.PAX_FORMAT, TAR_ENCODING, TAR_ERRORS)
+    assert member_header(info) == expected
+    if fast is not None:
+        assert fast == expected
+        assert ustar_header(info) is None  # only where the plain header declines
+    elif size < 8**11 and 0 <= mtime < 8**11 and ustar_header(info) is None:
+        # declined with plain numbers: only for names that are not UTF-8 (tarfile's BINARY)
+        with pytest.raises(UnicodeEncodeError):
+            (name + link).encode("utf-8")
+
+
+def test_an_npm_cache_path_takes_the_pax_fast_path() -> None:
+    name = "root-npm/_cacache/content-v2/sha512/ab/cd/" + "0123456789abcdef" * 8
+    info = _info(name, tarfile.REGTYPE, 0o644, 4000, 1_780_000_000, "")
+    assert pax_name_header(info) == info.tobuf(tarfile.PAX_FORMAT, TAR_ENCODING, TAR_ERRORS)
+    assert len(pax_name_header(info)) == 3 * tarfile.BLOCKSIZE
 
 
 def test_a_simple_member_takes_the_fast_path() -> None:
