@@ -84,7 +84,9 @@ class UstarInfo(tarfile.TarInfo):
                            for start, end in ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (148, 155))]
             except ValueError:
                 numbers = [None]
-            if None not in numbers and numbers[5] == 256 + sum(buf) - sum(buf[148:156]):
+            # the unsigned checksum: the block's bytes with its own field as blanks (8 × 32);
+            # what follows the magic was checked to be zeros, so it adds nothing
+            if None not in numbers and numbers[5] == 256 + sum(buf[:148]) + sum(buf[156:265]):
                 kind = buf[156:157]
                 if kind != tarfile.GNUTYPE_SPARSE:
                     name = buf[:100].split(b"\0", 1)[0].decode(encoding, errors)
