@@ -67,6 +67,32 @@ _USTAR_MAGIC = tarfile.POSIX_MAGIC  # "ustar\0" and version "00", at 257
 _NO_OWNER_NAMES = bytes(tarfile.BLOCKSIZE - 265)  # uname to the block's end: what ustar_header leaves
 
 
+def _fast_ustar(cls: type, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo | None:
+    """A header as archive.ustar_header writes them, parsed in one step; None for any other
+    (tarfile parses those)."""
+    if len(buf) == tarfile.BLOCKSIZE and buf[257:265] == _USTAR_MAGIC and buf[265:] == _NO_OWNER_NAMES \
+            and buf[154:156] == b"\0 ":
+        try:
+            numbers = [int(buf[start:end - 1], 8) if buf[end - 1] == 0 else None
+                       for start, end in ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (148, 155))]
+        except ValueError:
+            return None
+        # the unsigned checksum: the block's bytes with its own field as blanks (8 × 32);
+        # what follows the magic was checked to be zeros, so it adds nothing
+        if None not in numbers and numbers[5] == 256 + sum(buf[:148]) + sum(buf[156:265]):
+            kind = buf[156:157]
+            if kind != tarfile.GNUTYPE_SPARSE:
+                name = buf[:100].split(b"\0", 1)[0].decode(encoding, errors)
+                if kind == tarfile.AREGTYPE and name.endswith("/"):
+                    kind = tarfile.DIRTYPE
+                info = cls(name.rstrip("/") if kind == tarfile.DIRTYPE else name)
+                info.mode, info.uid, info.gid, info.size, info.mtime, info.chksum = numbers
+                info.type = kind
+                info.linkname = buf[157:257].split(b"\0", 1)[0].decode(encoding, errors)
+                return info
+    return None
+
+
 class UstarInfo(tarfile.TarInfo):
     """A TarInfo whose header, when it is one the way archive.ustar_header writes them (POSIX
     magic, no owner names, device numbers or prefix, octal numbers, an unsigned checksum),
@@ -77,27 +103,120 @@ class UstarInfo(tarfile.TarInfo):
 
     @classmethod
     def frombuf(cls, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo:
-        if len(buf) == tarfile.BLOCKSIZE and buf[257:265] == _USTAR_MAGIC and buf[265:] == _NO_OWNER_NAMES \
-                and buf[154:156] == b"\0 ":
-            try:
-                numbers = [int(buf[start:end - 1], 8) if buf[end - 1] == 0 else None
-                           for start, end in ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (148, 155))]
-            except ValueError:
-                numbers = [None]
-            # the unsigned checksum: the block's bytes with its own field as blanks (8 × 32);
-            # what follows the magic was checked to be zeros, so it adds nothing
-            if None not in numbers and numbers[5] == 256 + sum(buf[:148]) + sum(buf[156:265]):
-                kind = buf[156:157]
-                if kind != tarfile.GNUTYPE_SPARSE:
-                    name = buf[:100].split(b"\0", 1)[0].decode(encoding, errors)
-                    if kind == tarfile.AREGTYPE and name.endswith("/"):
-                        kind = tarfile.DIRTYPE
-                    info = cls(name.rstrip("/") if kind == tarfile.DIRTYPE else name)
-                    info.mode, info.uid, info.gid, info.size, info.mtime, info.chksum = numbers
-                    info.type = kind
-                    info.linkname = buf[157:257].split(b"\0", 1)[0].decode(encoding, errors)
-                    return info
-        return super().frombuf(buf, encoding, errors)
+        return _fast_ustar(cls, buf, encoding, errors) or super().frombuf(buf, encoding, errors)
+
+
+_PAX_NAMES = {b"path": "name", b"linkpath": "linkname"}
+_PAX_MOST = 64 * 1024  # an extended header of names only is never longer (PATH_MAX is 4096)
+
+
+def members(tar: tarfile.TarFile, reader: "ForwardReader") -> Iterator[tarfile.TarInfo]:
+    """The members of `tar` (opened "r:" over `reader`, with UstarInfo), as tar.next() gives
+    them, without tarfile's steps around each header for the ones ocb writes: a ustar header
+    (_fast_ustar), and an extended header of only a path and a link path in UTF-8 followed by
+    one (pax_name_header's), are parsed here, with `tar.offset` kept as tarfile keeps it.
+    Anything else, from the end of the archive to a global header, is tar.next()'s, from
+    where it starts: nothing of it was read. tarfile's steps were a sixth of a restore's main
+    thread (docs/performance.md, round 9); tests/unit/test_extract.py checks the members and
+    the errors against tarfile's for any archive. tar.members stays empty."""
+    encoding, errors = tar.encoding, tar.errors
+    while True:
+        if tar.firstmember is not None or tar.pax_headers:  # tarfile's: the first, or global headers
+            member = tar.next()
+            tar.members.clear()
+            if member is None:
+                return
+            yield member
+            continue
+        if tar.offset != reader.position:  # what was not read of the last member's data
+            reader.seek(tar.offset - 1)
+            if not reader.read(1):
+                raise tarfile.ReadError("unexpected end of data")
+        member = _fast_member(reader, tar.offset, encoding, errors)
+        if member is None:
+            member = tar.next()  # nothing read: tarfile starts where the header does
+            tar.members.clear()
+            if member is None:
+                return
+            yield member
+            continue
+        info, used = member
+        reader.read(used)
+        tar.offset = info.offset_data + (-(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                                         if info.type in _DATA_TYPES else 0)
+        yield info
+
+
+# the types whose data tarfile skips to find the next header (isreg(), or not a type it knows)
+_DATA_TYPES = frozenset([tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.CONTTYPE]
+                        + [bytes([c]) for c in range(256) if bytes([c]) not in tarfile.SUPPORTED_TYPES])
+
+
+def _fast_member(reader: "ForwardReader", offset: int, encoding: str, errors: str) -> tuple[tarfile.TarInfo, int] | None:
+    """The member whose header starts at `offset` (the reader's position) and how many bytes
+    its headers take, when _fast_ustar parses it (after an extended header of names only);
+    None otherwise. Nothing is read: the headers are peeked at."""
+    head = reader.peek(tarfile.BLOCKSIZE)
+    info = _fast_ustar(UstarInfo, head, encoding, errors)
+    if info is None:
+        return None
+    if info.type in (tarfile.XHDTYPE, tarfile.SOLARIS_XHDTYPE):
+        return _fast_pax_member(reader, info, offset, encoding, errors)
+    if info.type not in _PLAIN_TYPES:
+        return None  # GNU long names, global headers and the like: tarfile's
+    info.offset, info.offset_data = offset, offset + tarfile.BLOCKSIZE
+    return info, tarfile.BLOCKSIZE
+
+
+_PLAIN_TYPES = frozenset([tarfile.REGTYPE, tarfile.AREGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE])
+
+
+def _fast_pax_member(reader: "ForwardReader", pax: tarfile.TarInfo, offset: int, encoding: str,
+                     errors: str) -> tuple[tarfile.TarInfo, int] | None:
+    if not 0 < pax.size <= _PAX_MOST:
+        return None
+    payload_blocks = -(-pax.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    used = tarfile.BLOCKSIZE + payload_blocks + tarfile.BLOCKSIZE
+    blocks = reader.peek(used)
+    if len(blocks) < used:
+        return None
+    payload = blocks[tarfile.BLOCKSIZE:tarfile.BLOCKSIZE + pax.size]
+    if b"hdrcharset=" in payload or blocks[tarfile.BLOCKSIZE + pax.size:used - tarfile.BLOCKSIZE].strip(b"\0"):
+        return None
+    # records "<length> <keyword>=<value>\n", back to back, filling the payload exactly
+    found: dict[str, str] = {}
+    at = 0
+    while at < len(payload):
+        space = payload.find(b" ", at, at + 21)
+        if space <= at or not payload[at:space].isdigit():
+            return None
+        end = at + int(payload[at:space])
+        equals = payload.find(b"=", space + 1, end)
+        if equals < 0 or end > len(payload) or payload[end - 1:end] != b"\n":
+            return None
+        field = _PAX_NAMES.get(payload[space + 1:equals])
+        if field is None or field in found:
+            return None
+        try:
+            found[field] = payload[equals + 1:end - 1].decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+        at = end
+    info = _fast_ustar(UstarInfo, blocks[used - tarfile.BLOCKSIZE:], encoding, errors)
+    if info is None or info.type not in _PLAIN_TYPES or not found:
+        return None
+    # as tarfile's _proc_pax and _apply_pax_info leave it
+    pax_headers = {}
+    for field, value in found.items():
+        if field == "name":
+            pax_headers["path"] = value
+            info.name = value.rstrip("/")
+        else:
+            pax_headers["linkpath"] = value
+            info.linkname = value
+    info.pax_headers = pax_headers
+    info.offset, info.offset_data = offset, offset + used
+    return info, used
 
 
 @dataclass
@@ -323,8 +442,7 @@ class StagingWriter:
         except tarfile.ReadError as exc:
             raise HostileArchive(f"not a tar archive: {exc}") from None
         with tar, self._dirs_closed(), self._hashes_dropped_on_failure(), no_gc():  # TarInfos hold no cycles
-            while (member := tar.next()) is not None:
-                tar.members.clear()  # tarfile keeps every member read: memory would grow with the files
+            for member in members(tar, reader):  # tar.members stays empty: memory stays flat
                 if member.name == INDEX_MEMBER:
                     self._save_index(tar, member)
                     got_index = True
@@ -621,6 +739,15 @@ class ForwardReader:
             if not self.read(min(target - self.position, self.READ_SIZE)):
                 break  # past the end: the next read says so
         return self.position
+
+    def peek(self, size: int) -> bytes:
+        """The next `size` bytes (fewer at the end of the stream), not read yet."""
+        while len(self.buffer) - self.at < size:
+            chunk = self.source.read(max(self.READ_SIZE, size))
+            if not chunk:
+                break
+            self.buffer, self.at = self.buffer[self.at:] + chunk, 0
+        return self.buffer[self.at:self.at + size]
 
     def read(self, size: int = -1) -> bytes:
         if size is None or size < 0:

@@ -312,3 +312,101 @@ def test_ustar_info_parses_ustar_headers_itself(monkeypatch):
         raise AssertionError("tarfile's parser was asked")
     monkeypatch.setattr(tarfile.TarInfo, "frombuf", classmethod(refused))
     assert _header_parsed(UstarInfo, ustar_header(info)) == expected
+
+
+# -- members(): the headers ocb writes parsed without tarfile's steps, the rest by tarfile -----
+
+def _archive_of(specs) -> bytes:
+    """A tar stream of members as ocb writes them (TarStream: ustar, or PAX for long or
+    non-ASCII names), with tarfile's own GNU and global PAX headers mixed in."""
+    from ocb.archive import TarStream
+    out = io.BytesIO()
+    stream = TarStream(out)
+    for name, kind, size, link, style in specs:
+        info = tarfile.TarInfo(name)
+        info.type, info.mode, info.mtime, info.uname, info.gname = kind, 0o640, 1_700_000_000, "", ""
+        if kind == tarfile.SYMTYPE:
+            info.linkname = link
+        if kind == tarfile.REGTYPE:
+            info.size = size
+        if style == "ocb":
+            stream.add(info, io.BytesIO(b"d" * info.size))
+            continue
+        if style == "global":
+            out.write(tarfile.TarInfo.create_pax_global_header({"comment": "x"}))
+        fmt = tarfile.GNU_FORMAT if style == "gnu" else tarfile.PAX_FORMAT
+        header = info.tobuf(fmt, "utf-8", "surrogateescape")
+        out.write(header + b"d" * info.size + tarfile.NUL * (-info.size % tarfile.BLOCKSIZE))
+    stream.close()
+    return out.getvalue()
+
+
+def _listed(iterate):
+    got = []
+    try:
+        for member in iterate():
+            got.append((member.name, member.type, member.size, member.mode, member.mtime, member.linkname,
+                        member.uid, member.gid, member.offset, member.offset_data, dict(member.pax_headers)))
+    except (tarfile.TarError, UnicodeError, ValueError) as exc:
+        got.append(type(exc).__name__)
+    return got
+
+
+MEMBER_NAMES = st.one_of(
+    st.text(alphabet="ab/", min_size=1, max_size=12).map(lambda s: "r/" + s),
+    st.text(alphabet="abc/", min_size=100, max_size=240).map(lambda s: "r/" + s),  # past 100: PAX
+    st.text(alphabet="aé/ø", min_size=1, max_size=30).map(lambda s: "r/" + s),  # not ASCII: PAX
+    st.just("r/\udcff\udcfe"),  # surrogates: tarfile's hdrcharset=BINARY
+    st.just("r/é\n21 hdrcharset=BINARY\n"),  # a name that reads as a record to tarfile's search
+)
+MEMBER_SPECS = st.lists(st.tuples(
+    MEMBER_NAMES, st.sampled_from([tarfile.REGTYPE, tarfile.DIRTYPE, tarfile.SYMTYPE]), st.integers(0, 1500),
+    st.one_of(st.just(""), st.text(alphabet="xy", min_size=90, max_size=130)),
+    st.sampled_from(["ocb", "ocb", "ocb", "pax", "gnu", "global"])), min_size=1, max_size=8)
+
+
+@settings(max_examples=300, deadline=None)
+@given(specs=MEMBER_SPECS, flips=st.lists(st.tuples(st.integers(0, 2**16), st.integers(0, 255)), max_size=3),
+       cut=st.one_of(st.none(), st.integers(0, 2**16)))
+def test_members_are_tarfiles_members_for_any_archive(specs, flips, cut):
+    # ocb's archives, tarfile's other headers among them, damaged anywhere or cut short: the
+    # same members (names, types, sizes, offsets, PAX records) or the same error as tarfile
+    from ocb.extract import ForwardReader, UstarInfo, members
+    try:
+        data = bytearray(_archive_of(specs))
+    except ValueError:
+        return  # tarfile cannot write it either
+    for at, value in flips:
+        if at < len(data):
+            data[at] = value
+    data = bytes(data[:cut] if cut is not None else data)
+
+    def theirs():
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:", encoding="utf-8", errors="surrogateescape") as tar:
+            while (member := tar.next()) is not None:
+                yield member
+
+    def ours():
+        reader = ForwardReader(io.BytesIO(data))
+        with tarfile.open(fileobj=reader, mode="r:", encoding="utf-8", errors="surrogateescape",
+                          tarinfo=UstarInfo) as tar:
+            yield from members(tar, reader)
+    assert _listed(ours) == _listed(theirs)
+
+
+def test_members_parse_ocbs_headers_themselves(monkeypatch):
+    # ustar headers and PAX ones of long names never reach tarfile's next() after the first
+    from ocb.extract import ForwardReader, UstarInfo, members
+    specs = [("r", tarfile.DIRTYPE, 0, "", "ocb"), ("r/" + "n" * 150, tarfile.REGTYPE, 700, "", "ocb"),
+             ("r/é", tarfile.SYMTYPE, 0, "t" * 120, "ocb"), ("r/z", tarfile.REGTYPE, 3, "", "ocb")]
+    data = _archive_of(specs)
+    reader = ForwardReader(io.BytesIO(data))
+    tar = tarfile.open(fileobj=reader, mode="r:", encoding="utf-8", errors="surrogateescape", tarinfo=UstarInfo)
+    first = tar.next()  # parsed when the archive was opened
+    tar.firstmember = first
+    calls = []
+    real_next = tarfile.TarFile.next
+    monkeypatch.setattr(tarfile.TarFile, "next", lambda self: calls.append(1) or real_next(self))
+    names = [m.name for m in members(tar, reader)]
+    assert names == ["r", "r/" + "n" * 150, "r/é", "r/z"]
+    assert len(calls) == 2  # the first member, and the end of the archive
