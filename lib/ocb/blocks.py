@@ -112,6 +112,16 @@ class Hasher:
             self.digests += block_digest(view[start:start + size])
         self.pending += view[full:]
 
+    def add_block(self, block: bytes) -> bytes:
+        """update() with one whole block (or the last, shorter one) at a block boundary; its
+        digest, for a caller that compares it (build_delta): hashed once, not twice."""
+        assert self.with_blocks and not self.pending and len(block) <= self.block_size
+        self.whole.update(block)
+        self.size += len(block)
+        digest = block_digest(block)
+        self.digests += digest
+        return digest
+
     def finish(self) -> tuple[str, BlockHashes | None]:
         if self.with_blocks and self.pending:
             self.digests += block_digest(self.pending)
@@ -150,8 +160,8 @@ def build_delta(source: BinaryIO, size: int, previous: BlockHashes, spool_path: 
             if len(block) < want:
                 short = True
                 block += b"\0" * (want - len(block))
-            hasher.update(block)
-            if block_digest(block) != previous.digest(number):
+            digest = hasher.add_block(block)
+            if digest != previous.digest(number):
                 changed.append(number)
                 spool.write(block)
             remaining -= want

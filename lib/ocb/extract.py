@@ -67,30 +67,38 @@ _USTAR_MAGIC = tarfile.POSIX_MAGIC  # "ustar\0" and version "00", at 257
 _NO_OWNER_NAMES = bytes(tarfile.BLOCKSIZE - 265)  # uname to the block's end: what ustar_header leaves
 
 
+_NO_OWNER = b"0000000\x000000000\x00"  # uid and gid as archive.ustar_header writes them
+_FIELDS = ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (148, 155))  # mode .. chksum
+
+
 def _fast_ustar(cls: type, buf: bytes, encoding: str, errors: str) -> tarfile.TarInfo | None:
     """A header as archive.ustar_header writes them, parsed in one step; None for any other
     (tarfile parses those)."""
-    if len(buf) == tarfile.BLOCKSIZE and buf[257:265] == _USTAR_MAGIC and buf[265:] == _NO_OWNER_NAMES \
-            and buf[154:156] == b"\0 ":
-        try:
-            numbers = [int(buf[start:end - 1], 8) if buf[end - 1] == 0 else None
-                       for start, end in ((100, 108), (108, 116), (116, 124), (124, 136), (136, 148), (148, 155))]
-        except ValueError:
-            return None
-        # the unsigned checksum: the block's bytes with its own field as blanks (8 × 32);
-        # what follows the magic was checked to be zeros, so it adds nothing
-        if None not in numbers and numbers[5] == 256 + sum(buf[:148]) + sum(buf[156:265]):
-            kind = buf[156:157]
-            if kind != tarfile.GNUTYPE_SPARSE:
-                name = buf[:100].split(b"\0", 1)[0].decode(encoding, errors)
-                if kind == tarfile.AREGTYPE and name.endswith("/"):
-                    kind = tarfile.DIRTYPE
-                info = cls(name.rstrip("/") if kind == tarfile.DIRTYPE else name)
-                info.mode, info.uid, info.gid, info.size, info.mtime, info.chksum = numbers
-                info.type = kind
-                info.linkname = buf[157:257].split(b"\0", 1)[0].decode(encoding, errors)
-                return info
-    return None
+    if len(buf) != tarfile.BLOCKSIZE or buf[257:265] != _USTAR_MAGIC or buf[265:] != _NO_OWNER_NAMES \
+            or buf[154:156] != b"\0 ":
+        return None
+    try:
+        if buf[108:124] == _NO_OWNER and buf[107] == buf[135] == buf[147] == 0:  # ocb's: no owner
+            numbers = [int(buf[100:107], 8), 0, 0, int(buf[124:135], 8), int(buf[136:147], 8), int(buf[148:154], 8)]
+        else:
+            numbers = [int(buf[start:end - 1], 8) if buf[end - 1] == 0 else None for start, end in _FIELDS]
+    except ValueError:
+        return None
+    # the unsigned checksum: the block's bytes with its own field as blanks (8 × 32); what
+    # follows the magic was checked to be zeros, so it adds nothing
+    if None in numbers or numbers[5] != 256 + sum(buf[:148]) + sum(buf[156:265]):
+        return None
+    kind = buf[156:157]
+    if kind == tarfile.GNUTYPE_SPARSE:
+        return None
+    name = buf[:100].split(b"\0", 1)[0].decode(encoding, errors)
+    if kind == tarfile.AREGTYPE and name.endswith("/"):
+        kind = tarfile.DIRTYPE
+    info = cls(name.rstrip("/") if kind == tarfile.DIRTYPE else name)
+    info.mode, info.uid, info.gid, info.size, info.mtime, info.chksum = numbers
+    info.type = kind
+    info.linkname = buf[157:257].split(b"\0", 1)[0].decode(encoding, errors)
+    return info
 
 
 class UstarInfo(tarfile.TarInfo):

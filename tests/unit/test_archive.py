@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from ocb.archive import TAR_ENCODING, TAR_ERRORS, BackgroundWriter, TarStream, member_header, pax_name_header, ustar_header
-from ocb.blocks import Hasher, block_digest
+from ocb.blocks import DIGEST_SIZE, Hasher, block_digest, build_delta
 
 NAMES = st.one_of(
     st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=120),
@@ -119,6 +119,28 @@ def test_block_hashes_do_not_depend_on_how_the_bytes_are_fed(data, cuts, block_s
     assert sha256 == hashlib.sha256(data).hexdigest() and blocks is not None
     expected = b"".join(block_digest(data[i:i + block_size]) for i in range(0, len(data), block_size))
     assert blocks.digests == expected and blocks.size == len(data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(old=st.binary(max_size=5000), new=st.binary(max_size=5000), block_size=st.sampled_from([1, 7, 512]))
+def test_a_delta_records_what_hashing_the_new_content_records(tmp_path_factory, old, new, block_size) -> None:
+    # the whole sha256, the block hashes and the changed blocks of a delta are those of the
+    # new content, as a Hasher fed it whole gives them
+    previous = Hasher(True, block_size)
+    previous.update(old)
+    _, old_blocks = previous.finish()
+    assert old_blocks is not None
+    spool = str(tmp_path_factory.mktemp("delta") / "spool")
+    delta, short = build_delta(io.BytesIO(new), len(new), old_blocks, spool)
+    whole = Hasher(True, block_size)
+    whole.update(new)
+    sha256, blocks = whole.finish()
+    assert blocks is not None and not short
+    assert (delta.sha256, delta.blocks.digests, delta.blocks.size) == (sha256, blocks.digests, len(new))
+    changed = [n for n in range(len(blocks.digests) // DIGEST_SIZE) if blocks.digest(n) != old_blocks.digest(n)]
+    assert delta.changed == changed
+    with open(spool, "rb") as spooled:
+        assert spooled.read() == b"".join(new[n * block_size:(n + 1) * block_size] for n in changed)
 
 
 class _FullDisk(io.RawIOBase):
