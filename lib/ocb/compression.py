@@ -11,11 +11,13 @@ from typing import BinaryIO
 READ_BUFFER = 1024 * 1024
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 GZIP_MAGIC = b"\x1f\x8b"
-# one zstd worker thread beside the one building the tar stream (and the one sealing and
-# writing, archive.BackgroundWriter): at level 3 the tar stream's building is the slower, so a
-# worker per core bought no time and cost ~6 MB each; 1 MiB jobs (zstd's floor is 512 KiB)
-# cost ~15 MB less than 2 MiB ones for 0.03 % more bytes (docs/performance.md, round 4)
-ZSTD_THREADS = 1
+# two zstd worker threads beside the one building the tar stream (and the one sealing and
+# writing, archive.BackgroundWriter): with one, the tar stream's building waited in the
+# compressor's write whenever zstd's few jobs in flight were all taken (0.7 s of a 2.5 s
+# pack, round 9); a second worker cut the pack of the scale-1 home from 2.45 to 2.25 s for
+# ~5.5 MB, a third bought nothing. 1 MiB jobs (zstd's floor is 512 KiB) cost ~15 MB less than
+# 2 MiB ones for 0.03 % more bytes (docs/performance.md, rounds 4 and 9)
+ZSTD_THREADS = 2
 ZSTD_JOB_SIZE = 1024 * 1024
 
 
