@@ -40,6 +40,7 @@ from ocb.errors import (
 from ocb.snapshot import POINTER, build_pointer, meta_path, parse_record, with_digest
 from ocb.stores import canonical_url, open_store
 from ocb.stores.base import Upload
+from ocb.stores.local import LocalStore
 from tests.unit.test_catalog import make_meta
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -1085,3 +1086,39 @@ def test_the_hugging_face_gateway_settings_work_end_to_end(s3, tmp_path):
     assert again.read_meta("backups", SNAP) == meta
     fetched = again.fetch_volume("backups", upload.name, upload.size, upload.sha256, str(tmp_path / "dl"))
     assert Path(fetched).read_bytes() == Path(upload.path).read_bytes()
+
+
+# -- a volume the local store takes by a rename is written back early -------------------------
+
+def test_early_writeback_writes_what_it_is_given_and_starts_the_disk_on_it(tmp_path, monkeypatch):
+    from ocb import fsutil
+    started = []
+    real = fsutil.start_writeback
+
+    def noted(fd, offset, length):
+        started.append((offset, length))
+        return real(fd, offset, length)
+    monkeypatch.setattr(fsutil, "start_writeback", noted)
+    monkeypatch.setattr(fsutil.EarlyWriteback, "STEP", 4096)
+    path = tmp_path / "volume"
+    pieces = [os.urandom(n) for n in (1000, 5000, 3000, 70, 9000)]
+    with open(path, "xb") as opened:
+        out = fsutil.EarlyWriteback(opened)
+        for piece in pieces:
+            assert out.write(piece) == len(piece)
+        out.flush()
+    assert path.read_bytes() == b"".join(pieces)
+    # each range starts where the last one ended, once a step's worth was written
+    assert started == [(0, 6000), (6000, 12070)]
+    if sys.platform.startswith("linux"):
+        with open(path, "rb") as handle:
+            assert real(handle.fileno(), 0, 10)  # the kernel takes the hint
+
+
+def test_the_local_store_takes_by_rename_only_what_is_on_its_filesystem(tmp_path):
+    store = LocalStore(f"file://{tmp_path / 'store'}")
+    os.makedirs(store.root)
+    (tmp_path / "work").mkdir()
+    assert store.takes_by_rename(str(tmp_path / "work" / "a.tar.zst"))
+    assert not store.takes_by_rename("/proc/self/a.tar.zst")  # another filesystem
+    assert not LocalStore(f"file://{tmp_path / 'nowhere'}").takes_by_rename(str(tmp_path / "work" / "a"))

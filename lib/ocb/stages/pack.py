@@ -37,12 +37,13 @@ from ..archive import HashingWriter, PackOptions, write_archive
 from ..cache import BLOCKS_DIR
 from ..compression import COMPRESSIONS
 from ..config import Settings
-from ..errors import BadDocument, RuntimeFailure, io_reason
-from ..fsutil import discard
+from ..errors import BadDocument, RuntimeFailure, UsageError, io_reason
+from ..fsutil import EarlyWriteback, discard
 from ..index import Entry, OutOfOrder, RowsReader, rows_intact
 from ..log import log
 from ..progress import Meter, human_bytes
 from ..snapshot import SEALED_SUFFIX
+from ..stores import local
 from .seal import archive_sealing, seal_section
 
 STARTS_DOCUMENT = False
@@ -105,7 +106,8 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
     try:
         if os.path.lexists(archive_path):
             os.unlink(archive_path)  # a dead run's partial archive
-        with open(archive_path, "xb") as out:
+        with open(archive_path, "xb") as opened:
+            out = EarlyWriteback(opened) if _synced_where_it_lies(doc["store"], archive_path) else opened
             if sealing is None:
                 final, stats, sha256, size = write_archive(head, planned, root_paths, out, options, index_path,
                                                            meter.update)
@@ -115,7 +117,7 @@ def run(doc: dict, args: argparse.Namespace) -> dict:
                 final, stats, sha256, size = write_archive(head, planned, root_paths, writer,  # type: ignore[arg-type]
                                                            options, index_path, meter.update)
                 sealed = seal_section(writer.close(), archive_path, sealed_hash.digest.hexdigest())
-            out.flush()  # no fsync: the work dir's files are scratch (fsutil)
+            out.flush()  # no fsync: the work dir's files are scratch (fsutil), synced when they land
     except OSError as exc:
         meter.abandon()
         discard(archive_path)
@@ -169,3 +171,15 @@ class _PlanEntries:
             yield from self._reader
         except ValueError as exc:
             raise BadDocument(f"the plan index {self._path} cannot be read ({exc}): run ocb-plan again") from None
+
+
+def _synced_where_it_lies(store_url: str, archive_path: str) -> bool:
+    """The archive is the volume a local store on the work dir's filesystem takes by a rename
+    and syncs there (a single volume: ocb-split keeps an archive that fits one as it is)."""
+    if not store_url.startswith(local.SCHEME):
+        return False
+    try:
+        return local.LocalStore(store_url).takes_by_rename(archive_path)
+    except UsageError:
+        return False
+

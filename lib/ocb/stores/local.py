@@ -98,6 +98,16 @@ class LocalStore(Store):
     def _path(self, relative: str) -> str:
         return os.path.join(self.root, relative)
 
+    def takes_by_rename(self, path: str) -> bool:
+        """Whether a volume written at `path` (a work-dir file) will land here by a rename,
+        the store's folder being on its filesystem (then it is synced where it lies, and its
+        writer may start writing it back early: fsutil.EarlyWriteback). A hint: _land_volume
+        decides by trying."""
+        try:
+            return os.stat(os.path.dirname(path) or ".").st_dev == os.stat(self.root).st_dev
+        except OSError:
+            return False
+
     def _read(self, relative: str) -> bytes | None:
         """A store file's bytes, None when it is not there."""
         try:
