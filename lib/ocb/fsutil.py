@@ -2,7 +2,8 @@
 the one reader of this process's mount table (/proc/self/mountinfo).
 
 Used by every writer whose file must be whole or absent after a crash: the index, the cache,
-block-hash sidecars, the KDF salt file and the local store. Knows nothing of their formats.
+the KDF salt file and the local store (block-hash sidecars are renamed whole but not synced:
+blocks.BlockHashes.save). Knows nothing of their formats.
 
 What is not synced: the work dir's scratch files (the archive, its volumes, the plan index);
 an archive the local store will take by a rename is written back early (EarlyWriteback).
@@ -121,8 +122,8 @@ def start_writeback(fd: int, offset: int, length: int) -> bool:
     return _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE) == 0  # type: ignore[operator]
 
 
-def write_bytes(path: str, data: bytes, mode: int = 0o600) -> None:
-    with atomic_write(path, mode) as handle:
+def write_bytes(path: str, data: bytes, mode: int = 0o600, durable: bool = True) -> None:
+    with atomic_write(path, mode, durable) as handle:
         handle.write(data)
 
 
