@@ -125,9 +125,9 @@ class TarStream:
     """A PAX tar stream written member by member into `out`: headers (member_header), data
     in COPY_CHUNK pieces, padding, and the end-of-archive blocks, as tarfile writes them (the
     same bytes), without tarfile's per-member copies of each TarInfo and its list of every
-    member written. File data is read into one buffer, used again for
-    every piece (`out.write` must take a copy of what it keeps, as zstd, gzip and files do):
-    a fresh 1 MiB object per read was a fresh mapping and its page faults, per piece."""
+    member written. File data is read into one buffer, used again for every piece
+    (`out.write` must take a copy of what it keeps, as zstd, gzip and files do): a fresh
+    1 MiB object per read was a fresh mapping and its page faults, per piece."""
 
     def __init__(self, out: BinaryIO) -> None:
         self.out = out

@@ -1121,4 +1121,6 @@ def test_the_local_store_takes_by_rename_only_what_is_on_its_filesystem(tmp_path
     (tmp_path / "work").mkdir()
     assert store.takes_by_rename(str(tmp_path / "work" / "a.tar.zst"))
     assert not store.takes_by_rename("/proc/self/a.tar.zst")  # another filesystem
-    assert not LocalStore(f"file://{tmp_path / 'nowhere'}").takes_by_rename(str(tmp_path / "work" / "a"))
+    # a store the first push will make: where its parent is
+    assert LocalStore(f"file://{tmp_path / 'new' / 'store'}").takes_by_rename(str(tmp_path / "work" / "a"))
+    assert not LocalStore(f"file://{tmp_path / 'new' / 'store'}").takes_by_rename("/proc/self/a")

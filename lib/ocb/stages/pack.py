@@ -182,4 +182,3 @@ def _synced_where_it_lies(store_url: str, archive_path: str) -> bool:
         return local.LocalStore(store_url).takes_by_rename(archive_path)
     except UsageError:
         return False
-

@@ -102,9 +102,13 @@ class LocalStore(Store):
         """Whether a volume written at `path` (a work-dir file) will land here by a rename,
         the store's folder being on its filesystem (then it is synced where it lies, and its
         writer may start writing it back early: fsutil.EarlyWriteback). A hint: _land_volume
-        decides by trying."""
+        decides by trying. A store folder not made yet (the first push makes it) is where
+        its nearest existing parent is."""
+        folder = self.root
+        while not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+            folder = os.path.dirname(folder)
         try:
-            return os.stat(os.path.dirname(path) or ".").st_dev == os.stat(self.root).st_dev
+            return os.stat(os.path.dirname(path) or ".").st_dev == os.stat(folder).st_dev
         except OSError:
             return False
 
