@@ -1,6 +1,6 @@
 """archive.TarStream, ustar_header and pax_name_header write exactly the bytes tarfile's PAX
-format writes; block
-hashes do not depend on the chunking; the background sink hands its failure back."""
+format writes; block hashes do not depend on the chunking, and a delta records what hashing
+the new content records; the background sink hands its failure back."""
 
 from __future__ import annotations
 
