@@ -30,7 +30,7 @@ from .blocks import (
     encode_ranges,
     sidecar_name,
 )
-from .compression import compressor
+from .compression import compressor, index_frame_level
 from .errors import BadDocument, RuntimeFailure
 from .index import DIR, FILE, SYMLINK, Ancestry, Entry, Index, IndexFiles, order_key, wal_signature
 
@@ -431,6 +431,12 @@ def _write_members(head: Index, planned: Iterable[Entry], root_paths: dict[str, 
     except BaseException:
         index.abandon()
         raise
+    level = index_frame_level(options.compression, options.level)
+    if level is not None:
+        # the index and the archive's end in a frame of their own, at the level that suits
+        # the index (compression.py); a zstd decoder reads the frames on as one stream
+        packed.close()  # ends the members' frame; `out` stays open
+        packed = tar.out = compressor(options.compression, level, out)
     info = tarfile.TarInfo(INDEX_MEMBER)
     info.size = os.path.getsize(index_spool)
     info.mtime = int(time.time())

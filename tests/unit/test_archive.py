@@ -210,9 +210,10 @@ def _pack_one(tmp_path, content: bytes, monkeypatch, readv):
     monkeypatch.undo()
     import zstandard
 
-    with tarfile.open(fileobj=io.BytesIO(zstandard.ZstdDecompressor().decompress(out.getvalue(), max_output_size=1 << 24))) as tar:
+    plain = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(out.getvalue()), read_across_frames=True).read()
+    with tarfile.open(fileobj=io.BytesIO(plain)) as tar:
         members = {m.name: tar.extractfile(m).read() if m.isfile() else None for m in tar.getmembers()}
-    return final, stats, members
+    return final, stats, members, out.getvalue()
 
 
 def test_a_small_file_that_shrinks_while_read_is_archived_as_read_padded_and_counted(tmp_path, monkeypatch):
@@ -222,7 +223,7 @@ def test_a_small_file_that_shrinks_while_read_is_archived_as_read_padded_and_cou
         path.write_bytes(content[:1000])  # the writer cuts it between the fstat and the read
         return real(fd, buffers)
 
-    final, stats, members = _pack_one(tmp_path, content, monkeypatch, truncating)
+    final, stats, members, _ = _pack_one(tmp_path, content, monkeypatch, truncating)
     archived = content[:1000] + bytes(4000)
     entry = final.entries[("state", "small")]
     assert stats.changed_while_read == 1
@@ -236,7 +237,7 @@ def test_a_small_file_whose_read_fails_is_named_unreadable_and_left_out(tmp_path
     def failing(real, fd, buffers, path):
         raise OSError(errno.EIO, "Input/output error")
 
-    final, stats, members = _pack_one(tmp_path, b"y" * 3000, monkeypatch, failing)
+    final, stats, members, _ = _pack_one(tmp_path, b"y" * 3000, monkeypatch, failing)
     assert ("state", "small") not in final.entries
     assert stats.unreadable == [{"path": "state/small", "reason": "Input/output error"}]
     assert "state/small" not in members and "state" in members
@@ -244,7 +245,29 @@ def test_a_small_file_whose_read_fails_is_named_unreadable_and_left_out(tmp_path
 
 def test_a_small_file_is_archived_with_its_hash(tmp_path, monkeypatch):
     content = bytes(range(256)) * 7
-    final, stats, members = _pack_one(tmp_path, content, monkeypatch, lambda real, fd, b, p: real(fd, b))
+    final, stats, members, _ = _pack_one(tmp_path, content, monkeypatch, lambda real, fd, b, p: real(fd, b))
     entry = final.entries[("state", "small")]
     assert (stats.files, stats.changed_while_read, entry.sha256) == (1, 0, hashlib.sha256(content).hexdigest())
     assert members["state/small"] == content
+
+
+def test_the_index_is_a_zstd_frame_of_its_own_at_the_index_level(tmp_path, monkeypatch):
+    import zstandard
+
+    from ocb.archive import INDEX_MEMBER
+    from ocb.compression import ZSTD_INDEX_LEVEL, index_frame_level
+
+    final, _, members, compressed = _pack_one(tmp_path, b"z" * 900, monkeypatch, lambda real, fd, b, p: real(fd, b))
+    frame = zstandard.ZstdDecompressor().decompressobj()  # one frame: the rest is left unused
+    members_frame = frame.decompress(compressed)
+    index_frame = zstandard.ZstdDecompressor().decompressobj()
+    index_and_end = index_frame.decompress(frame.unused_data)
+    assert len(members_frame) % tarfile.BLOCKSIZE == 0 and index_frame.eof
+    assert not index_frame.unused_data
+    with tarfile.open(fileobj=io.BytesIO(members_frame)) as tar:
+        assert tar.getnames() == ["state", "state/small"]
+    with tarfile.open(fileobj=io.BytesIO(index_and_end)) as tar:
+        assert tar.getnames() == [INDEX_MEMBER]
+    assert members[INDEX_MEMBER] == open(tmp_path / "index.jsonl", "rb").read()
+    assert [index_frame_level("zstd", level) for level in (3, 18, 19)] == [ZSTD_INDEX_LEVEL, ZSTD_INDEX_LEVEL, 19]
+    assert index_frame_level("gzip", 6) is None
