@@ -771,7 +771,10 @@ def _listing(dir_path: str, rel_dir: str) -> list[os.DirEntry]:
     raised (RuntimeFailure for a root's own: the backup cannot go on without it)."""
     try:
         with os.scandir(dir_path) as listing:
-            return sorted(listing, key=BY_NAME)
+            children = list(listing)
+        if len(children) > 1:  # most directories of an npm cache hold one entry: no sort call
+            children.sort(key=BY_NAME)
+        return children
     except FileNotFoundError:
         if not rel_dir:
             return []  # the root went while we scanned: an empty root
@@ -904,6 +907,9 @@ def _walk(root: Root, children: list[os.DirEntry], report: ScanReport, excluded:
             stack.pop()
 
 
+_KEY_PENDING = object()  # Cursor: the next entry's order_key, not made yet
+
+
 class Cursor:
     """An index's entries in order_key order (a stream), looked up in that order: what a merge
     of a walk against an index needs, one entry of it in memory at a time. `passed` counts the
@@ -928,6 +934,8 @@ class Cursor:
 
     def take(self, key: str) -> Entry | None:
         """The entry whose order_key is `key`, or None; those before it are passed."""
+        if self._key is _KEY_PENDING:
+            self._key = order_key(self._next)  # type: ignore[arg-type]
         while self._key is not None and self._key < key:
             self._pass()
         if self._key != key:
@@ -935,11 +943,18 @@ class Cursor:
         found = self._next
         # _advance, inline: this runs once per entry of a plan
         self._next = following = next(self._entries, None)
-        self._key = None if following is None else order_key(following)
+        self._key = None if following is None else _KEY_PENDING
         return found
 
     def __call__(self, root: str, path: str, key: str) -> Entry | None:
-        """A Lookup: the entry of `key` (the order_key of root and path), or None."""
+        """A Lookup: the entry of `key` (the order_key of root and path), or None. The next
+        entry of the stream when it is that one (a plan of a state that barely moved: nearly
+        every call), its own order_key made only when a later call needs it."""
+        found = self._next
+        if found is not None and found.path == path and found.root == root:
+            self._next = following = next(self._entries, None)
+            self._key = None if following is None else _KEY_PENDING
+            return found
         return self.take(key)
 
     def finish(self) -> int:

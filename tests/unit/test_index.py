@@ -289,6 +289,31 @@ def test_the_scan_merged_against_a_stream_decides_what_the_whole_indexes_decide(
     assert changes.new == len(met) and changes.deleted == 0 and all(e.pack for e in met)
 
 
+CURSOR_PATHS = st.lists(st.text(alphabet="ab/", min_size=1, max_size=4).filter(
+    lambda p: "//" not in p and not p.startswith("/") and not p.endswith("/")), unique=True, max_size=10)
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream=CURSOR_PATHS, asked=CURSOR_PATHS)
+def test_a_cursor_finds_what_a_lookup_by_key_finds_and_passes_the_rest(stream, asked):
+    """Cursor called as a Lookup (root, path, key): the next entry itself when it is the one
+    asked for, its order_key made later; anything else by key. Either way: the same answers
+    and the same entries passed as a dict of the stream and a count of what was never asked."""
+    from ocb.index import Cursor, order_key
+
+    entries = sorted((Entry("r", p, FILE, 0o644, 1, 1) for p in stream), key=order_key)
+    wanted = sorted((Entry("r", p, FILE, 0o644, 1, 1) for p in asked), key=order_key)
+    by_key = {order_key(e): e for e in entries}
+    passed_over = []
+    cursor = Cursor(entries, on_passed=passed_over.append)
+    for entry in wanted:
+        key = order_key(entry)
+        assert cursor(entry.root, entry.path, key) is by_key.get(key)
+    total = cursor.finish()
+    never_asked = [e for e in entries if order_key(e) not in {order_key(w) for w in wanted}]
+    assert passed_over == never_asked and total == len(never_asked)
+
+
 def test_a_directory_that_cannot_be_listed_is_left_out_before_anything_below_it_is_met(tmp_path, monkeypatch):
     from ocb.index import Cursor, ScanReport, scan_roots, walk
 
