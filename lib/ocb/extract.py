@@ -34,7 +34,6 @@ from .archive import (
 from .blocks import BlockHashes, Hasher, block_count, decode_ranges, sidecar_name
 from .errors import ChainBroken, ChecksumMismatch, HostileArchive
 from .index import (
-    BY_NAME,
     DIR,
     FILE,
     NUL,
@@ -43,6 +42,7 @@ from .index import (
     Entry,
     Index,
     checked_structure,
+    listing_by_name,
     no_gc,
     read_lines,
     split_member,
@@ -865,18 +865,17 @@ def make_equal(staging: str, root: str, entries: Iterable[Entry], blocks_dir: st
 
 
 def _walk_staging(dir_path: str, rel_dir: str, dir_key: str, cursor: Cursor, settle: "_Settler") -> None:
-    with os.scandir(dir_path) as listing:
-        children = sorted(listing, key=BY_NAME)
-    for child in children:
+    root = settle.root
+    for child in listing_by_name(dir_path):
         key = f"{dir_key}\0{child.name}"
-        entry = cursor.take(key)
+        rel = child.name if not rel_dir else f"{rel_dir}/{child.name}"
+        entry = cursor(root, rel, key)
         if entry is None:  # not in the index: a path a later snapshot of the chain no longer holds
             if child.is_dir(follow_symlinks=False):
                 shutil.rmtree(child.path)
             else:
                 os.unlink(child.path)
             continue
-        rel = child.name if not rel_dir else f"{rel_dir}/{child.name}"
         st = child.stat(follow_symlinks=False)
         settle.check_type(st, entry, rel)
         if entry.type == DIR:

@@ -766,15 +766,20 @@ def walk(present: list[tuple[Root, str, os.stat_result]], excludes: list[str], i
 BY_NAME = operator.attrgetter("name")  # how a listing is sorted: its names in order_key order
 
 
+def listing_by_name(dir_path: str) -> list[os.DirEntry]:
+    """A directory's entries by name (the order a walk meets them in: order_key's)."""
+    with os.scandir(dir_path) as listing:
+        children = list(listing)
+    if len(children) > 1:  # most directories of an npm cache hold one entry: no sort call
+        children.sort(key=BY_NAME)
+    return children
+
+
 def _listing(dir_path: str, rel_dir: str) -> list[os.DirEntry]:
     """A directory's entries by name; FileNotFoundError when it is gone, other OSErrors as
     raised (RuntimeFailure for a root's own: the backup cannot go on without it)."""
     try:
-        with os.scandir(dir_path) as listing:
-            children = list(listing)
-        if len(children) > 1:  # most directories of an npm cache hold one entry: no sort call
-            children.sort(key=BY_NAME)
-        return children
+        return listing_by_name(dir_path)
     except FileNotFoundError:
         if not rel_dir:
             return []  # the root went while we scanned: an empty root
